@@ -1,0 +1,419 @@
+"""Encode validated rows into compact arrays for the model.
+
+Small LazyFrame -> LazyFrame functions build the features in long format (one
+row per store and day); ``to_panel`` scatters them into arrays indexed by
+store position and calendar day. Days are aligned by calendar date, so a
+store with a gap has unobserved days in the middle of its row rather than a
+history shifted in time.
+
+The encoding spec fixes category sets and scaling constants, and is persisted
+as JSON: tomorrow's history and a future calendar encode exactly like today's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import polars as pl
+
+from tasks import features as fx
+from tasks import names as n
+
+log = logging.getLogger(__name__)
+
+SPEC_VERSION = 1
+IS_FUTURE = "is_future"
+STORE_INDEX = "store_index"
+DAY_INDEX = "day_index"
+OBSERVED = "observed"
+ONE_DAY = dt.timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class EncodingSpec:
+    """Everything needed to encode new rows exactly like the training rows."""
+
+    yearly_fourier_order: int = 4
+    monthly_fourier_order: int = 2
+    log_competition_distance_mean: float = 0.0
+    log_competition_distance_std: float = 1.0
+    levels: dict[str, tuple[str, ...]] = field(
+        default_factory=lambda: {
+            n.STATE_HOLIDAY: n.STATE_HOLIDAY_LEVELS,
+            n.STORE_TYPE: n.STORE_TYPE_LEVELS,
+            n.ASSORTMENT: n.ASSORTMENT_LEVELS,
+            n.PROMO_INTERVAL: n.PROMO_INTERVAL_LEVELS,
+        }
+    )
+    version: int = SPEC_VERSION
+
+    def __post_init__(self) -> None:
+        if self.yearly_fourier_order < 0 or self.monthly_fourier_order < 0:
+            raise ValueError(
+                f"Fourier orders must be >= 0, got yearly={self.yearly_fourier_order}, "
+                f"monthly={self.monthly_fourier_order}"
+            )
+        if not self.log_competition_distance_std > 0:
+            raise ValueError(f"log_competition_distance_std must be > 0, got {self.log_competition_distance_std}")
+
+    @property
+    def features(self) -> tuple[fx.Feature, ...]:
+        return fx.registry(self.yearly_fourier_order, self.monthly_fourier_order)
+
+    def feature_names(self, scope: fx.Scope) -> tuple[str, ...]:
+        return fx.names_in(self.features, scope)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> EncodingSpec:
+        raw = json.loads(text)
+        if raw.get("version") != SPEC_VERSION:
+            raise ValueError(f"encoding spec version {raw.get('version')!r} is not supported (expected {SPEC_VERSION})")
+        raw["levels"] = {k: tuple(v) for k, v in raw["levels"].items()}
+        return cls(**raw)
+
+
+def build_spec(stores: pl.DataFrame, yearly_fourier_order: int = 4, monthly_fourier_order: int = 2) -> EncodingSpec:
+    """Fit the scaling constants of the store covariates on a stores table."""
+    log_distance = stores[n.COMPETITION_DISTANCE].drop_nulls().log1p()
+    mean = float(log_distance.mean()) if len(log_distance) else 0.0
+    std = float(log_distance.std()) if len(log_distance) > 1 else 1.0
+    return EncodingSpec(
+        yearly_fourier_order=yearly_fourier_order,
+        monthly_fourier_order=monthly_fourier_order,
+        log_competition_distance_mean=mean,
+        log_competition_distance_std=std if std > 0 else 1.0,
+    )
+
+
+def check_categories(frame: pl.DataFrame, spec: EncodingSpec, source: str) -> None:
+    """Raise a ValueError naming every value outside the spec's fixed category sets."""
+    problems = []
+    for column, levels in spec.levels.items():
+        if column not in frame.columns:
+            continue
+        unknown = frame.filter(~pl.col(column).is_in(list(levels)))[column]
+        if len(unknown):
+            values = sorted({str(v) for v in unknown.unique().to_list()})[:5]
+            problems.append(f"{column}: {len(unknown)} rows with unknown values {values}; known: {list(levels)}")
+    if problems:
+        raise ValueError(f"{source}: unknown categories (the encoding spec fixes them):\n  " + "\n  ".join(problems))
+
+
+# --- long-format features -------------------------------------------------
+
+
+def calendar_rows(history: pl.LazyFrame, future: pl.LazyFrame | None = None) -> pl.LazyFrame:
+    """History and future calendar rows in one frame, Sales null on future rows."""
+    columns = [n.STORE, n.DATE, n.OPEN, n.PROMO, n.STATE_HOLIDAY, n.SCHOOL_HOLIDAY]
+    past = history.select(*columns, pl.col(n.SALES), pl.lit(False).alias(IS_FUTURE))
+    if future is None:
+        return past
+    ahead = future.select(*columns, pl.lit(None, dtype=pl.Int32).alias(n.SALES), pl.lit(True).alias(IS_FUTURE))
+    return pl.concat([past, ahead], how="vertical_relaxed")
+
+
+def _closure_neighbours(rows: pl.LazyFrame) -> pl.LazyFrame:
+    """Flags for the day before and after a closure that is not the weekly Sunday."""
+    neighbours = rows.select(n.STORE, n.DATE, n.OPEN)
+    previous = neighbours.select(n.STORE, (pl.col(n.DATE) + ONE_DAY).alias(n.DATE), pl.col(n.OPEN).alias("_open_prev"))
+    following = neighbours.select(n.STORE, (pl.col(n.DATE) - ONE_DAY).alias(n.DATE), pl.col(n.OPEN).alias("_open_next"))
+    weekday = pl.col(n.DATE).dt.weekday()
+    return (
+        rows.join(previous, on=[n.STORE, n.DATE], how="left")
+        .join(following, on=[n.STORE, n.DATE], how="left")
+        .with_columns(
+            ((pl.col("_open_next") == 0) & (weekday != 6)).fill_null(False).alias(fx.BEFORE_CLOSURE_FEATURE),
+            ((pl.col("_open_prev") == 0) & (weekday != 1)).fill_null(False).alias(fx.AFTER_CLOSURE_FEATURE),
+        )
+        .drop("_open_prev", "_open_next")
+    )
+
+
+def _promo2_active(month_abbrev: pl.Expr) -> pl.Expr:
+    promo2_start = pl.date(pl.col(n.PROMO2_SINCE_YEAR), 1, 1) + pl.duration(weeks=pl.col(n.PROMO2_SINCE_WEEK) - 1)
+    started = pl.col(n.PROMO2_SINCE_YEAR).is_null() | (pl.col(n.DATE) >= promo2_start)
+    in_interval = pl.col(n.PROMO_INTERVAL).str.split(",").list.contains(month_abbrev)
+    return ((pl.col(n.PROMO2) == 1) & started & in_interval).fill_null(False)
+
+
+def _competition_active() -> pl.Expr:
+    since = pl.date(pl.col(n.COMPETITION_OPEN_SINCE_YEAR), pl.col(n.COMPETITION_OPEN_SINCE_MONTH), 1)
+    has_competitor = pl.col(n.COMPETITION_DISTANCE).is_not_null()
+    return (has_competitor & (since.is_null() | (pl.col(n.DATE) >= since))).fill_null(False)
+
+
+def store_day_features(rows: pl.LazyFrame, stores: pl.LazyFrame) -> pl.LazyFrame:
+    """Per (store, day) features, plus Sales and the observed mask.
+
+    A day is observed when the store was open and sold something: closed days
+    and days missing from the data are unobserved, never zeros. Open days with
+    zero sales (54 rows in Rossmann) are treated as data errors, as Kaggle's
+    scoring did, and left unobserved.
+    """
+    month_abbrev = pl.col(n.DATE).dt.month().replace_strict(
+        list(range(1, 13)), list(n.PROMO_INTERVAL_MONTHS), return_dtype=pl.String
+    )
+    holiday = [
+        (pl.col(n.STATE_HOLIDAY) == level).alias(name)
+        for level, name in zip(n.STATE_HOLIDAY_LEVELS[1:], fx.HOLIDAY_FEATURES, strict=True)
+    ]
+    store_columns = [
+        n.STORE,
+        n.COMPETITION_DISTANCE,
+        n.COMPETITION_OPEN_SINCE_MONTH,
+        n.COMPETITION_OPEN_SINCE_YEAR,
+        n.PROMO2,
+        n.PROMO2_SINCE_WEEK,
+        n.PROMO2_SINCE_YEAR,
+        n.PROMO_INTERVAL,
+    ]
+    return (
+        _closure_neighbours(rows)
+        .join(stores.select(store_columns), on=n.STORE, how="left")
+        .with_columns(
+            (pl.col(n.PROMO) == 1).alias(fx.PROMO_FEATURE),
+            (pl.col(n.SCHOOL_HOLIDAY) == 1).alias(fx.SCHOOL_HOLIDAY_FEATURE),
+            _promo2_active(month_abbrev).alias(fx.PROMO2_ACTIVE_FEATURE),
+            *holiday,
+            _competition_active().alias(fx.COMPETITION_ACTIVE_FEATURE),
+            ((pl.col(n.OPEN) == 1) & (pl.col(n.SALES) > 0)).fill_null(False).alias(OBSERVED),
+        )
+        .select(
+            n.STORE,
+            n.DATE,
+            IS_FUTURE,
+            n.OPEN,
+            n.SALES,
+            OBSERVED,
+            fx.PROMO_FEATURE,
+            fx.SCHOOL_HOLIDAY_FEATURE,
+            fx.PROMO2_ACTIVE_FEATURE,
+            *fx.HOLIDAY_FEATURES,
+            fx.BEFORE_CLOSURE_FEATURE,
+            fx.AFTER_CLOSURE_FEATURE,
+            fx.COMPETITION_ACTIVE_FEATURE,
+        )
+    )
+
+
+def date_features(dates: pl.LazyFrame, spec: EncodingSpec) -> pl.LazyFrame:
+    """Features of the calendar day alone: weekday contrasts, seasonality, Christmas rush."""
+    date = pl.col(n.DATE)
+    weekday = [(date.dt.weekday() == d).alias(name) for d, name in zip(range(2, 8), fx.WEEKDAY_FEATURES, strict=True)]
+    # Angles from days since the epoch, so that every year has the same phase.
+    days = date.cast(pl.Int32).cast(pl.Float64)
+    yearly = []
+    for k in range(1, spec.yearly_fourier_order + 1):
+        angle = 2 * math.pi * k * days / 365.25
+        yearly += [angle.sin().alias(f"year_sin_{k}"), angle.cos().alias(f"year_cos_{k}")]
+    position = (date.dt.day() - 1).cast(pl.Float64) / date.dt.month_end().dt.day().cast(pl.Float64)
+    monthly = []
+    for k in range(1, spec.monthly_fourier_order + 1):
+        angle = 2 * math.pi * k * position
+        monthly += [angle.sin().alias(f"month_sin_{k}"), angle.cos().alias(f"month_cos_{k}")]
+    christmas = ((date.dt.month() == 12) & date.dt.day().is_between(16, 23)).alias(fx.CHRISTMAS_RUSH_FEATURE)
+    return dates.select(date, *weekday, *yearly, *monthly, christmas)
+
+
+def store_features(stores: pl.LazyFrame, spec: EncodingSpec) -> pl.LazyFrame:
+    """Store attributes as contrasts and a standardised log competition distance."""
+    contrasts = [
+        (pl.col(n.STORE_TYPE) == level).alias(name)
+        for level, name in zip(n.STORE_TYPE_LEVELS[1:], fx.STORE_TYPE_FEATURES, strict=True)
+    ] + [
+        (pl.col(n.ASSORTMENT) == level).alias(name)
+        for level, name in zip(n.ASSORTMENT_LEVELS[1:], fx.ASSORTMENT_FEATURES, strict=True)
+    ]
+    distance = pl.col(n.COMPETITION_DISTANCE)
+    # A missing distance is coded explicitly: an average distance plus a flag.
+    standardised = (distance.log1p() - spec.log_competition_distance_mean) / spec.log_competition_distance_std
+    return stores.select(
+        n.STORE,
+        *contrasts,
+        standardised.fill_null(0.0).alias(fx.LOG_COMPETITION_DISTANCE_FEATURE),
+        distance.is_null().alias(fx.COMPETITION_DISTANCE_MISSING_FEATURE),
+        (pl.col(n.PROMO2) == 1).alias(fx.PROMO2_PARTICIPANT_FEATURE),
+    )
+
+
+# --- arrays ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EncodedPanel:
+    """Compact arrays for the model, indexed [store position, calendar day].
+
+    ``stores[i]`` is the Store id at position i; ``dates[t]`` the calendar day
+    t. Unobserved cells (closed, missing, or in the future) have sales 0 and
+    ``observed`` False; ``present`` marks cells that have a row at all.
+    """
+
+    stores: np.ndarray  # int32 [S]
+    dates: np.ndarray  # datetime64[D] [T]
+    date_x: np.ndarray  # float32 [T, F_date]
+    store_day_x: np.ndarray  # float32 [S, T, F_store_day]
+    store_z: np.ndarray  # float32 [S, F_store]
+    sales: np.ndarray  # float32 [S, T]
+    observed: np.ndarray  # bool [S, T]
+    present: np.ndarray  # bool [S, T]
+    open: np.ndarray  # bool [S, T]
+
+    @property
+    def n_stores(self) -> int:
+        return len(self.stores)
+
+    @property
+    def n_days(self) -> int:
+        return len(self.dates)
+
+    def store_positions(self, store_ids: np.ndarray) -> np.ndarray:
+        """Positions of the given Store ids; ValueError naming any that are absent."""
+        lookup = {int(s): i for i, s in enumerate(self.stores)}
+        missing = [int(s) for s in store_ids if int(s) not in lookup]
+        if missing:
+            raise ValueError(f"stores not in this panel: {missing[:10]}{' ...' if len(missing) > 10 else ''}")
+        return np.array([lookup[int(s)] for s in store_ids], dtype=np.int32)
+
+    def select_stores(self, positions: np.ndarray) -> EncodedPanel:
+        return EncodedPanel(
+            stores=self.stores[positions],
+            dates=self.dates,
+            date_x=self.date_x,
+            store_day_x=self.store_day_x[positions],
+            store_z=self.store_z[positions],
+            sales=self.sales[positions],
+            observed=self.observed[positions],
+            present=self.present[positions],
+            open=self.open[positions],
+        )
+
+
+def _bool_block(frame: pl.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
+    if not columns:
+        return np.zeros((frame.height, 0), dtype=np.float32)
+    return frame.select(pl.col(c).cast(pl.Float32) for c in columns).to_numpy().astype(np.float32, copy=False)
+
+
+def to_panel(
+    rows: pl.DataFrame,
+    store_table: pl.DataFrame,
+    spec: EncodingSpec,
+    store_ids: np.ndarray,
+    first_date: dt.date,
+    last_date: dt.date,
+) -> EncodedPanel:
+    """Scatter long-format store-day rows into [store, day] arrays.
+
+    ``rows`` comes from ``store_day_features``; rows outside the store set or
+    the date range are ignored. ``store_table`` comes from ``store_features``.
+    """
+    if last_date < first_date:
+        raise ValueError(f"last_date {last_date} is before first_date {first_date}")
+    store_ids = np.asarray(store_ids, dtype=np.int32)
+    dates = np.arange(np.datetime64(first_date, "D"), np.datetime64(last_date, "D") + 1)
+    n_stores, n_days = len(store_ids), len(dates)
+    sd_names = spec.feature_names(fx.Scope.STORE_DAY)
+
+    position = pl.DataFrame({n.STORE: store_ids, STORE_INDEX: np.arange(n_stores, dtype=np.int32)})
+    cells = (
+        rows.lazy()
+        .filter(pl.col(n.DATE).is_between(first_date, last_date))
+        .join(position.lazy(), on=n.STORE, how="inner")
+        .with_columns((pl.col(n.DATE) - pl.lit(first_date)).dt.total_days().cast(pl.Int32).alias(DAY_INDEX))
+        .collect()
+    )
+    s_idx = cells[STORE_INDEX].to_numpy()
+    t_idx = cells[DAY_INDEX].to_numpy()
+
+    store_day_x = np.zeros((n_stores, n_days, len(sd_names)), dtype=np.float32)
+    store_day_x[s_idx, t_idx] = _bool_block(cells, sd_names)
+    sales = np.zeros((n_stores, n_days), dtype=np.float32)
+    observed = np.zeros((n_stores, n_days), dtype=bool)
+    present = np.zeros((n_stores, n_days), dtype=bool)
+    is_open = np.zeros((n_stores, n_days), dtype=bool)
+    obs = cells[OBSERVED].to_numpy()
+    observed[s_idx, t_idx] = obs
+    sales[s_idx[obs], t_idx[obs]] = cells[n.SALES].to_numpy()[obs]
+    present[s_idx, t_idx] = True
+    is_open[s_idx, t_idx] = cells[n.OPEN].to_numpy() == 1
+
+    date_frame = date_features(pl.LazyFrame({n.DATE: dates.astype("datetime64[D]")}), spec).collect()
+    date_x = _bool_block(date_frame, spec.feature_names(fx.Scope.DATE))
+
+    z_names = spec.feature_names(fx.Scope.STORE)
+    store_frame = position.join(store_table, on=n.STORE, how="left").sort(STORE_INDEX)
+    if store_frame[z_names[0]].null_count():
+        absent = store_frame.filter(pl.col(z_names[0]).is_null())[n.STORE].to_list()
+        raise ValueError(f"stores without attributes in the stores table: {absent[:10]}")
+    store_z = _bool_block(store_frame, z_names)
+
+    return EncodedPanel(
+        stores=store_ids,
+        dates=dates,
+        date_x=date_x,
+        store_day_x=store_day_x,
+        store_z=store_z,
+        sales=sales,
+        observed=observed,
+        present=present,
+        open=is_open,
+    )
+
+
+@dataclass(frozen=True)
+class EncodedData:
+    """The history panel, the future panel (if a calendar was given) and the spec."""
+
+    spec: EncodingSpec
+    history: EncodedPanel
+    future: EncodedPanel | None
+    history_rows: pl.DataFrame  # long-format features, validated by schemas.encoded
+
+
+def encode(
+    train: pl.DataFrame,
+    stores: pl.DataFrame,
+    future: pl.DataFrame | None = None,
+    spec: EncodingSpec | None = None,
+) -> EncodedData:
+    """Encode validated typed frames into history (and future) panels.
+
+    The history panel covers every store with at least one train row, from the
+    first to the last train date. The future panel covers the calendar's
+    stores and dates. Pass the persisted ``spec`` of a fitted model to encode
+    exactly as it was trained.
+    """
+    spec = spec or build_spec(stores)
+    check_categories(train, spec, "train")
+    check_categories(stores, spec, "stores")
+    if future is not None:
+        check_categories(future, spec, "future")
+    rows = store_day_features(
+        calendar_rows(train.lazy(), None if future is None else future.lazy()), stores.lazy()
+    ).collect()
+    store_table = store_features(stores.lazy(), spec).collect()
+
+    history_rows = rows.filter(~pl.col(IS_FUTURE))
+    n_open_zero = history_rows.filter((pl.col(n.OPEN) == 1) & (pl.col(n.SALES) == 0)).height
+    if n_open_zero:
+        log.info("%d open days with zero sales are left unobserved (treated as data errors)", n_open_zero)
+    history_stores = np.sort(history_rows[n.STORE].unique().to_numpy())
+    history = to_panel(
+        history_rows, store_table, spec, history_stores, history_rows[n.DATE].min(), history_rows[n.DATE].max()
+    )
+    future_panel = None
+    if future is not None and future.height:
+        future_rows = rows.filter(pl.col(IS_FUTURE))
+        future_stores = np.sort(future_rows[n.STORE].unique().to_numpy())
+        future_panel = to_panel(
+            future_rows, store_table, spec, future_stores, future_rows[n.DATE].min(), future_rows[n.DATE].max()
+        )
+    return EncodedData(spec=spec, history=history, future=future_panel, history_rows=history_rows)

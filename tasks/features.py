@@ -1,0 +1,88 @@
+"""The feature registry: every model feature's name, scope and pooling.
+
+Scope says what a feature varies over, which decides the array it lives in:
+``date`` features are the same for every store on a day ([T, F] array),
+``store_day`` features vary by store and day ([S, T, F]), ``store`` features
+are store attributes ([S, F]) that shift the population mean of the store
+coefficients. ``pooled`` features get a per-store coefficient drawn from a
+population; the others get one coefficient shared by all stores.
+
+Every block of categories is coded as contrasts against a reference level
+and the model has an intercept, so nothing is identified only by a prior.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from tasks import names as n
+
+
+class Scope(str, Enum):
+    DATE = "date"
+    STORE_DAY = "store_day"
+    STORE = "store"
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    scope: Scope
+    pooled: bool = False
+
+
+# Weekday contrasts against Monday (ISO weekday 1).
+WEEKDAY_FEATURES = tuple(f"weekday_{d}" for d in range(2, 8))
+HOLIDAY_FEATURES = tuple(f"state_holiday_{level}" for level in n.STATE_HOLIDAY_LEVELS[1:])
+STORE_TYPE_FEATURES = tuple(f"store_type_{level}" for level in n.STORE_TYPE_LEVELS[1:])
+ASSORTMENT_FEATURES = tuple(f"assortment_{level}" for level in n.ASSORTMENT_LEVELS[1:])
+
+PROMO_FEATURE = "promo"
+SCHOOL_HOLIDAY_FEATURE = "school_holiday"
+PROMO2_ACTIVE_FEATURE = "promo2_active"
+BEFORE_CLOSURE_FEATURE = "before_closure"
+AFTER_CLOSURE_FEATURE = "after_closure"
+COMPETITION_ACTIVE_FEATURE = "competition_active"
+CHRISTMAS_RUSH_FEATURE = "christmas_rush"
+LOG_COMPETITION_DISTANCE_FEATURE = "log_competition_distance"
+COMPETITION_DISTANCE_MISSING_FEATURE = "competition_distance_missing"
+PROMO2_PARTICIPANT_FEATURE = "promo2_participant"
+
+
+def yearly_fourier_features(order: int) -> tuple[str, ...]:
+    return tuple(f"year_{fn}_{k}" for k in range(1, order + 1) for fn in ("sin", "cos"))
+
+
+def monthly_fourier_features(order: int) -> tuple[str, ...]:
+    return tuple(f"month_{fn}_{k}" for k in range(1, order + 1) for fn in ("sin", "cos"))
+
+
+def registry(yearly_order: int, monthly_order: int) -> tuple[Feature, ...]:
+    """All features in array order within each scope."""
+    date = [Feature(name, Scope.DATE, pooled=True) for name in WEEKDAY_FEATURES]
+    date += [Feature(name, Scope.DATE) for name in yearly_fourier_features(yearly_order)]
+    date += [Feature(name, Scope.DATE) for name in monthly_fourier_features(monthly_order)]
+    date.append(Feature(CHRISTMAS_RUSH_FEATURE, Scope.DATE))
+    store_day = [
+        Feature(PROMO_FEATURE, Scope.STORE_DAY, pooled=True),
+        Feature(SCHOOL_HOLIDAY_FEATURE, Scope.STORE_DAY, pooled=True),
+        Feature(PROMO2_ACTIVE_FEATURE, Scope.STORE_DAY, pooled=True),
+    ]
+    store_day += [Feature(name, Scope.STORE_DAY) for name in HOLIDAY_FEATURES]
+    store_day += [
+        Feature(BEFORE_CLOSURE_FEATURE, Scope.STORE_DAY),
+        Feature(AFTER_CLOSURE_FEATURE, Scope.STORE_DAY),
+        Feature(COMPETITION_ACTIVE_FEATURE, Scope.STORE_DAY),
+    ]
+    store = [Feature(name, Scope.STORE) for name in STORE_TYPE_FEATURES + ASSORTMENT_FEATURES]
+    store += [
+        Feature(LOG_COMPETITION_DISTANCE_FEATURE, Scope.STORE),
+        Feature(COMPETITION_DISTANCE_MISSING_FEATURE, Scope.STORE),
+        Feature(PROMO2_PARTICIPANT_FEATURE, Scope.STORE),
+    ]
+    return tuple(date + store_day + store)
+
+
+def names_in(features: tuple[Feature, ...], scope: Scope) -> tuple[str, ...]:
+    return tuple(f.name for f in features if f.scope is scope)

@@ -1,0 +1,292 @@
+"""Stochastic variational inference for the store-sales model.
+
+The variational family is a mean-field normal: Normal for real sites,
+LogNormal for the positive scales. Its parameters are plain arrays keyed
+``"<site>.loc"`` and ``"<site>.scale"``; store-level ones have the stores
+along the first axis, so fits of different store sets concatenate.
+
+A fit runs compiled chunks of steps (one ``lax.scan`` per chunk, compiled
+once per shape) and stops when the relative change of the mean loss between
+consecutive chunks stays under a tolerance, or at a step cap. A non-finite
+loss raises ``FitDivergedError``: nothing downstream may use such a fit.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+from numpyro import handlers
+from numpyro.infer import SVI, Trace_ELBO
+from numpyro.optim import ClippedAdam
+
+from tasks.model import ModelInputs, ModelStructure, Site, model
+from tasks.warm_start import warm_start
+
+log = logging.getLogger(__name__)
+
+Params = dict[str, np.ndarray]
+
+
+class FitDivergedError(RuntimeError):
+    """The ELBO became non-finite: the fit is unusable and nothing is exported."""
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    learning_rate: float = 0.02
+    max_steps: int = 5000
+    chunk_steps: int = 100
+    tolerance: float = 2e-5
+    patience: int = 2
+    subsample_size: int | None = None
+    clip_norm: float = 10.0
+    init_scale: float = 0.05
+
+    def __post_init__(self) -> None:
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.chunk_steps < 1 or self.max_steps < self.chunk_steps:
+            raise ValueError(f"need 1 <= chunk_steps <= max_steps, got {self.chunk_steps}, {self.max_steps}")
+        if not self.tolerance > 0:
+            raise ValueError(f"tolerance must be > 0, got {self.tolerance}")
+        if self.subsample_size is not None and self.subsample_size < 1:
+            raise ValueError(f"subsample_size must be >= 1 or None, got {self.subsample_size}")
+
+
+@dataclass(frozen=True)
+class FitProgress:
+    step: int
+    max_steps: int
+    loss: float
+    relative_change: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """An immutable record of one fit: variational parameters and the loss trace."""
+
+    params: Params
+    losses: np.ndarray  # per step, loss per observed cell
+    n_steps: int
+    converged: bool
+    compile_seconds: float
+    run_seconds: float
+
+
+def log_progress(progress: FitProgress) -> None:
+    log.info(
+        "step %d/%d  loss/obs %.5f  rel.change %.2e  %.1fs",
+        progress.step,
+        progress.max_steps,
+        progress.loss,
+        progress.relative_change,
+        progress.seconds,
+    )
+
+
+# --- the variational family -----------------------------------------------
+
+
+def _site_dist(site: str, loc: jnp.ndarray, scale: jnp.ndarray, event_dims: int) -> dist.Distribution:
+    base = dist.LogNormal(loc, scale) if site in Site.POSITIVE else dist.Normal(loc, scale)
+    return base.to_event(event_dims) if event_dims else base
+
+
+# Event dims of each site as the model declares it (store sites inside the plate).
+EVENT_DIMS = {
+    Site.POOLED_MEAN: 1,
+    Site.POOLED_SCALE: 1,
+    Site.STORE_SHIFT: 2,
+    Site.GLOBAL_COEF: 1,
+    Site.LEVEL_SCALE: 0,
+    Site.DISPERSION_MEAN: 0,
+    Site.DISPERSION_SCALE: 0,
+    Site.POOLED_RAW: 1,
+    Site.DISPERSION_RAW: 0,
+    Site.LEVEL_STEPS_PAST: 1,
+}
+
+
+def guide(
+    inputs: ModelInputs,
+    structure: ModelStructure,
+    subsample_size: int | None = None,
+    init: Params | None = None,
+    sites: tuple[str, ...] = Site.GLOBAL + Site.STORE,
+) -> None:
+    """Mean-field guide over ``sites``; ``init`` gives each site's initial loc and scale."""
+    init = init or {}
+
+    def param(name: str) -> jnp.ndarray:
+        if name.endswith(".scale"):
+            return numpyro.param(name, init.get(name), constraint=dist.constraints.positive)
+        return numpyro.param(name, init.get(name))
+
+    for site in Site.GLOBAL:
+        if site in sites:
+            numpyro.sample(site, _site_dist(site, param(f"{site}.loc"), param(f"{site}.scale"), EVENT_DIMS[site]))
+    store_sites = [s for s in Site.STORE if s in sites]
+    if not store_sites:
+        return
+    full = {s: (param(f"{s}.loc"), param(f"{s}.scale")) for s in store_sites}
+    n_stores = inputs.observed.shape[0]
+    with numpyro.plate(Site.STORES_PLATE, n_stores, subsample_size=subsample_size, dim=-2) as idx:
+        for site, (loc, scale) in full.items():
+            numpyro.sample(site, _site_dist(site, jnp.asarray(loc)[idx], jnp.asarray(scale)[idx], EVENT_DIMS[site]))
+
+
+def local_start(
+    inputs: ModelInputs, structure: ModelStructure, fixed: dict[str, jnp.ndarray], init_scale: float
+) -> Params:
+    """Store-level guide parameters for a local fit: population effects, own level.
+
+    Each store starts where the fixed population puts a store with its
+    attributes, except for its level, which starts at its own log mean sales.
+    """
+    sales = np.asarray(inputs.sales)
+    observed = np.asarray(inputs.observed)
+    n_stores = sales.shape[0]
+    counts = observed.sum(axis=1)
+    totals = np.where(observed, sales, 0.0).sum(axis=1)
+    z = np.asarray(inputs.store_z)
+    population = np.asarray(fixed[Site.POOLED_MEAN]) + z @ np.asarray(fixed[Site.STORE_SHIFT])  # [S, P]
+    scale = np.asarray(fixed[Site.POOLED_SCALE])
+    pooled_raw = np.zeros((n_stores, 1, structure.n_pooled), np.float32)
+    with np.errstate(divide="ignore"):
+        log_level = np.log(np.maximum(totals / np.maximum(counts, 1), 1.0)) - structure.log_offset
+    own = np.where(counts > 0, log_level - population[:, 0], 0.0)
+    pooled_raw[:, 0, 0] = np.clip(own / scale[0], -4.0, 4.0)
+    locs = {
+        Site.POOLED_RAW: pooled_raw,
+        Site.DISPERSION_RAW: np.zeros((n_stores, 1), np.float32),
+        Site.LEVEL_STEPS_PAST: np.zeros((n_stores, 1, structure.n_past_blocks), np.float32),
+    }
+    params: Params = {}
+    for site, loc in locs.items():
+        params[f"{site}.loc"] = loc
+        params[f"{site}.scale"] = np.full(loc.shape, init_scale, np.float32)
+    return params
+
+
+def point_estimate(params: Params, sites: tuple[str, ...]) -> dict[str, jnp.ndarray]:
+    """Posterior medians of ``sites`` in the constrained space."""
+    out = {}
+    for site in sites:
+        loc = jnp.asarray(params[f"{site}.loc"])
+        out[site] = jnp.exp(loc) if site in Site.POSITIVE else loc
+    return out
+
+
+# --- fitting ----------------------------------------------------------------
+
+
+def _run_svi(
+    model_fn: Callable,
+    guide_fn: Callable,
+    inputs: ModelInputs,
+    n_observed: int,
+    settings: FitSettings,
+    key: jax.Array,
+    on_progress: Callable[[FitProgress], None],
+) -> FitResult:
+    optimizer = ClippedAdam(step_size=settings.learning_rate, clip_norm=settings.clip_norm)
+    svi = SVI(model_fn, guide_fn, optimizer, Trace_ELBO())
+    scale = 1.0 / max(n_observed, 1)
+
+    @jax.jit
+    def init_state(key, inputs):
+        return svi.init(key, inputs)
+
+    @jax.jit
+    def run_chunk(state, inputs):
+        def body(state, _):
+            state, loss = svi.update(state, inputs)
+            return state, loss * scale
+
+        return jax.lax.scan(body, state, None, length=settings.chunk_steps)
+
+    t0 = time.perf_counter()
+    state = init_state(key, inputs)
+    run_chunk.lower(state, inputs).compile()
+    compile_seconds = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    chunks: list[np.ndarray] = []
+    previous = np.inf
+    calm = 0
+    converged = False
+    while len(chunks) * settings.chunk_steps < settings.max_steps:
+        state, losses = run_chunk(state, inputs)
+        losses = np.asarray(losses)
+        chunks.append(losses)
+        step = len(chunks) * settings.chunk_steps
+        if not np.all(np.isfinite(losses)):
+            bad = step - settings.chunk_steps + int(np.argmin(np.isfinite(losses)))
+            raise FitDivergedError(f"the ELBO became non-finite at step {bad}; refusing to use this fit")
+        current = float(losses.mean())
+        change = abs(previous - current) / max(abs(current), 1e-12)
+        on_progress(FitProgress(step, settings.max_steps, current, change, time.perf_counter() - t0))
+        calm = calm + 1 if change < settings.tolerance else 0
+        previous = current
+        if calm >= settings.patience:
+            converged = True
+            break
+    params = {k: np.asarray(v) for k, v in svi.get_params(state).items()}
+    losses = np.concatenate(chunks)
+    return FitResult(params, losses, len(losses), converged, compile_seconds, time.perf_counter() - t0)
+
+
+def fit_global(
+    inputs: ModelInputs,
+    structure: ModelStructure,
+    settings: FitSettings,
+    key: jax.Array,
+    on_progress: Callable[[FitProgress], None] = log_progress,
+) -> FitResult:
+    """Fit every latent variable on all stores with history."""
+    if inputs.sales is None:
+        raise ValueError("fit_global needs sales; got inputs without them")
+    n_stores = inputs.observed.shape[0]
+    subsample = settings.subsample_size if settings.subsample_size and settings.subsample_size < n_stores else None
+    init = warm_start(inputs, structure, settings.init_scale)
+    model_fn = partial(model, structure=structure, subsample_size=subsample)
+    guide_fn = partial(guide, structure=structure, subsample_size=subsample, init=init)
+    n_obs = int(np.asarray(inputs.observed).sum())
+    # With stores subsampled, the loss of one step estimates the full loss.
+    return _run_svi(model_fn, guide_fn, inputs, n_obs, settings, key, on_progress)
+
+
+def fit_local(
+    inputs: ModelInputs,
+    structure: ModelStructure,
+    global_params: Params,
+    settings: FitSettings,
+    key: jax.Array,
+    on_progress: Callable[[FitProgress], None] = log_progress,
+) -> FitResult:
+    """Fit only the store-level variables of the given stores, globals held fixed.
+
+    All stores in ``inputs`` are fitted in one vectorised program; the
+    globals are fixed at their posterior medians from ``global_params``.
+    Returns store-level parameters only.
+    """
+    if inputs.sales is None:
+        raise ValueError("fit_local needs sales; got inputs without them")
+    fixed = point_estimate(global_params, Site.GLOBAL)
+    init = local_start(inputs, structure, fixed, settings.init_scale)
+    model_fn = handlers.condition(partial(model, structure=structure), data=fixed)
+    guide_fn = partial(guide, structure=structure, init=init, sites=Site.STORE)
+    n_obs = int(np.asarray(inputs.observed).sum())
+    local = replace(settings, subsample_size=None)
+    result = _run_svi(model_fn, guide_fn, inputs, n_obs, local, key, on_progress)
+    return result

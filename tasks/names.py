@@ -1,0 +1,86 @@
+"""The one place for column names, category sets and file roles.
+
+Every other module refers to these constants; no module spells a column name
+or a category level on its own.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class FileRole(str, Enum):
+    """The three input files of a run, named as they appear in reports."""
+
+    TRAIN = "train"
+    STORES = "stores"
+    FUTURE = "future"
+
+
+# Raw input columns (Kaggle Rossmann format).
+STORE = "Store"
+DAY_OF_WEEK = "DayOfWeek"
+DATE = "Date"
+SALES = "Sales"
+CUSTOMERS = "Customers"
+OPEN = "Open"
+PROMO = "Promo"
+STATE_HOLIDAY = "StateHoliday"
+SCHOOL_HOLIDAY = "SchoolHoliday"
+ID = "Id"
+
+STORE_TYPE = "StoreType"
+ASSORTMENT = "Assortment"
+COMPETITION_DISTANCE = "CompetitionDistance"
+COMPETITION_OPEN_SINCE_MONTH = "CompetitionOpenSinceMonth"
+COMPETITION_OPEN_SINCE_YEAR = "CompetitionOpenSinceYear"
+PROMO2 = "Promo2"
+PROMO2_SINCE_WEEK = "Promo2SinceWeek"
+PROMO2_SINCE_YEAR = "Promo2SinceYear"
+PROMO_INTERVAL = "PromoInterval"
+
+# Column added at ingest: the 1-based data row of the source file (header not
+# counted), so that a validation report can point a person at the line.
+ROW = "row"
+# Set at ingest on future calendars whose Open was blank: treated as open.
+OPEN_WAS_MISSING = "open_was_missing"
+
+TRAIN_COLUMNS = (STORE, DAY_OF_WEEK, DATE, SALES, CUSTOMERS, OPEN, PROMO, STATE_HOLIDAY, SCHOOL_HOLIDAY)
+FUTURE_COLUMNS = (ID, STORE, DAY_OF_WEEK, DATE, OPEN, PROMO, STATE_HOLIDAY, SCHOOL_HOLIDAY)
+STORE_COLUMNS = (
+    STORE,
+    STORE_TYPE,
+    ASSORTMENT,
+    COMPETITION_DISTANCE,
+    COMPETITION_OPEN_SINCE_MONTH,
+    COMPETITION_OPEN_SINCE_YEAR,
+    PROMO2,
+    PROMO2_SINCE_WEEK,
+    PROMO2_SINCE_YEAR,
+    PROMO_INTERVAL,
+)
+
+# Fixed category sets. The first level of each is the reference level of its
+# contrasts; the encoding spec persists them so tomorrow's run encodes alike.
+STATE_HOLIDAY_LEVELS = ("0", "a", "b", "c")
+STORE_TYPE_LEVELS = ("a", "b", "c", "d")
+ASSORTMENT_LEVELS = ("a", "b", "c")
+PROMO_INTERVAL_LEVELS = ("", "Jan,Apr,Jul,Oct", "Feb,May,Aug,Nov", "Mar,Jun,Sept,Dec")
+# Month abbreviations exactly as PromoInterval spells them (note "Sept").
+PROMO_INTERVAL_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sept", "Oct", "Nov", "Dec")
+
+# Forecast file contract (DESIGN.md): other tools read these names.
+MEAN = "mean"
+QUANTILE_COLUMNS = {0.05: "q05", 0.25: "q25", 0.5: "q50", 0.75: "q75", 0.95: "q95"}
+MODEL_VERSION = "model_version"
+WAS_OPEN = "open"
+
+
+def quantile_column(q: float) -> str:
+    """Column name of quantile ``q`` in the forecast file (0.05 -> "q05", 0.025 -> "q025")."""
+    if not 0.0 < q < 1.0:
+        raise ValueError(f"quantile must lie strictly between 0 and 1, got {q!r}")
+    if q in QUANTILE_COLUMNS:
+        return QUANTILE_COLUMNS[q]
+    digits = f"{q:.6f}".split(".")[1].rstrip("0")
+    return "q" + (digits if len(digits) > 1 else digits + "0")
