@@ -18,6 +18,7 @@ from numpyro.infer import Predictive
 
 from tasks.inference import Params, guide
 from tasks.model import ModelInputs, ModelStructure, Site, model
+from tasks.negbin import draw_counts
 
 DEFAULT_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
@@ -37,6 +38,21 @@ def select_store_params(params: Params, positions: np.ndarray) -> Params:
     return {k: (v[positions] if k in store_keys else v) for k, v in params.items()}
 
 
+@partial(jax.jit, static_argnames=("structure", "num_draws"))
+def _posterior_draws(params: Params, inputs: ModelInputs, key: jax.Array, structure: ModelStructure, num_draws: int):
+    """Expected sales [D, s, T] (with their mean and log) and concentrations [D, s, 1]."""
+    predictive = Predictive(
+        partial(model, structure=structure),
+        guide=partial(guide, structure=structure),
+        params=params,
+        num_samples=num_draws,
+        return_sites=[Site.EXPECTED_SALES, Site.CONCENTRATION],
+    )
+    draws = predictive(key, inputs)
+    expected = draws[Site.EXPECTED_SALES]
+    return expected.mean(axis=0), jnp.log(expected), draws[Site.CONCENTRATION]
+
+
 def _chunk_inputs(inputs: ModelInputs, rows: np.ndarray) -> ModelInputs:
     return inputs._replace(
         store_day_x=inputs.store_day_x[rows],
@@ -53,7 +69,7 @@ def forecast(
     key: jax.Array,
     num_draws: int = 1000,
     quantiles: tuple[float, ...] = DEFAULT_QUANTILES,
-    chunk_stores: int = 128,
+    chunk_stores: int = 256,
 ) -> ForecastArrays:
     """Predictive mean and quantiles of sales for every store and day of ``inputs``.
 
@@ -75,20 +91,6 @@ def forecast(
         raise ValueError("inputs reach further back than the fitted level path")
     future_structure = replace(structure, n_future_blocks=n_future)
     chunk = max(1, min(chunk_stores, n_stores))
-    levels = jnp.asarray(quantiles, jnp.float32)
-
-    @jax.jit
-    def summarise(chunk_params: Params, chunk_inputs: ModelInputs, key: jax.Array):
-        predictive = Predictive(
-            partial(model, structure=future_structure),
-            guide=partial(guide, structure=future_structure),
-            params=chunk_params,
-            num_samples=num_draws,
-            return_sites=[Site.SALES, Site.EXPECTED_SALES],
-        )
-        draws = predictive(key, chunk_inputs)
-        expected = draws[Site.EXPECTED_SALES].mean(axis=0)
-        return expected, jnp.quantile(draws[Site.SALES], levels, axis=0)
 
     mean = np.empty((n_stores, n_days), np.float32)
     quants = np.empty((len(quantiles), n_stores, n_days), np.float32)
@@ -97,9 +99,15 @@ def forecast(
         valid = rows < n_stores
         rows = np.where(valid, rows, n_stores - 1)  # pad the last chunk: same shape, one compile
         chunk_params = select_store_params(params, rows)
-        key, sub = jax.random.split(key)
-        expected, q = summarise(chunk_params, _chunk_inputs(inputs, rows), sub)
+        key, key_posterior, key_sales = jax.random.split(key, 3)
+        expected, log_expected, concentration = _posterior_draws(
+            chunk_params, _chunk_inputs(inputs, rows), key_posterior, future_structure, num_draws
+        )
+        # Sales are drawn outside the vmapped model, so that the sampler picks
+        # its fast path once per chunk instead of evaluating every path per draw.
+        sales = draw_counts(key_sales, log_expected, concentration)
         keep = rows[valid]
         mean[keep] = np.asarray(expected)[valid]
-        quants[:, keep] = np.asarray(q)[:, valid]
+        # numpy's selection-based quantile is several times faster than a sort in XLA on a CPU.
+        quants[:, keep] = np.quantile(np.moveaxis(sales, 0, -1)[valid], quantiles, axis=-1)
     return ForecastArrays(mean=mean, quantiles=quants, levels=tuple(quantiles))

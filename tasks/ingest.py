@@ -93,24 +93,37 @@ def missing_columns(raw: pl.LazyFrame, role: FileRole) -> list[str]:
 
 def _cast(column: str, dtype: pl.DataType, source: pl.DataType) -> pl.Expr:
     expr = pl.col(column)
-    if dtype == pl.Date() and source == pl.String():
-        return expr.str.strip_chars().str.to_date(DATE_FORMAT, strict=False)
     if source == pl.String() and dtype != pl.String():
         expr = expr.str.strip_chars()
-        if dtype.is_integer():
-            # "1270.0" in a CSV written by another tool is still the integer 1270.
-            return expr.cast(pl.Float64, strict=False).cast(dtype, strict=False)
+    if dtype == pl.Date() and source == pl.String():
+        return expr.str.to_date(DATE_FORMAT, strict=False)
+    if dtype.is_integer() and (source == pl.String() or source.is_float()):
+        # "1270.0" (or 1270.0 in a float column) is still the integer 1270, but
+        # "4256.7" is not an integer: it becomes null and is reported as unparsed.
+        as_float = expr.cast(pl.Float64, strict=False)
+        return pl.when(as_float == as_float.floor()).then(as_float).cast(dtype, strict=False)
     return expr.cast(dtype, strict=False)
+
+
+def _is_blank(column: str, source: pl.DataType) -> pl.Expr:
+    blank = pl.col(column).is_null()
+    if source == pl.String():
+        blank = blank | (pl.col(column).str.strip_chars() == "")
+    return blank
 
 
 def cast_typed(raw: pl.LazyFrame, role: FileRole) -> pl.LazyFrame:
     """Cast a raw frame to its explicit types; unparseable values become null.
 
-    Validation compares the result with the raw frame to report values that
-    did not parse. Absent optional columns are added as nulls.
+    Validation compares the result with the raw frame, row by row in the same
+    order, to report values that did not parse. Absent optional columns are
+    added as nulls. A blank Open in a future calendar means "unknown": it is
+    flagged in OPEN_WAS_MISSING and taken as open.
     """
     source = raw.collect_schema()
     exprs = [pl.col(n.ROW)]
+    if role is FileRole.FUTURE and n.OPEN in source:
+        exprs.append(_is_blank(n.OPEN, source[n.OPEN]).alias(n.OPEN_WAS_MISSING))
     for column, dtype in TYPED_COLUMNS[role].items():
         if column in source:
             exprs.append(_cast(column, dtype, source[column]).alias(column))
@@ -121,9 +134,10 @@ def cast_typed(raw: pl.LazyFrame, role: FileRole) -> pl.LazyFrame:
         # Kaggle writes "no PromoInterval" as an empty quoted string; a blank
         # field or a null in Parquet means the same.
         typed = typed.with_columns(pl.col(n.PROMO_INTERVAL).fill_null(""))
-    if role is FileRole.FUTURE:
-        typed = typed.with_columns(pl.col(n.OPEN).is_null().alias(n.OPEN_WAS_MISSING)).with_columns(
-            pl.col(n.OPEN).fill_null(1)
+    if role is FileRole.FUTURE and n.OPEN in source:
+        # Only a blank Open is taken as open; text that did not parse stays null.
+        typed = typed.with_columns(
+            pl.when(pl.col(n.OPEN_WAS_MISSING)).then(pl.lit(1, pl.Int8)).otherwise(pl.col(n.OPEN)).alias(n.OPEN)
         )
     return typed
 

@@ -21,16 +21,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
-from jax.scipy.special import gammaln
-from numpyro.distributions import constraints
-from numpyro.distributions.util import promote_shapes
 
 from tasks.features import Feature, Scope
+from tasks.negbin import NegativeBinomialLogMean
 
 
 class Site:
@@ -51,6 +48,7 @@ class Site:
 
     SALES = "sales"
     EXPECTED_SALES = "expected_sales"
+    CONCENTRATION = "concentration"
     STORES_PLATE = "stores"
 
     GLOBAL = (POOLED_MEAN, POOLED_SCALE, STORE_SHIFT, GLOBAL_COEF, LEVEL_SCALE, DISPERSION_MEAN, DISPERSION_SCALE)
@@ -158,47 +156,6 @@ def _level(steps_past: jnp.ndarray, steps_future: jnp.ndarray | None, block: jnp
     return path[:, block + n_past]
 
 
-class NegativeBinomialLogMean(dist.Distribution):
-    """Negative binomial (NB2) with mean exp(log_mean) and a concentration r.
-
-    Variance mu + mu^2 / r. The same law as ``NegativeBinomial2``; its exact
-    log-density is written in terms of the log mean so that a step computes
-    one log-gamma per observation where the generic form computes three, and
-    none of exp(-r) that made the seed's fits overflow.
-    """
-
-    arg_constraints = {"log_mean": constraints.real, "concentration": constraints.positive}
-    support = constraints.nonnegative_integer
-
-    def __init__(self, log_mean, concentration, *, validate_args=None):
-        self.log_mean, self.concentration = promote_shapes(log_mean, concentration)
-        batch_shape = jax.lax.broadcast_shapes(jnp.shape(log_mean), jnp.shape(concentration))
-        super().__init__(batch_shape=batch_shape, validate_args=validate_args)
-
-    @property
-    def mean(self):
-        return jnp.broadcast_to(jnp.exp(self.log_mean), self.batch_shape)
-
-    def sample(self, key, sample_shape=()):
-        shape = sample_shape + self.batch_shape
-        key_gamma, key_poisson = jax.random.split(key)
-        r = jnp.broadcast_to(self.concentration, shape)
-        rate = jax.random.gamma(key_gamma, r) * jnp.exp(self.log_mean - jnp.log(self.concentration))
-        return jax.random.poisson(key_poisson, rate, shape).astype(jnp.result_type(float))
-
-    def log_prob(self, value):
-        r = self.concentration
-        log_r = jnp.log(r)
-        log_r_plus_mu = jnp.logaddexp(log_r, self.log_mean)
-        return (
-            gammaln(value + r)
-            - gammaln(r)
-            - gammaln(value + 1.0)
-            + r * (log_r - log_r_plus_mu)
-            + value * (self.log_mean - log_r_plus_mu)
-        )
-
-
 PRIOR_SCALE_INTERCEPT = 1.0
 PRIOR_SCALE_EFFECT = 0.5
 PRIOR_POOLED_SCALE_INTERCEPT = 1.0
@@ -266,6 +223,7 @@ def model(inputs: ModelInputs, structure: ModelStructure, subsample_size: int | 
         with numpyro.plate("days", n_days, dim=-1):
             if sales is None:
                 numpyro.deterministic(Site.EXPECTED_SALES, jnp.exp(log_mu))
+                numpyro.deterministic(Site.CONCENTRATION, concentration)
             numpyro.sample(Site.SALES, NegativeBinomialLogMean(log_mu, concentration).mask(observed), obs=sales)
 
 
