@@ -54,6 +54,7 @@ TRUE_GLOBAL = {
 }
 TRUE_STORE_SHIFT = {"store_type_b": 0.5, "assortment_c": 0.1, fx.LOG_COMPETITION_DISTANCE_FEATURE: 0.05}
 TRUE_LEVEL_SCALE = 0.03
+TRUE_DAY_SCALE = 0.04
 TRUE_LOG_DISPERSION_MEAN = np.log(40.0)
 TRUE_LOG_DISPERSION_SCALE = 0.3
 LOG_OFFSET = np.log(5000.0)
@@ -70,6 +71,7 @@ class DemoTruth:
     global_coef: np.ndarray  # [G]
     store_coef: np.ndarray  # [S, P] for stores 1..S in order
     store_level: np.ndarray  # [S, T_all] level over history and horizon
+    day_effect: np.ndarray  # [T_all] shock shared by all stores
     dispersion: np.ndarray  # [S]
     log_mean: np.ndarray  # [S, T_all] true log mean sales on every day
 
@@ -184,8 +186,8 @@ def generate_demo(
     spec = encode.build_spec(stores, yearly_fourier_order=4, monthly_fourier_order=2)
     rows = encode.store_day_features(encode.calendar_rows(calendar.lazy()), stores.lazy()).collect()
     panel = encode.to_panel(rows, encode.store_features(stores.lazy(), spec).collect(), spec, store_ids, dates[0], dates[-1])
-    n_past = (n_history_days - 1) // BLOCK_DAYS
-    structure = ModelStructure.from_features(spec.features, n_past, BLOCK_DAYS, float(LOG_OFFSET))
+    structure = ModelStructure.from_features(spec.features, n_history_days, BLOCK_DAYS, float(LOG_OFFSET))
+    n_past = structure.n_past_blocks
 
     pooled_mean = _vector(structure.pooled_names, TRUE_POOLED)
     pooled_scale = _vector(structure.pooled_names, TRUE_POOLED_SCALE, DEFAULT_POOLED_SCALE)
@@ -203,6 +205,7 @@ def generate_demo(
         axis=1,
     )
     level = path[:, blocks + n_past]
+    day_effect = TRUE_DAY_SCALE * rng.normal(size=len(dates))
 
     x_date = panel.date_x
     x_sd = panel.store_day_x
@@ -211,6 +214,7 @@ def generate_demo(
     log_mean = (
         LOG_OFFSET
         + level
+        + day_effect[None, :]
         + store_coef[:, :1]
         + store_coef[:, 1 : 1 + len(dp)] @ x_date[:, dp].T
         + np.einsum("stf,sf->st", x_sd[..., sp], store_coef[:, 1 + len(dp) :])
@@ -251,6 +255,7 @@ def generate_demo(
         global_coef=global_coef,
         store_coef=store_coef,
         store_level=level,
+        day_effect=day_effect,
         dispersion=dispersion,
         log_mean=log_mean,
     )

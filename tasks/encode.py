@@ -31,7 +31,6 @@ IS_FUTURE = "is_future"
 STORE_INDEX = "store_index"
 DAY_INDEX = "day_index"
 OBSERVED = "observed"
-ONE_DAY = dt.timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -121,20 +120,27 @@ def calendar_rows(history: pl.LazyFrame, future: pl.LazyFrame | None = None) -> 
 
 
 def _closure_neighbours(rows: pl.LazyFrame) -> pl.LazyFrame:
-    """Flags for the day before and after a closure that is not the weekly Sunday."""
+    """Flags for the days just before and after a closure that is not the weekly Sunday.
+
+    Neighbours are found by calendar date (a join), never by row position, so
+    a day missing from the data is simply unknown (no flag).
+    """
     neighbours = rows.select(n.STORE, n.DATE, n.OPEN)
-    previous = neighbours.select(n.STORE, (pl.col(n.DATE) + ONE_DAY).alias(n.DATE), pl.col(n.OPEN).alias("_open_prev"))
-    following = neighbours.select(n.STORE, (pl.col(n.DATE) - ONE_DAY).alias(n.DATE), pl.col(n.OPEN).alias("_open_next"))
+
+    def open_on(shift_days: int, alias: str) -> pl.LazyFrame:
+        return neighbours.select(n.STORE, (pl.col(n.DATE) - dt.timedelta(days=shift_days)).alias(n.DATE), pl.col(n.OPEN).alias(alias))
+
+    for shift_days, alias in ((-2, "_open_m2"), (-1, "_open_m1"), (1, "_open_p1"), (2, "_open_p2")):
+        rows = rows.join(open_on(shift_days, alias), on=[n.STORE, n.DATE], how="left")
     weekday = pl.col(n.DATE).dt.weekday()
-    return (
-        rows.join(previous, on=[n.STORE, n.DATE], how="left")
-        .join(following, on=[n.STORE, n.DATE], how="left")
-        .with_columns(
-            ((pl.col("_open_next") == 0) & (weekday != 6)).fill_null(False).alias(fx.BEFORE_CLOSURE_FEATURE),
-            ((pl.col("_open_prev") == 0) & (weekday != 1)).fill_null(False).alias(fx.AFTER_CLOSURE_FEATURE),
-        )
-        .drop("_open_prev", "_open_next")
-    )
+    closed = {alias: (pl.col(alias) == 0) for alias in ("_open_m2", "_open_m1", "_open_p1", "_open_p2")}
+    is_open = {alias: (pl.col(alias) == 1) for alias in ("_open_m1", "_open_p1")}
+    return rows.with_columns(
+        (closed["_open_p1"] & (weekday != 6)).fill_null(False).alias(fx.BEFORE_CLOSURE_FEATURE),
+        (closed["_open_m1"] & (weekday != 1)).fill_null(False).alias(fx.AFTER_CLOSURE_FEATURE),
+        (closed["_open_p2"] & is_open["_open_p1"] & (weekday != 5)).fill_null(False).alias(fx.TWO_BEFORE_CLOSURE_FEATURE),
+        (closed["_open_m2"] & is_open["_open_m1"] & (weekday != 2)).fill_null(False).alias(fx.TWO_AFTER_CLOSURE_FEATURE),
+    ).drop("_open_m2", "_open_m1", "_open_p1", "_open_p2")
 
 
 def _promo2_active(month_abbrev: pl.Expr) -> pl.Expr:
@@ -183,6 +189,10 @@ def store_day_features(rows: pl.LazyFrame, stores: pl.LazyFrame) -> pl.LazyFrame
             (pl.col(n.SCHOOL_HOLIDAY) == 1).alias(fx.SCHOOL_HOLIDAY_FEATURE),
             _promo2_active(month_abbrev).alias(fx.PROMO2_ACTIVE_FEATURE),
             *holiday,
+            *[
+                ((pl.col(n.PROMO) == 1) & (pl.col(n.DATE).dt.weekday() == d)).alias(name)
+                for d, name in zip(range(2, 6), fx.PROMO_WEEKDAY_FEATURES, strict=True)
+            ],
             _competition_active().alias(fx.COMPETITION_ACTIVE_FEATURE),
             ((pl.col(n.OPEN) == 1) & (pl.col(n.SALES) > 0)).fill_null(False).alias(OBSERVED),
         )
@@ -193,13 +203,7 @@ def store_day_features(rows: pl.LazyFrame, stores: pl.LazyFrame) -> pl.LazyFrame
             n.OPEN,
             n.SALES,
             OBSERVED,
-            fx.PROMO_FEATURE,
-            fx.SCHOOL_HOLIDAY_FEATURE,
-            fx.PROMO2_ACTIVE_FEATURE,
-            *fx.HOLIDAY_FEATURES,
-            fx.BEFORE_CLOSURE_FEATURE,
-            fx.AFTER_CLOSURE_FEATURE,
-            fx.COMPETITION_ACTIVE_FEATURE,
+            *fx.STORE_DAY_FEATURES,
         )
     )
 

@@ -43,6 +43,10 @@ SCHOOL_HOLIDAY_FEATURE = "school_holiday"
 PROMO2_ACTIVE_FEATURE = "promo2_active"
 BEFORE_CLOSURE_FEATURE = "before_closure"
 AFTER_CLOSURE_FEATURE = "after_closure"
+TWO_BEFORE_CLOSURE_FEATURE = "two_days_before_closure"
+TWO_AFTER_CLOSURE_FEATURE = "two_days_after_closure"
+# Rossmann's promo runs Monday to Friday; its lift differs by weekday (contrasts vs Monday).
+PROMO_WEEKDAY_FEATURES = tuple(f"promo_weekday_{d}" for d in range(2, 6))
 COMPETITION_ACTIVE_FEATURE = "competition_active"
 CHRISTMAS_RUSH_FEATURE = "christmas_rush"
 LOG_COMPETITION_DISTANCE_FEATURE = "log_competition_distance"
@@ -58,23 +62,27 @@ def monthly_fourier_features(order: int) -> tuple[str, ...]:
     return tuple(f"month_{fn}_{k}" for k in range(1, order + 1) for fn in ("sin", "cos"))
 
 
+STORE_DAY_POOLED_FEATURES = (PROMO_FEATURE, SCHOOL_HOLIDAY_FEATURE, PROMO2_ACTIVE_FEATURE)
+STORE_DAY_GLOBAL_FEATURES = (
+    *HOLIDAY_FEATURES,
+    BEFORE_CLOSURE_FEATURE,
+    AFTER_CLOSURE_FEATURE,
+    TWO_BEFORE_CLOSURE_FEATURE,
+    TWO_AFTER_CLOSURE_FEATURE,
+    *PROMO_WEEKDAY_FEATURES,
+    COMPETITION_ACTIVE_FEATURE,
+)
+STORE_DAY_FEATURES = STORE_DAY_POOLED_FEATURES + STORE_DAY_GLOBAL_FEATURES
+
+
 def registry(yearly_order: int, monthly_order: int) -> tuple[Feature, ...]:
     """All features in array order within each scope."""
     date = [Feature(name, Scope.DATE, pooled=True) for name in WEEKDAY_FEATURES]
     date += [Feature(name, Scope.DATE) for name in yearly_fourier_features(yearly_order)]
     date += [Feature(name, Scope.DATE) for name in monthly_fourier_features(monthly_order)]
     date.append(Feature(CHRISTMAS_RUSH_FEATURE, Scope.DATE))
-    store_day = [
-        Feature(PROMO_FEATURE, Scope.STORE_DAY, pooled=True),
-        Feature(SCHOOL_HOLIDAY_FEATURE, Scope.STORE_DAY, pooled=True),
-        Feature(PROMO2_ACTIVE_FEATURE, Scope.STORE_DAY, pooled=True),
-    ]
-    store_day += [Feature(name, Scope.STORE_DAY) for name in HOLIDAY_FEATURES]
-    store_day += [
-        Feature(BEFORE_CLOSURE_FEATURE, Scope.STORE_DAY),
-        Feature(AFTER_CLOSURE_FEATURE, Scope.STORE_DAY),
-        Feature(COMPETITION_ACTIVE_FEATURE, Scope.STORE_DAY),
-    ]
+    store_day = [Feature(name, Scope.STORE_DAY, pooled=True) for name in STORE_DAY_POOLED_FEATURES]
+    store_day += [Feature(name, Scope.STORE_DAY) for name in STORE_DAY_GLOBAL_FEATURES]
     store = [Feature(name, Scope.STORE) for name in STORE_TYPE_FEATURES + ASSORTMENT_FEATURES]
     store += [
         Feature(LOG_COMPETITION_DISTANCE_FEATURE, Scope.STORE),

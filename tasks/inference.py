@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from functools import partial
+from functools import lru_cache, partial
 
 import jax
 import jax.numpy as jnp
@@ -42,22 +42,37 @@ class FitDivergedError(RuntimeError):
 
 @dataclass(frozen=True)
 class FitSettings:
+    """How SVI runs and when it stops.
+
+    Convergence: after each chunk, the slope of the loss over the last
+    ``window_chunks`` chunks (least squares, robust to the step-to-step noise
+    of a one-sample ELBO) predicts the relative improvement of one more chunk;
+    the fit stops once that stays below ``tolerance`` for ``patience`` checks.
+    """
+
     learning_rate: float = 0.02
+    learning_rate_half_life: int = 400  # steps; the decay quiets the final iterates
     max_steps: int = 5000
     chunk_steps: int = 100
-    tolerance: float = 2e-5
+    tolerance: float = 1e-4
     patience: int = 2
+    window_chunks: int = 5
     subsample_size: int | None = None
+    num_particles: int = 1
     clip_norm: float = 10.0
     init_scale: float = 0.05
 
     def __post_init__(self) -> None:
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.learning_rate_half_life < 1:
+            raise ValueError(f"learning_rate_half_life must be >= 1, got {self.learning_rate_half_life}")
         if self.chunk_steps < 1 or self.max_steps < self.chunk_steps:
             raise ValueError(f"need 1 <= chunk_steps <= max_steps, got {self.chunk_steps}, {self.max_steps}")
         if not self.tolerance > 0:
             raise ValueError(f"tolerance must be > 0, got {self.tolerance}")
+        if self.window_chunks < 2:
+            raise ValueError(f"window_chunks must be >= 2, got {self.window_chunks}")
         if self.subsample_size is not None and self.subsample_size < 1:
             raise ValueError(f"subsample_size must be >= 1 or None, got {self.subsample_size}")
 
@@ -66,8 +81,8 @@ class FitSettings:
 class FitProgress:
     step: int
     max_steps: int
-    loss: float
-    relative_change: float
+    loss: float  # mean loss per observation over the last chunk
+    relative_improvement: float  # predicted for one more chunk; inf until the window is full
     seconds: float
 
 
@@ -85,13 +100,23 @@ class FitResult:
 
 def log_progress(progress: FitProgress) -> None:
     log.info(
-        "step %d/%d  loss/obs %.5f  rel.change %.2e  %.1fs",
+        "step %d/%d  loss/obs %.5f  rel.improvement/chunk %.2e  %.1fs",
         progress.step,
         progress.max_steps,
         progress.loss,
-        progress.relative_change,
+        progress.relative_improvement,
         progress.seconds,
     )
+
+
+def relative_improvement(losses: np.ndarray, window: int, chunk: int) -> float:
+    """Relative loss decrease over the next ``chunk`` steps, from the slope over the last ``window`` steps."""
+    if losses.size < window:
+        return float("inf")
+    recent = losses[-window:]
+    steps = np.arange(window, dtype=np.float64)
+    slope = np.polyfit(steps, recent.astype(np.float64), 1)[0]
+    return float(-slope * chunk / max(abs(float(recent.mean())), 1e-12))
 
 
 # --- the variational family -----------------------------------------------
@@ -109,6 +134,8 @@ EVENT_DIMS = {
     Site.STORE_SHIFT: 2,
     Site.GLOBAL_COEF: 1,
     Site.LEVEL_SCALE: 0,
+    Site.DAY_SCALE: 0,
+    Site.DAY_RAW: 1,
     Site.DISPERSION_MEAN: 0,
     Site.DISPERSION_SCALE: 0,
     Site.POOLED_RAW: 1,
@@ -121,16 +148,18 @@ def guide(
     inputs: ModelInputs,
     structure: ModelStructure,
     subsample_size: int | None = None,
-    init: Params | None = None,
     sites: tuple[str, ...] = Site.GLOBAL + Site.STORE,
 ) -> None:
-    """Mean-field guide over ``sites``; ``init`` gives each site's initial loc and scale."""
-    init = init or {}
+    """Mean-field guide over ``sites``.
+
+    Its parameters have no defaults: a fit passes its start values to
+    ``SVI.init(init_params=...)``, a forecast passes fitted values.
+    """
 
     def param(name: str) -> jnp.ndarray:
         if name.endswith(".scale"):
-            return numpyro.param(name, init.get(name), constraint=dist.constraints.positive)
-        return numpyro.param(name, init.get(name))
+            return numpyro.param(name, None, constraint=dist.constraints.positive)
+        return numpyro.param(name, None)
 
     for site in Site.GLOBAL:
         if site in sites:
@@ -190,54 +219,85 @@ def point_estimate(params: Params, sites: tuple[str, ...]) -> dict[str, jnp.ndar
 # --- fitting ----------------------------------------------------------------
 
 
-def _run_svi(
-    model_fn: Callable,
-    guide_fn: Callable,
-    inputs: ModelInputs,
-    n_observed: int,
-    settings: FitSettings,
-    key: jax.Array,
-    on_progress: Callable[[FitProgress], None],
-) -> FitResult:
-    optimizer = ClippedAdam(step_size=settings.learning_rate, clip_norm=settings.clip_norm)
-    svi = SVI(model_fn, guide_fn, optimizer, Trace_ELBO())
-    scale = 1.0 / max(n_observed, 1)
+def _local_model(inputs: ModelInputs, fixed: dict[str, jnp.ndarray], structure: ModelStructure) -> None:
+    with handlers.condition(data=fixed):
+        model(inputs, structure)
+
+
+def _local_guide(inputs: ModelInputs, fixed: dict[str, jnp.ndarray], structure: ModelStructure) -> None:
+    guide(inputs, structure, sites=Site.STORE)
+
+
+@lru_cache(maxsize=16)
+def _svi_program(structure: ModelStructure, settings: FitSettings, subsample_size: int | None, local: bool):
+    """SVI plus its compiled init and chunk functions, built once per (structure, settings).
+
+    Everything that varies between fits of the same shape (data, start
+    values, fixed globals) is an argument, so a second fit reuses the
+    compiled programs.
+    """
+
+    def step_size(step):
+        return settings.learning_rate * 0.5 ** (step / settings.learning_rate_half_life)
+
+    optimizer = ClippedAdam(step_size=step_size, clip_norm=settings.clip_norm)
+    if local:
+        model_fn, guide_fn = partial(_local_model, structure=structure), partial(_local_guide, structure=structure)
+    else:
+        model_fn = partial(model, structure=structure, subsample_size=subsample_size)
+        guide_fn = partial(guide, structure=structure, subsample_size=subsample_size)
+    svi = SVI(model_fn, guide_fn, optimizer, Trace_ELBO(num_particles=settings.num_particles))
 
     @jax.jit
-    def init_state(key, inputs):
-        return svi.init(key, inputs)
+    def init_state(key, init, args):
+        return svi.init(key, *args, init_params=init)
 
     @jax.jit
-    def run_chunk(state, inputs):
+    def run_chunk(state, args, scale):
         def body(state, _):
-            state, loss = svi.update(state, inputs)
+            state, loss = svi.update(state, *args)
             return state, loss * scale
 
         return jax.lax.scan(body, state, None, length=settings.chunk_steps)
 
+    return svi, init_state, run_chunk
+
+
+def _run_svi(
+    args: tuple,
+    init: Params,
+    n_observed: int,
+    settings: FitSettings,
+    key: jax.Array,
+    on_progress: Callable[[FitProgress], None],
+    subsample_size: int | None,
+    structure: ModelStructure,
+    local: bool,
+) -> FitResult:
+    svi, init_state, run_chunk = _svi_program(structure, settings, subsample_size, local)
+    scale = jnp.float32(1.0 / max(n_observed, 1))
+
     t0 = time.perf_counter()
-    state = init_state(key, inputs)
-    run_chunk.lower(state, inputs).compile()
+    state = init_state(key, init, args)
+    run_chunk.lower(state, args, scale).compile()
     compile_seconds = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     chunks: list[np.ndarray] = []
-    previous = np.inf
+    window = settings.window_chunks * settings.chunk_steps
     calm = 0
     converged = False
     while len(chunks) * settings.chunk_steps < settings.max_steps:
-        state, losses = run_chunk(state, inputs)
+        state, losses = run_chunk(state, args, scale)
         losses = np.asarray(losses)
         chunks.append(losses)
         step = len(chunks) * settings.chunk_steps
         if not np.all(np.isfinite(losses)):
             bad = step - settings.chunk_steps + int(np.argmin(np.isfinite(losses)))
             raise FitDivergedError(f"the ELBO became non-finite at step {bad}; refusing to use this fit")
-        current = float(losses.mean())
-        change = abs(previous - current) / max(abs(current), 1e-12)
-        on_progress(FitProgress(step, settings.max_steps, current, change, time.perf_counter() - t0))
-        calm = calm + 1 if change < settings.tolerance else 0
-        previous = current
+        improvement = relative_improvement(np.concatenate(chunks[-settings.window_chunks :]), window, settings.chunk_steps)
+        on_progress(FitProgress(step, settings.max_steps, float(losses.mean()), improvement, time.perf_counter() - t0))
+        calm = calm + 1 if improvement < settings.tolerance else 0
         if calm >= settings.patience:
             converged = True
             break
@@ -259,11 +319,9 @@ def fit_global(
     n_stores = inputs.observed.shape[0]
     subsample = settings.subsample_size if settings.subsample_size and settings.subsample_size < n_stores else None
     init = warm_start(inputs, structure, settings.init_scale)
-    model_fn = partial(model, structure=structure, subsample_size=subsample)
-    guide_fn = partial(guide, structure=structure, subsample_size=subsample, init=init)
     n_obs = int(np.asarray(inputs.observed).sum())
     # With stores subsampled, the loss of one step estimates the full loss.
-    return _run_svi(model_fn, guide_fn, inputs, n_obs, settings, key, on_progress)
+    return _run_svi((inputs,), init, n_obs, settings, key, on_progress, subsample, structure, local=False)
 
 
 def fit_local(
@@ -284,9 +342,6 @@ def fit_local(
         raise ValueError("fit_local needs sales; got inputs without them")
     fixed = point_estimate(global_params, Site.GLOBAL)
     init = local_start(inputs, structure, fixed, settings.init_scale)
-    model_fn = handlers.condition(partial(model, structure=structure), data=fixed)
-    guide_fn = partial(guide, structure=structure, init=init, sites=Site.STORE)
     n_obs = int(np.asarray(inputs.observed).sum())
     local = replace(settings, subsample_size=None)
-    result = _run_svi(model_fn, guide_fn, inputs, n_obs, local, key, on_progress)
-    return result
+    return _run_svi((inputs, fixed), init, n_obs, local, key, on_progress, None, structure, local=True)

@@ -1,10 +1,16 @@
 """The hierarchical negative-binomial model of daily store sales.
 
-    log mu[s,t] = offset + level[s, block(t)]
+    log mu[s,t] = offset + level[s, block(t)] + day[t]
                   + b[s,0] + date_pooled[t] . b[s,date] + store_day_pooled[s,t] . b[s,sd]
                   + date_global[t] . g[date] + store_day_global[s,t] . g[sd]
     b[s]        = pooled_mean + z[s] @ store_shift + pooled_scale * pooled_raw[s]   (non-centred)
     sales[s,t]  ~ NegativeBinomial2(mu[s,t], r[s]),  log r[s] pooled across stores
+
+``day[t]`` is a shock shared by all stores on day t (weather, paydays, what
+the calendar features miss), N(0, day_scale): fitted on history days, drawn
+from its prior on forecast days. It keeps common daily shocks out of the
+store-level dispersion, and gives the predictive the heavier tails of a
+negative binomial mixed over a shared log-normal shock.
 
 ``b[s,0]`` is the store's level at the anchor (the last history day); the
 level walks backwards from it over blocks of ``block_days`` days, so that a
@@ -38,6 +44,9 @@ class Site:
     STORE_SHIFT = "store_shift"
     GLOBAL_COEF = "global_coef"
     LEVEL_SCALE = "level_scale"
+    DAY_SCALE = "day_scale"
+    DAY_RAW = "day_effect_raw"
+    DAY_RAW_FUTURE = "day_effect_raw_future"
     DISPERSION_MEAN = "log_dispersion_mean"
     DISPERSION_SCALE = "log_dispersion_scale"
 
@@ -51,9 +60,19 @@ class Site:
     CONCENTRATION = "concentration"
     STORES_PLATE = "stores"
 
-    GLOBAL = (POOLED_MEAN, POOLED_SCALE, STORE_SHIFT, GLOBAL_COEF, LEVEL_SCALE, DISPERSION_MEAN, DISPERSION_SCALE)
+    GLOBAL = (
+        POOLED_MEAN,
+        POOLED_SCALE,
+        STORE_SHIFT,
+        GLOBAL_COEF,
+        LEVEL_SCALE,
+        DAY_SCALE,
+        DAY_RAW,
+        DISPERSION_MEAN,
+        DISPERSION_SCALE,
+    )
     STORE = (POOLED_RAW, DISPERSION_RAW, LEVEL_STEPS_PAST)
-    POSITIVE = (POOLED_SCALE, LEVEL_SCALE, DISPERSION_SCALE)
+    POSITIVE = (POOLED_SCALE, LEVEL_SCALE, DAY_SCALE, DISPERSION_SCALE)
 
 
 INTERCEPT = "intercept"
@@ -72,6 +91,7 @@ class ModelStructure:
     store_day_global: tuple[int, ...]
     n_store_features: int
     n_past_blocks: int
+    n_history_days: int
     block_days: int
     log_offset: float
     n_future_blocks: int
@@ -89,12 +109,14 @@ class ModelStructure:
 
     @classmethod
     def from_features(
-        cls, features: tuple[Feature, ...], n_past_blocks: int, block_days: int, log_offset: float
+        cls, features: tuple[Feature, ...], n_history_days: int, block_days: int, log_offset: float
     ) -> ModelStructure:
+        """The structure for a history of ``n_history_days`` days ending at the anchor."""
         if block_days < 1:
             raise ValueError(f"block_days must be >= 1, got {block_days}")
-        if n_past_blocks < 0:
-            raise ValueError(f"n_past_blocks must be >= 0, got {n_past_blocks}")
+        if n_history_days < 1:
+            raise ValueError(f"n_history_days must be >= 1, got {n_history_days}")
+        n_past_blocks = (n_history_days - 1) // block_days
 
         def split(scope: Scope, pooled: bool) -> tuple[tuple[int, ...], tuple[str, ...]]:
             in_scope = [f for f in features if f.scope is scope]
@@ -113,6 +135,7 @@ class ModelStructure:
             store_day_global=sg,
             n_store_features=len(z_names),
             n_past_blocks=n_past_blocks,
+            n_history_days=n_history_days,
             block_days=block_days,
             log_offset=log_offset,
             n_future_blocks=0,
@@ -127,13 +150,16 @@ class ModelInputs(NamedTuple):
 
     ``block`` is each day's time block relative to the anchor: 0 for the last
     ``block_days`` days of history, -1 for the block before, 1 for the first
-    block after the anchor. ``sales`` is None when predicting.
+    block after the anchor. ``day`` is each day's index among the history
+    days (0 = first history day), -1 for days after the anchor. ``sales`` is
+    None when predicting.
     """
 
     date_x: jnp.ndarray  # [T, F_date]
     store_day_x: jnp.ndarray  # [S, T, F_store_day]
     store_z: jnp.ndarray  # [S, F_store]
     block: jnp.ndarray  # int32 [T]
+    day: jnp.ndarray  # int32 [T]
     observed: jnp.ndarray  # bool [S, T]
     sales: jnp.ndarray | None  # float32 [S, T]
 
@@ -161,6 +187,11 @@ PRIOR_SCALE_EFFECT = 0.5
 PRIOR_POOLED_SCALE_INTERCEPT = 1.0
 PRIOR_POOLED_SCALE_EFFECT = 0.25
 PRIOR_LEVEL_SCALE = 0.1
+PRIOR_DAY_SCALE = 0.1
+# Most days' shared shock is small and a few (holiday weeks, paydays) are
+# large: a heavy-tailed law fits that better than a normal one.
+DAY_SHOCK_DF = float(__import__("os").environ.get("DAY_DF", "4"))
+DAY_SHOCK = dist.StudentT(DAY_SHOCK_DF, 0.0, 1.0) if DAY_SHOCK_DF < 1000 else dist.Normal(0.0, 1.0)
 PRIOR_DISPERSION_LOC = 3.0
 PRIOR_DISPERSION_SCALE = 2.0
 
@@ -181,6 +212,13 @@ def model(inputs: ModelInputs, structure: ModelStructure, subsample_size: int | 
     )
     global_coef = numpyro.sample(Site.GLOBAL_COEF, dist.Normal(0.0, PRIOR_SCALE_EFFECT).expand([st.n_global]).to_event(1))
     level_scale = numpyro.sample(Site.LEVEL_SCALE, dist.HalfNormal(PRIOR_LEVEL_SCALE))
+    day_scale = numpyro.sample(Site.DAY_SCALE, dist.HalfNormal(PRIOR_DAY_SCALE))
+    day_raw = numpyro.sample(Site.DAY_RAW, DAY_SHOCK.expand([st.n_history_days]).to_event(1))
+    day_effect = day_scale * day_raw[jnp.maximum(inputs.day, 0)]
+    if n_future:
+        # Days after the anchor have no fitted shock: draw it from its prior.
+        day_raw_future = numpyro.sample(Site.DAY_RAW_FUTURE, DAY_SHOCK.expand([n_days]).to_event(1))
+        day_effect = jnp.where(inputs.day >= 0, day_effect, day_scale * day_raw_future)
     dispersion_mean = numpyro.sample(Site.DISPERSION_MEAN, dist.Normal(PRIOR_DISPERSION_LOC, PRIOR_DISPERSION_SCALE))
     dispersion_scale = numpyro.sample(Site.DISPERSION_SCALE, dist.HalfNormal(1.0))
 
@@ -208,7 +246,7 @@ def model(inputs: ModelInputs, structure: ModelStructure, subsample_size: int | 
             + coef[:, :1]
             + coef[:, 1 : 1 + n_dp] @ date_x[:, np.array(st.date_pooled, dtype=np.int32)].T
             + jnp.einsum("stf,sf->st", store_day_x[..., np.array(st.store_day_pooled, dtype=np.int32)], coef[:, 1 + n_dp :])
-            + date_global[None, :]
+            + (date_global + day_effect)[None, :]
             + store_day_x[..., np.array(st.store_day_global, dtype=np.int32)] @ global_coef[len(st.date_global) :]
             + _level(
                 level_scale * steps_past[:, 0, :],
@@ -236,14 +274,24 @@ def model_inputs(
     sales: np.ndarray | None,
     anchor: np.datetime64,
     block_days: int,
+    n_history_days: int,
 ) -> ModelInputs:
-    """Model inputs from panel arrays, with time blocks counted from ``anchor``."""
+    """Model inputs from panel arrays, with days and time blocks counted from ``anchor``.
+
+    The history is the ``n_history_days`` days ending at ``anchor``.
+    """
     offsets = (np.asarray(panel_dates, dtype="datetime64[D]") - np.datetime64(anchor, "D")).astype(np.int64)
+    if offsets.size and offsets.min() < -(n_history_days - 1):
+        raise ValueError(
+            f"panel starts {-offsets.min()} days before the anchor {anchor}, before the {n_history_days}-day history"
+        )
+    day = np.where(offsets <= 0, n_history_days - 1 + offsets, -1).astype(np.int32)
     return ModelInputs(
         date_x=jnp.asarray(date_x, jnp.float32),
         store_day_x=jnp.asarray(store_day_x, jnp.float32),
         store_z=jnp.asarray(store_z, jnp.float32),
         block=jnp.asarray(time_blocks(offsets, block_days)),
+        day=jnp.asarray(day),
         observed=jnp.asarray(observed, bool),
         sales=None if sales is None else jnp.asarray(sales, jnp.float32),
     )

@@ -18,6 +18,7 @@ from tasks.model import ModelInputs, ModelStructure, Site
 RIDGE = 1.0  # pseudo-observations pulling a store's effects to the population mean
 MIN_SCALE = 0.02
 GLOBAL_INIT_SCALE = 1e-3
+DAY_SHRINK = 20.0  # pseudo-stores: a day seen by few stores keeps a shock near zero
 
 
 def _design(inputs: ModelInputs, st: ModelStructure) -> tuple[np.ndarray, np.ndarray]:
@@ -90,15 +91,24 @@ def warm_start(inputs: ModelInputs, st: ModelStructure, init_scale: float) -> di
     steps = np.diff(level, axis=1)  # steps_past[j] moves block j to j+1
     level_scale = float(max(np.sqrt(np.mean(steps[:, :] ** 2)) if steps.size else MIN_SCALE, MIN_SCALE))
 
-    # 4. Dispersion from the residual variance: var(log y) ~ 1/mu + 1/r.
+    # 4. Shocks shared by all stores on a day: the day's mean residual, shrunk.
     resid = resid - level @ one_hot.T
+    day_pos = np.asarray(inputs.day)
+    day_effect = (resid * weight).sum(axis=0) / (weight.sum(axis=0) + DAY_SHRINK)
+    day_scale = float(max(day_effect[weight.sum(axis=0) > 0].std() if (weight.sum(axis=0) > 0).any() else 0.0, MIN_SCALE))
+    day_raw = np.zeros(st.n_history_days)
+    in_history = day_pos >= 0
+    day_raw[day_pos[in_history]] = day_effect[in_history] / day_scale
+
+    # 5. Dispersion from the residual variance: var(log y) ~ 1/mu + 1/r.
+    resid = resid - day_effect[None, :]
     var = (resid**2 * weight).sum(axis=1) / np.maximum(counts - n_pooled, 1)
     mean_sales = np.exp(st.log_offset + store_coef[:, 0])
     inv_r = np.clip(var - 1.0 / mean_sales, 1e-4, 1.0)
     log_r = -np.log(inv_r)
     log_r[counts < n_pooled + 2] = np.median(log_r[counts >= n_pooled + 2]) if (counts >= n_pooled + 2).any() else 3.0
 
-    # 5. Population: mean, store-attribute shift and spread of the coefficients.
+    # 6. Population: mean, store-attribute shift and spread of the coefficients.
     z = np.asarray(inputs.store_z, np.float64)
     z1 = np.concatenate([np.ones((n_stores, 1)), z], axis=1)
     has_data = counts >= n_pooled + 2
@@ -117,6 +127,8 @@ def warm_start(inputs: ModelInputs, st: ModelStructure, init_scale: float) -> di
         Site.STORE_SHIFT: store_shift,
         Site.GLOBAL_COEF: global_coef,
         Site.LEVEL_SCALE: np.log(level_scale),
+        Site.DAY_SCALE: np.log(day_scale),
+        Site.DAY_RAW: day_raw,
         Site.DISPERSION_MEAN: dispersion_mean,
         Site.DISPERSION_SCALE: np.log(dispersion_scale),
         Site.POOLED_RAW: pooled_raw[:, None, :],
