@@ -8,7 +8,9 @@
 
 ``day[t]`` is a shock shared by all stores on day t (weather, paydays, what
 the calendar features miss), N(0, day_scale): fitted on history days, drawn
-from its prior on forecast days. It keeps common daily shocks out of the
+from its prior on forecast days. On history days it is projected off the
+span of the calendar features (``day_basis``), so that it cannot absorb a
+weekday, promo or season effect that a forecast needs. It keeps common daily shocks out of the
 store-level dispersion, and gives the predictive the heavier tails of a
 negative binomial mixed over a shared log-normal shock.
 
@@ -160,6 +162,7 @@ class ModelInputs(NamedTuple):
     store_z: jnp.ndarray  # [S, F_store]
     block: jnp.ndarray  # int32 [T]
     day: jnp.ndarray  # int32 [T]
+    day_basis: jnp.ndarray | None  # [n_history_days, K] orthonormal; None when no history day is modelled
     observed: jnp.ndarray  # bool [S, T]
     sales: jnp.ndarray | None  # float32 [S, T]
 
@@ -188,10 +191,7 @@ PRIOR_POOLED_SCALE_INTERCEPT = 1.0
 PRIOR_POOLED_SCALE_EFFECT = 0.25
 PRIOR_LEVEL_SCALE = 0.1
 PRIOR_DAY_SCALE = 0.1
-# Most days' shared shock is small and a few (holiday weeks, paydays) are
-# large: a heavy-tailed law fits that better than a normal one.
-DAY_SHOCK_DF = float(__import__("os").environ.get("DAY_DF", "4"))
-DAY_SHOCK = dist.StudentT(DAY_SHOCK_DF, 0.0, 1.0) if DAY_SHOCK_DF < 1000 else dist.Normal(0.0, 1.0)
+DAY_SHOCK = dist.Normal(0.0, 1.0)
 PRIOR_DISPERSION_LOC = 3.0
 PRIOR_DISPERSION_SCALE = 2.0
 
@@ -214,7 +214,10 @@ def model(inputs: ModelInputs, structure: ModelStructure, subsample_size: int | 
     level_scale = numpyro.sample(Site.LEVEL_SCALE, dist.HalfNormal(PRIOR_LEVEL_SCALE))
     day_scale = numpyro.sample(Site.DAY_SCALE, dist.HalfNormal(PRIOR_DAY_SCALE))
     day_raw = numpyro.sample(Site.DAY_RAW, DAY_SHOCK.expand([st.n_history_days]).to_event(1))
-    day_effect = day_scale * day_raw[jnp.maximum(inputs.day, 0)]
+    history_shock = day_scale * day_raw
+    if inputs.day_basis is not None:
+        history_shock = history_shock - inputs.day_basis @ (inputs.day_basis.T @ history_shock)
+    day_effect = history_shock[jnp.maximum(inputs.day, 0)]
     if n_future:
         # Days after the anchor have no fitted shock: draw it from its prior.
         day_raw_future = numpyro.sample(Site.DAY_RAW_FUTURE, DAY_SHOCK.expand([n_days]).to_event(1))
@@ -275,10 +278,12 @@ def model_inputs(
     anchor: np.datetime64,
     block_days: int,
     n_history_days: int,
+    day_basis: np.ndarray | None = None,
 ) -> ModelInputs:
     """Model inputs from panel arrays, with days and time blocks counted from ``anchor``.
 
-    The history is the ``n_history_days`` days ending at ``anchor``.
+    The history is the ``n_history_days`` days ending at ``anchor``;
+    ``day_basis`` comes from ``calendar_basis`` on the whole history.
     """
     offsets = (np.asarray(panel_dates, dtype="datetime64[D]") - np.datetime64(anchor, "D")).astype(np.int64)
     if offsets.size and offsets.min() < -(n_history_days - 1):
@@ -292,6 +297,22 @@ def model_inputs(
         store_z=jnp.asarray(store_z, jnp.float32),
         block=jnp.asarray(time_blocks(offsets, block_days)),
         day=jnp.asarray(day),
+        day_basis=None if day_basis is None else jnp.asarray(day_basis, jnp.float32),
         observed=jnp.asarray(observed, bool),
         sales=None if sales is None else jnp.asarray(sales, jnp.float32),
     )
+
+
+def calendar_basis(date_x: np.ndarray, store_day_x: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """Orthonormal basis [T, K] of what the calendar explains day by day.
+
+    Columns: a constant, the date features, and each store-day feature's
+    mean over the stores observed that day (promo and holidays fall on the
+    same dates for most stores). Day shocks are kept orthogonal to it.
+    """
+    weight = observed.astype(np.float64)
+    per_day = (store_day_x * weight[..., None]).sum(axis=0) / np.maximum(weight.sum(axis=0), 1.0)[:, None]
+    design = np.concatenate([np.ones((date_x.shape[0], 1)), date_x, per_day], axis=1)
+    u, singular, _ = np.linalg.svd(design, full_matrices=False)
+    rank = int((singular > singular[0] * 1e-6).sum())
+    return u[:, :rank].astype(np.float32)

@@ -24,7 +24,7 @@ from tasks.config import FitConfig, ForecastConfig, RunConfig
 from tasks.encode import EncodedData, EncodedPanel, build_spec, encode
 from tasks.forecast import forecast, select_store_params
 from tasks.inference import FitProgress, FitResult, Params, fit_global, fit_local, log_progress
-from tasks.model import ModelInputs, ModelStructure, Site, model_inputs
+from tasks.model import ModelInputs, ModelStructure, Site, calendar_basis, model_inputs
 from tasks.summary import DataSummary, summarize
 from tasks.validate import read_validated
 
@@ -51,7 +51,13 @@ class RunResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def panel_inputs(panel: EncodedPanel, anchor: dt.date, structure: ModelStructure, with_sales: bool) -> ModelInputs:
+def panel_inputs(
+    panel: EncodedPanel,
+    anchor: dt.date,
+    structure: ModelStructure,
+    with_sales: bool,
+    day_basis: np.ndarray | None = None,
+) -> ModelInputs:
     return model_inputs(
         panel.dates,
         panel.date_x,
@@ -62,6 +68,7 @@ def panel_inputs(panel: EncodedPanel, anchor: dt.date, structure: ModelStructure
         np.datetime64(anchor, "D"),
         structure.block_days,
         structure.n_history_days,
+        day_basis,
     )
 
 
@@ -134,11 +141,12 @@ def fit_history(
     log_offset = float(np.log(history.sales[history.observed].mean()))
     structure = ModelStructure.from_features(encoded.spec.features, history.n_days, config.block_days, log_offset)
     key_global, key_local = jax.random.split(key)
+    basis = calendar_basis(history.date_x, history.store_day_x, history.observed)
 
     log.info("global fit: %d stores, %d observed days", global_pos.size, int(n_observed[global_pos].sum()))
     global_panel = history.select_stores(global_pos)
     global_fit = fit_global(
-        panel_inputs(global_panel, anchor, structure, True), structure, config.settings(), key_global, on_progress
+        panel_inputs(global_panel, anchor, structure, True, basis), structure, config.settings(), key_global, on_progress
     )
     parts, store_ids = [global_fit.params], [global_panel.stores]
 
@@ -147,7 +155,7 @@ def fit_history(
         log.info("local fit: %d stores with fewer than %d observed days", local_pos.size, config.short_history_days)
         local_panel = _crop_to_observed(history.select_stores(local_pos))
         local_fit = fit_local(
-            panel_inputs(local_panel, anchor, structure, True),
+            panel_inputs(local_panel, anchor, structure, True, basis),
             structure,
             global_fit.params,
             config.settings(local=True),

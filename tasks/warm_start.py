@@ -91,10 +91,14 @@ def warm_start(inputs: ModelInputs, st: ModelStructure, init_scale: float) -> di
     steps = np.diff(level, axis=1)  # steps_past[j] moves block j to j+1
     level_scale = float(max(np.sqrt(np.mean(steps[:, :] ** 2)) if steps.size else MIN_SCALE, MIN_SCALE))
 
-    # 4. Shocks shared by all stores on a day: the day's mean residual, shrunk.
+    # 4. Shocks shared by all stores on a day: the day's mean residual, shrunk,
+    #    without what the calendar features explain.
     resid = resid - level @ one_hot.T
     day_pos = np.asarray(inputs.day)
     day_effect = (resid * weight).sum(axis=0) / (weight.sum(axis=0) + DAY_SHRINK)
+    if inputs.day_basis is not None:
+        basis = np.asarray(inputs.day_basis, np.float64)[day_pos]
+        day_effect = day_effect - basis @ np.linalg.lstsq(basis, day_effect, rcond=None)[0]
     day_scale = float(max(day_effect[weight.sum(axis=0) > 0].std() if (weight.sum(axis=0) > 0).any() else 0.0, MIN_SCALE))
     day_raw = np.zeros(st.n_history_days)
     in_history = day_pos >= 0

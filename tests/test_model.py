@@ -1,0 +1,248 @@
+"""The statistical core: likelihood, samplers, time structure, fitting, recovery and calibration.
+
+The slow tests fit the model to the built-in demo, whose sales were drawn from
+the model's own likelihood with known parameters (tasks.demo), and check what
+a statistician would: the truth inside the posterior intervals, store effects
+found, held-out intervals that cover what they claim, cold-start fits that
+beat a per-store regression, and no divergence for any of 10 seeds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import polars as pl
+import pytest
+from scipy import stats
+
+from tasks import metrics
+from tasks import names as n
+from tasks.config import FitConfig, ForecastConfig
+from tasks.demo import DemoData, generate_demo
+from tasks.encode import build_spec, encode
+from tasks.inference import FitDivergedError, FitSettings, fit_global, fit_local, point_estimate, relative_improvement
+from tasks.model import ModelStructure, Site, model_inputs, time_blocks
+from tasks.negbin import NegativeBinomialLogMean, draw_counts
+from tasks.pipeline import fit_history, forecast_frame, panel_inputs
+
+# --- likelihood and samplers ---------------------------------------------------
+
+
+@pytest.mark.parametrize(("mean", "r"), [(3.0, 0.5), (50.0, 2.0), (800.0, 12.0), (6500.0, 40.0)])
+def test_log_density_matches_scipy(mean: float, r: float) -> None:
+    y = np.unique(np.round(stats.nbinom(r, r / (r + mean)).ppf(np.linspace(0.01, 0.99, 25))))
+    ours = NegativeBinomialLogMean(jnp.log(mean), jnp.asarray(r)).log_prob(jnp.asarray(y, jnp.float32))
+    expected = stats.nbinom(r, r / (r + mean)).logpmf(y)
+    # In float32, log-gamma of y + r near 6,500 is about 5e4, whose unit in the
+    # last place is 4e-3: differences of such terms carry that much rounding.
+    np.testing.assert_allclose(np.asarray(ours), expected, atol=1.5e-2, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("mean", "r"), [(3.0, 0.5), (50.0, 2.0), (800.0, 12.0), (6500.0, 40.0)])
+def test_draws_have_the_negative_binomial_quantiles(mean: float, r: float) -> None:
+    levels = np.array([0.05, 0.25, 0.5, 0.75, 0.95])
+    size = 200_000
+    for draws in (
+        draw_counts(jax.random.key(0), jnp.full(size, np.log(mean)), jnp.full(size, r)),
+        np.asarray(NegativeBinomialLogMean(jnp.full(size, np.log(mean)), jnp.full(size, r)).sample(jax.random.key(1))),
+    ):
+        expected = stats.nbinom(r, r / (r + mean)).ppf(levels)
+        np.testing.assert_allclose(np.quantile(draws, levels), expected, rtol=0.01, atol=1.0)
+        assert abs(draws.mean() - mean) < 4 * np.sqrt(mean + mean**2 / r) / np.sqrt(size)
+
+
+# --- time structure ------------------------------------------------------------
+
+
+def test_time_blocks_count_from_the_anchor() -> None:
+    offsets = np.array([-57, -56, -29, -28, -27, -1, 0, 1, 28, 29])
+    np.testing.assert_array_equal(time_blocks(offsets, 28), [-2, -2, -1, -1, 0, 0, 0, 1, 1, 2])
+
+
+def test_model_inputs_index_history_days_and_refuse_older_days() -> None:
+    anchor = np.datetime64("2024-01-10")
+    dates = np.arange(np.datetime64("2024-01-08"), np.datetime64("2024-01-13"))
+    inputs = model_inputs(dates, np.zeros((5, 1)), np.zeros((1, 5, 1)), np.zeros((1, 1)), np.ones((1, 5), bool), None, anchor, 7, 10)
+    np.testing.assert_array_equal(np.asarray(inputs.day), [7, 8, 9, -1, -1])
+    with pytest.raises(ValueError, match="before the 2-day history"):
+        model_inputs(dates, np.zeros((5, 1)), np.zeros((1, 5, 1)), np.zeros((1, 1)), np.ones((1, 5), bool), None, anchor, 7, 2)
+
+
+def test_relative_improvement_reads_the_trend_not_the_noise() -> None:
+    rng = np.random.default_rng(0)
+    flat = 8.0 + 0.01 * rng.normal(size=500)
+    falling = np.linspace(9.0, 8.0, 500) + 0.01 * rng.normal(size=500)
+    assert abs(relative_improvement(flat, 500, 100)) < 1e-4
+    assert relative_improvement(falling, 500, 100) == pytest.approx(0.2 / 8.5, rel=0.05)
+    assert relative_improvement(falling[:100], 500, 100) == float("inf")
+
+
+def test_settings_reject_bad_values() -> None:
+    with pytest.raises(ValueError, match="learning_rate"):
+        FitSettings(learning_rate=0.0)
+    with pytest.raises(ValueError, match="chunk_steps"):
+        FitSettings(chunk_steps=500, max_steps=100)
+    with pytest.raises(ValueError, match="quantiles"):
+        ForecastConfig(quantiles=(0.1, 0.9))
+
+
+# --- fits on the demo ------------------------------------------------------------
+
+
+def _encoded(demo: DemoData):
+    return encode(demo.train, demo.stores, demo.future, build_spec(demo.stores))
+
+
+def test_a_non_finite_loss_fails_loudly(tiny_demo: DemoData) -> None:
+    encoded = _encoded(tiny_demo)
+    history = encoded.history
+    structure = ModelStructure.from_features(encoded.spec.features, history.n_days, 28, 8.0)
+    inputs = panel_inputs(history, history.dates[-1].astype(dt.date), structure, with_sales=True)
+    poisoned = inputs._replace(sales=inputs.sales.at[0, jnp.argmax(inputs.observed[0])].set(jnp.nan))
+    with pytest.raises(FitDivergedError, match="non-finite"):
+        fit_global(poisoned, structure, FitSettings(max_steps=100, chunk_steps=50), jax.random.key(0), lambda p: None)
+
+
+@pytest.fixture(scope="module")
+def demo() -> DemoData:
+    return generate_demo(seed=0)
+
+
+@pytest.fixture(scope="module")
+def demo_fit(demo: DemoData):
+    encoded = _encoded(demo)
+    fitted, report = fit_history(encoded, FitConfig(), jax.random.key(0), encoded.future.stores, lambda p: None)
+    return encoded, fitted, report
+
+
+def _interval_hits(params: dict, site: str, truth: np.ndarray, names: tuple[str, ...], keep: set[str]) -> list[bool]:
+    loc, scale = params[f"{site}.loc"], params[f"{site}.scale"]
+    z = stats.norm.ppf(0.95)
+    return [bool(abs(loc[i] - truth[i]) <= z * scale[i]) for i, name in enumerate(names) if name in keep]
+
+
+@pytest.mark.slow
+def test_global_effects_are_recovered(demo: DemoData, demo_fit) -> None:
+    encoded, fitted, report = demo_fit
+    truth, st = demo.truth, fitted.structure
+    assert st.global_names == truth.structure.global_names
+    assert report.global_fit.converged
+    loc, scale = fitted.params[f"{Site.GLOBAL_COEF}.loc"], fitted.params[f"{Site.GLOBAL_COEF}.scale"]
+    informed = scale < 0.1  # holiday contrasts: demo stores never open on holidays, so only the prior speaks
+    error = np.abs(loc - truth.global_coef)[informed]
+    assert np.all(error < 0.04), dict(zip(np.array(st.global_names)[informed], np.round(error, 3)))
+    # Known limit, not the goal: the mean-field guide's intervals for these
+    # correlated effects are about half as wide as they should be, so far
+    # fewer than 90% of true values fall inside them (0.41 when measured).
+    # This guards against it getting worse until the guide models correlation.
+    inside = error <= stats.norm.ppf(0.95) * scale[informed]
+    assert inside.mean() >= 0.35, f"{inside.mean():.2f} of true effects inside their 90% intervals"
+    estimate = point_estimate(fitted.params, Site.GLOBAL)
+    assert float(estimate[Site.DAY_SCALE]) == pytest.approx(0.04, rel=0.3)
+    assert float(estimate[Site.LEVEL_SCALE]) == pytest.approx(0.03, rel=0.5)
+
+
+@pytest.mark.slow
+def test_store_effects_correlate_with_the_truth(demo: DemoData, demo_fit) -> None:
+    encoded, fitted, _ = demo_fit
+    st, truth = fitted.structure, demo.truth
+    estimate = point_estimate(fitted.params, Site.GLOBAL)
+    positions = fitted.positions(encoded.history.stores)
+    z = encoded.history.store_z
+    raw = fitted.params[f"{Site.POOLED_RAW}.loc"][positions, 0, :]
+    coef = np.asarray(estimate[Site.POOLED_MEAN]) + z @ np.asarray(estimate[Site.STORE_SHIFT]) + np.asarray(estimate[Site.POOLED_SCALE]) * raw
+    established = ~np.isin(encoded.history.stores, demo.new_stores)
+    true_coef = truth.store_coef[encoded.history.stores - 1]
+    for name in ("intercept", "promo"):
+        j = st.pooled_names.index(name)
+        corr = np.corrcoef(coef[established, j], true_coef[established, j])[0, 1]
+        assert corr >= 0.95, f"{name}: correlation {corr:.3f}"
+    # Weekday, promo, school-holiday effects of the average store: the truth's
+    # realised store coefficients, not its population mean, are the target.
+    for name in st.pooled_names[1:]:
+        j = st.pooled_names.index(name)
+        if name != "weekday_7":  # demo stores never open on Sundays
+            assert abs(coef[established, j].mean() - true_coef[established, j].mean()) < 0.04, name
+
+
+@pytest.mark.slow
+def test_held_out_intervals_are_calibrated(demo: DemoData, demo_fit) -> None:
+    encoded, fitted, _ = demo_fit
+    frame = forecast_frame(fitted, encoded.future, demo.future, ForecastConfig(), jax.random.key(1))
+    scored = frame.join(demo.future_sales, on=[n.STORE, n.DATE]).filter(pl.col(n.OPEN) == 1)
+    actual = scored[n.SALES].to_numpy().astype(float)
+    cover50 = metrics.coverage(actual, scored["q25"].to_numpy(), scored["q75"].to_numpy())
+    cover90 = metrics.coverage(actual, scored["q05"].to_numpy(), scored["q95"].to_numpy())
+    assert 0.45 <= cover50 <= 0.55, cover50
+    assert 0.86 <= cover90 <= 0.94, cover90
+
+
+def _poisson_regression(x: np.ndarray, y: np.ndarray, offset: np.ndarray, ridge: float = 1e-4) -> np.ndarray:
+    """Per-store Poisson GLM by Newton's method (what a practitioner would fit per store)."""
+    beta = np.zeros(x.shape[1])
+    beta[0] = np.log(y.mean()) - offset.mean()
+    for _ in range(50):
+        mu = np.exp(offset + x @ beta)
+        grad = x.T @ (y - mu) - ridge * beta
+        hess = x.T @ (x * mu[:, None]) + ridge * np.eye(x.shape[1])
+        beta += np.linalg.solve(hess, grad)
+    return beta
+
+
+@pytest.mark.slow
+def test_cold_start_lands_closer_than_a_per_store_regression(demo: DemoData, demo_fit) -> None:
+    """The seed's experiment: 7 days of a store, fitted against fixed globals, vs its full-history fit."""
+    encoded, fitted, _ = demo_fit
+    st, history = fitted.structure, encoded.history
+    estimate = point_estimate(fitted.params, Site.GLOBAL)
+    established = np.flatnonzero(~np.isin(history.stores, demo.new_stores) & ~np.isin(history.stores, demo.gapped_stores))
+    chosen = established[:12]
+    panel = history.select_stores(chosen)
+    last_week = np.zeros_like(panel.observed)
+    last_week[:, -7:] = True
+    short = panel.__class__(**{**panel.__dict__, "observed": panel.observed & last_week})
+    inputs = panel_inputs(short, fitted.anchor, st, with_sales=True)
+    local = fit_local(inputs, st, fitted.params, FitConfig().settings(local=True), jax.random.key(5), lambda p: None)
+
+    def coefficients(raw: np.ndarray) -> np.ndarray:
+        return np.asarray(estimate[Site.POOLED_MEAN]) + short.store_z @ np.asarray(estimate[Site.STORE_SHIFT]) + np.asarray(estimate[Site.POOLED_SCALE]) * raw
+
+    full = coefficients(fitted.params[f"{Site.POOLED_RAW}.loc"][fitted.positions(short.stores), 0, :])
+    cold = coefficients(local.params[f"{Site.POOLED_RAW}.loc"][:, 0, :])
+
+    date_pooled = short.date_x[:, list(st.date_pooled)]
+    design = np.concatenate(
+        [np.ones((short.n_stores, short.n_days, 1)), np.broadcast_to(date_pooled, (short.n_stores, *date_pooled.shape)), short.store_day_x[..., list(st.store_day_pooled)]],
+        axis=2,
+    )
+    n_date_global = len(st.date_global)
+    glob = np.asarray(estimate[Site.GLOBAL_COEF])
+    offset = st.log_offset + short.date_x[:, list(st.date_global)] @ glob[:n_date_global] + short.store_day_x[..., list(st.store_day_global)] @ glob[n_date_global:]
+    poisson = np.stack(
+        [
+            _poisson_regression(design[i][short.observed[i]], short.sales[i][short.observed[i]], offset[i][short.observed[i]])
+            for i in range(short.n_stores)
+        ]
+    )
+    cold_distance = np.linalg.norm(cold - full, axis=1)
+    poisson_distance = np.linalg.norm(poisson - full, axis=1)
+    assert np.median(cold_distance) < np.median(poisson_distance), (np.median(cold_distance), np.median(poisson_distance))
+    assert np.mean(cold_distance < poisson_distance) >= 0.75
+
+
+@pytest.mark.slow
+def test_no_divergence_for_ten_seeds(demo: DemoData) -> None:
+    encoded = _encoded(demo)
+    history = encoded.history.select_stores(np.flatnonzero(encoded.history.observed.sum(axis=1) >= 28))
+    structure = ModelStructure.from_features(
+        encoded.spec.features, history.n_days, 28, float(np.log(history.sales[history.observed].mean()))
+    )
+    inputs = panel_inputs(history, history.dates[-1].astype(dt.date), structure, with_sales=True)
+    settings = FitConfig(max_steps=800).settings()
+    for seed in range(10):
+        result = fit_global(inputs, structure, settings, jax.random.key(seed), lambda p: None)
+        assert np.all(np.isfinite(result.losses)), seed
+        assert all(np.all(np.isfinite(v)) for v in result.params.values()), seed
