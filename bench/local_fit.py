@@ -35,10 +35,8 @@ def child(args) -> dict:
     import jax
     import numpy as np
 
-    from tasks import state
     from tasks.config import ForecastConfig
-    from tasks.inference import fit_local
-    from tasks.pipeline import _concat_store_params, _crop_to_observed, fit_history, forecast_frame, panel_inputs
+    from tasks.pipeline import fit_history, fit_new_stores, forecast_frame, with_stores
 
     config, progress = common.fit_config(args.max_steps), common.progress(args)
     new = np.sort(np.random.default_rng(args.seed).choice(common.store_ids(args.data), args.stores, replace=False))
@@ -48,13 +46,12 @@ def child(args) -> dict:
     fitted, report = fit_history(established, config, key_fit, None, progress)
 
     history = bt.encoded.history
-    panel = _crop_to_observed(history.select_stores(history.store_positions(new)))
-    inputs = panel_inputs(panel, fitted.anchor, fitted.structure, with_sales=True)
+    panel = history.select_stores(history.store_positions(new))
     key_local = jax.random.split(key_fit)[1]  # the key fit_history gives its local fit
     record, fits = {}, []
     for call, key in (("local1", key_local), ("local2", jax.random.fold_in(key_local, 1))):
         t0 = time.perf_counter()
-        fit = fit_local(inputs, fitted.structure, fitted.params, config.settings(local=True), key, progress)
+        fit = fit_new_stores(fitted, panel, config, key, progress)
         fits.append(fit)
         record |= {
             f"{call}_compile_s": fit.compile_seconds,
@@ -64,14 +61,7 @@ def child(args) -> dict:
             f"{call}_converged": fit.converged,
         }
     local = fits[0]  # the forecast uses the first call's fit
-    combined = state.FittedModel(
-        params=_concat_store_params([fitted.params, local.params], fitted.params),
-        store_ids=np.concatenate([fitted.store_ids, panel.stores]).astype(np.int32),
-        structure=fitted.structure,
-        spec=fitted.spec,
-        anchor=fitted.anchor,
-        info=fitted.info,
-    )
+    combined = with_stores(fitted, panel.stores, local.params)
     frame = forecast_frame(combined, bt.encoded.future, bt.inputs.future, ForecastConfig(num_draws=args.num_draws), key_forecast)
     new_scores = common.score(frame, bt.actual, new)
     est_scores = common.score(frame, bt.actual, new, exclude=True)

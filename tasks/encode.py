@@ -19,18 +19,20 @@ import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+import pandera.polars as pa
 import polars as pl
 
+from schemas import encoded as encoded_schemas
 from tasks import features as fx
 from tasks import names as n
 
 log = logging.getLogger(__name__)
 
 SPEC_VERSION = 1
-IS_FUTURE = "is_future"
+IS_FUTURE = n.IS_FUTURE
 STORE_INDEX = "store_index"
 DAY_INDEX = "day_index"
-OBSERVED = "observed"
+OBSERVED = n.OBSERVED
 
 
 @dataclass(frozen=True)
@@ -350,6 +352,7 @@ def to_panel(
     is_open[s_idx, t_idx] = cells[n.OPEN].to_numpy() == 1
 
     date_frame = date_features(pl.LazyFrame({n.DATE: dates.astype("datetime64[D]")}), spec).collect()
+    _check_encoded(encoded_schemas.date_features_schema(spec.feature_names(fx.Scope.DATE)), date_frame)
     date_x = _bool_block(date_frame, spec.feature_names(fx.Scope.DATE))
 
     z_names = spec.feature_names(fx.Scope.STORE)
@@ -382,6 +385,15 @@ class EncodedData:
     history_rows: pl.DataFrame  # long-format features, validated by schemas.encoded
 
 
+def _check_encoded(schema: pa.DataFrameSchema, frame: pl.DataFrame) -> None:
+    """Validate an encoded frame; a failure is a bug in the encoding, reported in full."""
+    try:
+        schema.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as err:
+        cases = err.failure_cases.select("column", "check", "failure_case").unique().head(20)
+        raise ValueError(f"{schema.name} break their schema (a bug in the encoding):\n{cases}") from err
+
+
 def encode(
     train: pl.DataFrame,
     stores: pl.DataFrame,
@@ -404,6 +416,8 @@ def encode(
         calendar_rows(train.lazy(), None if future is None else future.lazy()), stores.lazy()
     ).collect()
     store_table = store_features(stores.lazy(), spec).collect()
+    _check_encoded(encoded_schemas.store_day_rows_schema(spec.feature_names(fx.Scope.STORE_DAY)), rows)
+    _check_encoded(encoded_schemas.store_features_schema(), store_table)
 
     history_rows = rows.filter(~pl.col(IS_FUTURE))
     n_open_zero = history_rows.filter((pl.col(n.OPEN) == 1) & (pl.col(n.SALES) == 0)).height

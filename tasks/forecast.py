@@ -90,7 +90,9 @@ def forecast(
     if int(np.min(np.asarray(inputs.block))) < -structure.n_past_blocks:
         raise ValueError("inputs reach further back than the fitted level path")
     future_structure = replace(structure, n_future_blocks=n_future)
-    chunk = max(1, min(chunk_stores, n_stores))
+    # Equal chunks of at most chunk_stores: the padded last chunk wastes little.
+    n_chunks = -(-n_stores // max(1, chunk_stores))
+    chunk = -(-n_stores // n_chunks)
 
     mean = np.empty((n_stores, n_days), np.float32)
     quants = np.empty((len(quantiles), n_stores, n_days), np.float32)

@@ -44,6 +44,10 @@ PROMO_INTERVAL = "PromoInterval"
 ROW = "row"
 # Set at ingest on future calendars whose Open was blank: treated as open.
 OPEN_WAS_MISSING = "open_was_missing"
+# Encoded store-day rows: which rows belong to the future calendar, and which
+# days enter the likelihood (open and sold something).
+IS_FUTURE = "is_future"
+OBSERVED = "observed"
 
 TRAIN_COLUMNS = (STORE, DAY_OF_WEEK, DATE, SALES, CUSTOMERS, OPEN, PROMO, STATE_HOLIDAY, SCHOOL_HOLIDAY)
 FUTURE_COLUMNS = (ID, STORE, DAY_OF_WEEK, DATE, OPEN, PROMO, STATE_HOLIDAY, SCHOOL_HOLIDAY)

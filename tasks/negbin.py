@@ -96,10 +96,14 @@ def _padded(values: np.ndarray) -> np.ndarray:
     return np.pad(values, (0, size - values.size), constant_values=values[0])
 
 
-def _redraw_exact(key: jax.Array, draws: np.ndarray, params: np.ndarray, needs_exact: np.ndarray, exact_fn) -> None:
+def _redraw_exact(key: jax.Array, draws: np.ndarray, params: np.ndarray, needs_exact: np.ndarray, exact_fn) -> np.ndarray:
+    """``draws`` with the elements flagged in ``needs_exact`` drawn again by the exact sampler."""
     where = np.flatnonzero(needs_exact)
-    if where.size:
-        draws.flat[where] = np.asarray(exact_fn(key, jnp.asarray(_padded(params.ravel()[where]))))[: where.size]
+    if not where.size:
+        return draws
+    draws = np.array(draws)  # a writable copy, only when something changes
+    draws.flat[where] = np.asarray(exact_fn(key, jnp.asarray(_padded(params.ravel()[where]))))[: where.size]
+    return draws
 
 
 def draw_counts(key: jax.Array, log_mean: jnp.ndarray, concentration: jnp.ndarray) -> np.ndarray:
@@ -111,11 +115,10 @@ def draw_counts(key: jax.Array, log_mean: jnp.ndarray, concentration: jnp.ndarra
     keys = jax.random.split(key, 4)
     shape = jax.lax.broadcast_shapes(jnp.shape(log_mean), jnp.shape(concentration))
     r = jnp.broadcast_to(concentration, shape)
-    gamma = np.array(_gamma_wh_jit(keys[0], r))
+    gamma = np.asarray(_gamma_wh_jit(keys[0], r))
     r_host = np.asarray(r)
-    _redraw_exact(keys[1], gamma, r_host, r_host < NORMAL_GAMMA_MIN_SHAPE, _gamma_exact_jit)
+    gamma = _redraw_exact(keys[1], gamma, r_host, r_host < NORMAL_GAMMA_MIN_SHAPE, _gamma_exact_jit)
     rate = _rate_jit(jnp.asarray(gamma), log_mean, concentration)
-    counts = np.array(_poisson_normal_jit(keys[2], rate))
+    counts = np.asarray(_poisson_normal_jit(keys[2], rate))
     rate_host = np.asarray(rate)
-    _redraw_exact(keys[3], counts, rate_host, rate_host < NORMAL_POISSON_MIN_RATE, _poisson_exact_jit)
-    return counts
+    return _redraw_exact(keys[3], counts, rate_host, rate_host < NORMAL_POISSON_MIN_RATE, _poisson_exact_jit)

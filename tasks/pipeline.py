@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import jax
@@ -112,6 +112,34 @@ def _concat_store_params(parts: list[Params], globals_from: Params) -> Params:
     return merged
 
 
+def fit_new_stores(
+    fitted: state.FittedModel,
+    panel: EncodedPanel,
+    config: FitConfig,
+    key: jax.Array,
+    on_progress: Callable[[FitProgress], None] = log_progress,
+) -> FitResult:
+    """Local fit of the panel's stores against the fitted model's fixed globals, in one program.
+
+    The panel must share the fitted model's history calendar (same anchor);
+    it is cropped to its first observed day.
+    """
+    if panel.dates[-1].astype(dt.date) != fitted.anchor:
+        raise ValueError(f"panel ends {panel.dates[-1]}, the fitted model's history ends {fitted.anchor}")
+    cropped = _crop_to_observed(panel)
+    inputs = panel_inputs(cropped, fitted.anchor, fitted.structure, True, fitted.day_basis)
+    return fit_local(inputs, fitted.structure, fitted.params, config.settings(local=True), key, on_progress)
+
+
+def with_stores(fitted: state.FittedModel, store_ids: np.ndarray, store_params: Params) -> state.FittedModel:
+    """The fitted model with more stores' store-level parameters appended."""
+    return replace(
+        fitted,
+        params=_concat_store_params([fitted.params, store_params], fitted.params),
+        store_ids=np.concatenate([fitted.store_ids, np.asarray(store_ids, np.int32)]),
+    )
+
+
 def fit_history(
     encoded: EncodedData,
     config: FitConfig,
@@ -148,28 +176,26 @@ def fit_history(
     global_fit = fit_global(
         panel_inputs(global_panel, anchor, structure, True, basis), structure, config.settings(), key_global, on_progress
     )
-    parts, store_ids = [global_fit.params], [global_panel.stores]
+    fitted = state.FittedModel(
+        params=global_fit.params,
+        store_ids=global_panel.stores.astype(np.int32),
+        structure=structure,
+        spec=encoded.spec,
+        anchor=anchor,
+        day_basis=basis,
+    )
 
     local_fit = None
     if local_pos.size:
         log.info("local fit: %d stores with fewer than %d observed days", local_pos.size, config.short_history_days)
-        local_panel = _crop_to_observed(history.select_stores(local_pos))
-        local_fit = fit_local(
-            panel_inputs(local_panel, anchor, structure, True, basis),
-            structure,
-            global_fit.params,
-            config.settings(local=True),
-            key_local,
-            on_progress,
-        )
-        parts.append(local_fit.params)
-        store_ids.append(local_panel.stores)
+        local_panel = history.select_stores(local_pos)
+        local_fit = fit_new_stores(fitted, local_panel, config, key_local, on_progress)
+        fitted = with_stores(fitted, local_panel.stores, local_fit.params)
 
     prior_only = np.setdiff1d(np.asarray(prior_only_stores if prior_only_stores is not None else [], np.int32), history.stores)
     if prior_only.size:
         log.info("%d stores have no history: they are forecast from the population", prior_only.size)
-        parts.append(prior_store_params(prior_only.size, structure))
-        store_ids.append(prior_only)
+        fitted = with_stores(fitted, prior_only, prior_store_params(prior_only.size, structure))
 
     report = FitReport(
         global_fit=global_fit,
@@ -189,15 +215,7 @@ def fit_history(
         "n_prior_only_stores": report.n_prior_only_stores,
         "fit_seconds": report.seconds,
     }
-    fitted = state.FittedModel(
-        params=_concat_store_params(parts, global_fit.params),
-        store_ids=np.concatenate(store_ids).astype(np.int32),
-        structure=structure,
-        spec=encoded.spec,
-        anchor=anchor,
-        info={**(info or {}), **fit_info},
-    )
-    return fitted, report
+    return replace(fitted, info={**(info or {}), **fit_info}), report
 
 
 def forecast_frame(

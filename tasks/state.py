@@ -38,6 +38,7 @@ class FittedModel:
     structure: ModelStructure
     spec: EncodingSpec
     anchor: dt.date  # last history day: level block 0 ends here
+    day_basis: np.ndarray  # [n_history_days, K]: calendar span the day shocks are kept off (local fits need it)
     info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -88,7 +89,7 @@ def save(model: FittedModel, directory: str | Path) -> Path:
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    np.savez(tmp / PARAMS_FILE, store_ids=model.store_ids, **model.params)
+    np.savez(tmp / PARAMS_FILE, store_ids=model.store_ids, day_basis=model.day_basis, **model.params)
     meta = {
         "state_version": STATE_VERSION,
         "structure": asdict(model.structure),
@@ -122,13 +123,15 @@ def load(directory: str | Path) -> FittedModel:
         if isinstance(value, list):
             structure_fields[key] = tuple(value)
     with np.load(params_path, allow_pickle=False) as arrays:
-        params = {k: arrays[k] for k in arrays.files if k != "store_ids"}
+        params = {k: arrays[k] for k in arrays.files if k not in ("store_ids", "day_basis")}
         store_ids = arrays["store_ids"]
+        day_basis = arrays["day_basis"]
     return FittedModel(
         params=params,
         store_ids=store_ids,
         structure=ModelStructure(**structure_fields),
         spec=EncodingSpec.from_json(json.dumps(meta["spec"])),
         anchor=dt.date.fromisoformat(meta["anchor"]),
+        day_basis=day_basis,
         info=meta["info"],
     )

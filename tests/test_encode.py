@@ -7,11 +7,13 @@ import datetime as dt
 import functools
 
 import numpy as np
+import pandera.polars as pa
 import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from schemas.encoded import store_day_rows_schema
 from tasks import encode as enc
 from tasks import features as fx
 from tasks import ingest
@@ -337,3 +339,15 @@ def test_observed_marks_exactly_the_open_days_with_sales(seed: int, drop: float,
     np.testing.assert_array_equal(panel.observed, expected_observed)
     np.testing.assert_array_equal(panel.sales, expected_sales)
     assert list(panel.stores) == sorted(set(train[n.STORE].to_list()))
+
+
+def test_encoded_rows_break_their_schema_loudly() -> None:
+    """The encoded-feature schema catches an encoding bug: an observed day that sold nothing."""
+    demo = generate_demo(n_stores=4, n_history_days=60, horizon=7, n_new_stores=0, n_gapped_stores=0)
+    spec = enc.build_spec(demo.stores)
+    rows = enc.store_day_features(enc.calendar_rows(demo.train.lazy()), demo.stores.lazy()).collect()
+    schema = store_day_rows_schema(spec.feature_names(fx.Scope.STORE_DAY))
+    schema.validate(rows, lazy=True)
+    broken = rows.with_columns(pl.when(pl.col(n.OPEN) == 0).then(True).otherwise(pl.col(n.OBSERVED)).alias(n.OBSERVED))
+    with pytest.raises(pa.errors.SchemaErrors, match="observed_means_open_with_sales"):
+        schema.validate(broken, lazy=True)

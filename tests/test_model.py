@@ -23,10 +23,10 @@ from tasks import names as n
 from tasks.config import FitConfig, ForecastConfig
 from tasks.demo import DemoData, generate_demo
 from tasks.encode import build_spec, encode
-from tasks.inference import FitDivergedError, FitSettings, fit_global, fit_local, point_estimate, relative_improvement
+from tasks.inference import FitDivergedError, FitSettings, fit_global, point_estimate, relative_improvement
 from tasks.model import ModelStructure, Site, model_inputs, time_blocks
 from tasks.negbin import NegativeBinomialLogMean, draw_counts
-from tasks.pipeline import fit_history, forecast_frame, panel_inputs
+from tasks.pipeline import fit_history, fit_new_stores, forecast_frame, panel_inputs
 
 # --- likelihood and samplers ---------------------------------------------------
 
@@ -204,8 +204,7 @@ def test_cold_start_lands_closer_than_a_per_store_regression(demo: DemoData, dem
     last_week = np.zeros_like(panel.observed)
     last_week[:, -7:] = True
     short = panel.__class__(**{**panel.__dict__, "observed": panel.observed & last_week})
-    inputs = panel_inputs(short, fitted.anchor, st, with_sales=True)
-    local = fit_local(inputs, st, fitted.params, FitConfig().settings(local=True), jax.random.key(5), lambda p: None)
+    local = fit_new_stores(fitted, short, FitConfig(), jax.random.key(5), lambda p: None)
 
     def coefficients(raw: np.ndarray) -> np.ndarray:
         return np.asarray(estimate[Site.POOLED_MEAN]) + short.store_z @ np.asarray(estimate[Site.STORE_SHIFT]) + np.asarray(estimate[Site.POOLED_SCALE]) * raw

@@ -28,7 +28,10 @@ def fitted_model(demo: DemoData, seed: int, anchor: dt.date = dt.date(2015, 6, 1
         params[f"{site}.loc"] = rng.normal(size=(structure.n_pooled,)).astype(np.float32)
         params[f"{site}.scale"] = rng.random(structure.n_pooled).astype(np.float32)
     info = {"model_version": f"0.1.0+{seed:012d}", "seed": seed, "global_converged": True, "global_final_loss": 8.25}
-    return state.FittedModel(params=params, store_ids=store_ids, structure=structure, spec=spec, anchor=anchor, info=info)
+    day_basis = np.linspace(0.0, 1.0, 20, dtype=np.float32).reshape(10, 2)
+    return state.FittedModel(
+        params=params, store_ids=store_ids, structure=structure, spec=spec, anchor=anchor, day_basis=day_basis, info=info
+    )
 
 
 def assert_same(a: state.FittedModel, b: state.FittedModel) -> None:
@@ -112,6 +115,6 @@ def test_load_refuses_another_state_version(tiny_demo: DemoData, tmp_path: Path)
 def test_store_params_must_match_the_store_ids(tiny_demo: DemoData) -> None:
     model = fitted_model(tiny_demo, seed=8)
     with pytest.raises(ValueError, match="stores"):
-        state.FittedModel(model.params, model.store_ids[:-1], model.structure, model.spec, model.anchor)
+        state.FittedModel(model.params, model.store_ids[:-1], model.structure, model.spec, model.anchor, model.day_basis)
     with pytest.raises(ValueError, match="no parameters for stores"):
         model.positions(np.array([9999]))
