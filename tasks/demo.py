@@ -34,7 +34,14 @@ HOLIDAYS = ((1, 1, "a"), (4, 7, "b"), (4, 10, "b"), (5, 1, "a"), (10, 3, "a"), (
 SCHOOL_BREAKS = (((3, 27), 14), ((7, 10), 42), ((10, 16), 12), ((12, 21), 12))
 
 TRUE_WEEKDAY = {"weekday_2": -0.06, "weekday_3": -0.09, "weekday_4": -0.08, "weekday_5": -0.02, "weekday_6": -0.18, "weekday_7": 0.0}
-TRUE_POOLED = {"intercept": 0.0, **TRUE_WEEKDAY, fx.PROMO_FEATURE: 0.30, fx.SCHOOL_HOLIDAY_FEATURE: 0.04, fx.PROMO2_ACTIVE_FEATURE: -0.04}
+TRUE_POOLED = {
+    "intercept": 0.0,
+    **TRUE_WEEKDAY,
+    fx.PROMO_FEATURE: 0.30,
+    fx.SCHOOL_HOLIDAY_FEATURE: 0.04,
+    fx.PROMO2_ACTIVE_FEATURE: -0.04,
+    fx.STATE_HOLIDAY_FEATURE: 0.10,
+}
 TRUE_POOLED_SCALE = {"intercept": 0.35, fx.PROMO_FEATURE: 0.08, fx.SCHOOL_HOLIDAY_FEATURE: 0.02, fx.PROMO2_ACTIVE_FEATURE: 0.02}
 DEFAULT_POOLED_SCALE = 0.03  # weekday effects vary a little by store
 TRUE_GLOBAL = {
@@ -45,9 +52,6 @@ TRUE_GLOBAL = {
     "month_sin_1": -0.02,
     "month_cos_1": 0.05,
     fx.CHRISTMAS_RUSH_FEATURE: 0.25,
-    "state_holiday_a": 0.10,
-    "state_holiday_b": 0.10,
-    "state_holiday_c": 0.10,
     fx.BEFORE_CLOSURE_FEATURE: 0.15,
     fx.AFTER_CLOSURE_FEATURE: 0.08,
     fx.COMPETITION_ACTIVE_FEATURE: -0.08,

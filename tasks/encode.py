@@ -169,9 +169,9 @@ def store_day_features(rows: pl.LazyFrame, stores: pl.LazyFrame) -> pl.LazyFrame
     month_abbrev = pl.col(n.DATE).dt.month().replace_strict(
         list(range(1, 13)), list(n.PROMO_INTERVAL_MONTHS), return_dtype=pl.String
     )
-    holiday = [
+    holiday = [(pl.col(n.STATE_HOLIDAY) != n.STATE_HOLIDAY_LEVELS[0]).alias(fx.STATE_HOLIDAY_FEATURE)] + [
         (pl.col(n.STATE_HOLIDAY) == level).alias(name)
-        for level, name in zip(n.STATE_HOLIDAY_LEVELS[1:], fx.HOLIDAY_FEATURES, strict=True)
+        for level, name in zip(n.STATE_HOLIDAY_LEVELS[2:], fx.HOLIDAY_TYPE_FEATURES, strict=True)
     ]
     store_columns = [
         n.STORE,

@@ -34,7 +34,12 @@ class Feature:
 
 # Weekday contrasts against Monday (ISO weekday 1).
 WEEKDAY_FEATURES = tuple(f"weekday_{d}" for d in range(2, 8))
-HOLIDAY_FEATURES = tuple(f"state_holiday_{level}" for level in n.STATE_HOLIDAY_LEVELS[1:])
+# A store open on a state holiday sells very differently from store to store
+# (a station kiosk does well, a high-street shop a fifth of a normal day) and
+# alike from one holiday to the next: the "any holiday" effect is per store,
+# the holiday types (b, c against a) are shared contrasts.
+STATE_HOLIDAY_FEATURE = "state_holiday"
+HOLIDAY_TYPE_FEATURES = tuple(f"state_holiday_{level}" for level in n.STATE_HOLIDAY_LEVELS[2:])
 STORE_TYPE_FEATURES = tuple(f"store_type_{level}" for level in n.STORE_TYPE_LEVELS[1:])
 ASSORTMENT_FEATURES = tuple(f"assortment_{level}" for level in n.ASSORTMENT_LEVELS[1:])
 
@@ -62,9 +67,9 @@ def monthly_fourier_features(order: int) -> tuple[str, ...]:
     return tuple(f"month_{fn}_{k}" for k in range(1, order + 1) for fn in ("sin", "cos"))
 
 
-STORE_DAY_POOLED_FEATURES = (PROMO_FEATURE, SCHOOL_HOLIDAY_FEATURE, PROMO2_ACTIVE_FEATURE)
+STORE_DAY_POOLED_FEATURES = (PROMO_FEATURE, SCHOOL_HOLIDAY_FEATURE, PROMO2_ACTIVE_FEATURE, STATE_HOLIDAY_FEATURE)
 STORE_DAY_GLOBAL_FEATURES = (
-    *HOLIDAY_FEATURES,
+    *HOLIDAY_TYPE_FEATURES,
     BEFORE_CLOSURE_FEATURE,
     AFTER_CLOSURE_FEATURE,
     TWO_BEFORE_CLOSURE_FEATURE,

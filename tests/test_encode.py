@@ -83,7 +83,8 @@ def test_category_blocks_are_contrasts_against_a_reference_level() -> None:
     date_names = spec.feature_names(fx.Scope.DATE)
     assert [f for f in date_names if f.startswith("weekday_")] == [f"weekday_{d}" for d in range(2, 8)]
     store_day = spec.feature_names(fx.Scope.STORE_DAY)
-    assert [f for f in store_day if f.startswith("state_holiday_")] == ["state_holiday_a", "state_holiday_b", "state_holiday_c"]
+    # any holiday against none, then the holiday types b and c against a
+    assert [f for f in store_day if f.startswith("state_holiday")] == ["state_holiday", "state_holiday_b", "state_holiday_c"]
     store = spec.feature_names(fx.Scope.STORE)
     assert [f for f in store if f.startswith("store_type_")] == ["store_type_b", "store_type_c", "store_type_d"]
     assert [f for f in store if f.startswith("assortment_")] == ["assortment_b", "assortment_c"]
@@ -106,8 +107,9 @@ def test_state_holiday_and_store_attributes_are_contrasts() -> None:
     stores = stores_frame([{n.STORE: 1, n.STORE_TYPE: "d", n.ASSORTMENT: "a"}])
     spec = enc.build_spec(stores)
     panel = enc.encode(train, stores, spec=spec).history
-    holiday = np.stack([column_of(panel, spec, name)[0] for name in fx.HOLIDAY_FEATURES], axis=1)
-    np.testing.assert_array_equal(holiday, [[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
+    names = (fx.STATE_HOLIDAY_FEATURE, *fx.HOLIDAY_TYPE_FEATURES)
+    holiday = np.stack([column_of(panel, spec, name)[0] for name in names], axis=1)
+    np.testing.assert_array_equal(holiday, [[0, 0, 0], [1, 0, 0], [1, 1, 0], [1, 0, 1]])
     z = dict(zip(spec.feature_names(fx.Scope.STORE), panel.store_z[0], strict=True))
     assert [z[f] for f in fx.STORE_TYPE_FEATURES] == [0, 0, 1]
     assert [z[f] for f in fx.ASSORTMENT_FEATURES] == [0, 0]  # "a" is the reference

