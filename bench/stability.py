@@ -12,9 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 import common
+import numpy as np
 
 FIELDS = [
     ("diverged", "diverged", ""),

@@ -7,6 +7,7 @@ CLI runs them in process. Arrays in, arrays and frames out.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import os
 import time
@@ -281,9 +282,11 @@ def run(config: RunConfig, on_progress: Callable[[FitProgress], None] = log_prog
         raise ValueError(f"{config.future}: the future calendar has no rows")
 
     fingerprint = state.file_fingerprint(config.train, config.stores)
+    # What the fit depends on besides the data: its settings and the seed.
+    settings_hash = hashlib.sha256(f"{config.fit.model_dump_json()}|{config.seed}".encode()).hexdigest()
     info = {
         "data_fingerprint": fingerprint,
-        "model_version": f"{state.package_versions()['bhm-forecast']}+{fingerprint[:12]}",
+        "model_version": f"{state.package_versions()['bhm-forecast']}+{fingerprint[:12]}.{settings_hash[:8]}",
         "versions": state.package_versions(),
         "seed": config.seed,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

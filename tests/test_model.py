@@ -135,7 +135,7 @@ def test_global_effects_are_recovered(demo: DemoData, demo_fit) -> None:
     error = np.abs(loc - truth.global_coef)[informed]
     # 0.06 on the log scale: a 6% effect error. The Christmas rush rests on 16
     # days of two Decembers and is the hardest; most errors are below 0.01.
-    assert np.all(error < 0.06), dict(zip(np.array(st.global_names)[informed], np.round(error, 3)))
+    assert np.all(error < 0.06), dict(zip(np.array(st.global_names)[informed], np.round(error, 3), strict=True))
     assert np.median(error) < 0.01
     # Known limit, not the goal: the mean-field guide's intervals for these
     # correlated effects are about half as wide as they should be, so far

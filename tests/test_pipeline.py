@@ -94,7 +94,7 @@ def test_forecast_file_keeps_its_contract(forecast: pl.DataFrame) -> None:
     values = forecast.select(n.MEAN, *QUANTILES).to_numpy()
     assert np.isfinite(values).all()
     assert (forecast[n.MEAN] > 0).all()
-    for lower, upper in zip(QUANTILES, QUANTILES[1:]):
+    for lower, upper in zip(QUANTILES, QUANTILES[1:], strict=False):
         assert (forecast[lower] <= forecast[upper]).all(), f"{lower} > {upper}"
 
 
