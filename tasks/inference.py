@@ -216,6 +216,23 @@ def point_estimate(params: Params, sites: tuple[str, ...]) -> dict[str, jnp.ndar
     return out
 
 
+def store_coefficients(params: Params, store_z: np.ndarray) -> np.ndarray:
+    """Per-store pooled coefficients [S, P] at the posterior medians.
+
+    b[s] = pooled_mean + z[s] @ store_shift + pooled_scale * pooled_raw[s], for
+    the stores whose store-level parameters ``params`` holds, in that order;
+    ``store_z`` [S, F_store] are their encoded attributes.
+    """
+    est = {k: np.asarray(v) for k, v in point_estimate(params, (Site.POOLED_MEAN, Site.POOLED_SCALE, Site.STORE_SHIFT)).items()}
+    raw = np.asarray(params[f"{Site.POOLED_RAW}.loc"])
+    raw = raw.reshape(raw.shape[0], -1)
+    z = np.asarray(store_z, dtype=np.float64)
+    expected = (raw.shape[0], est[Site.STORE_SHIFT].shape[0])
+    if z.shape != expected:
+        raise ValueError(f"store_z has shape {z.shape}, expected {expected} for these parameters")
+    return est[Site.POOLED_MEAN][None, :] + z @ est[Site.STORE_SHIFT] + est[Site.POOLED_SCALE][None, :] * raw
+
+
 # --- fitting ----------------------------------------------------------------
 
 

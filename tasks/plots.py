@@ -13,9 +13,8 @@ import numpy as np
 import polars as pl
 from matplotlib.figure import Figure
 
+from tasks import inference
 from tasks import names as n
-from tasks.inference import point_estimate
-from tasks.model import Site
 from tasks.state import FittedModel
 
 WEEKDAY_PREFIX = "weekday_"
@@ -54,27 +53,8 @@ def elbo_curve(losses: np.ndarray, title: str) -> Figure:
 
 
 def store_coefficients(fitted: FittedModel, store_z: np.ndarray) -> np.ndarray:
-    """Per-store pooled coefficients [S, P] at the posterior medians.
-
-    b[s] = pooled_mean + z[s] @ store_shift + pooled_scale * pooled_raw[s]; columns
-    follow ``fitted.structure.pooled_names``, rows ``fitted.store_ids``. ``store_z``
-    [S, F_store] are the encoded store attributes in the same store order.
-    """
-    est = {
-        k: np.asarray(v)
-        for k, v in point_estimate(
-            fitted.params, (Site.POOLED_MEAN, Site.POOLED_SCALE, Site.STORE_SHIFT, Site.POOLED_RAW)
-        ).items()
-    }
-    n_stores = len(fitted.store_ids)
-    raw = est[Site.POOLED_RAW].reshape(n_stores, -1)
-    shift = est[Site.STORE_SHIFT]
-    z = np.asarray(store_z, dtype=float)
-    if z.ndim == 1 and shift.shape[0] == 0:
-        z = z.reshape(n_stores, 0)
-    if z.shape != (n_stores, shift.shape[0]):
-        raise ValueError(f"store_z has shape {z.shape}, expected ({n_stores}, {shift.shape[0]}) for this fitted model")
-    return est[Site.POOLED_MEAN][None, :] + z @ shift + est[Site.POOLED_SCALE][None, :] * raw
+    """Per-store pooled coefficients [S, P] of a fitted model, rows in ``fitted.store_ids`` order."""
+    return inference.store_coefficients(fitted.params, store_z)
 
 
 # --- effects across stores ------------------------------------------------------

@@ -23,7 +23,8 @@ from tasks import names as n
 from tasks.config import FitConfig, ForecastConfig
 from tasks.demo import DemoData, generate_demo
 from tasks.encode import build_spec, encode
-from tasks.inference import FitDivergedError, FitSettings, fit_global, point_estimate, relative_improvement
+from tasks.forecast import select_store_params
+from tasks.inference import FitDivergedError, FitSettings, fit_global, point_estimate, relative_improvement, store_coefficients
 from tasks.model import ModelStructure, Site, model_inputs, time_blocks
 from tasks.negbin import NegativeBinomialLogMean, draw_counts
 from tasks.pipeline import fit_history, fit_new_stores, forecast_frame, panel_inputs
@@ -152,11 +153,8 @@ def test_global_effects_are_recovered(demo: DemoData, demo_fit) -> None:
 def test_store_effects_correlate_with_the_truth(demo: DemoData, demo_fit) -> None:
     encoded, fitted, _ = demo_fit
     st, truth = fitted.structure, demo.truth
-    estimate = point_estimate(fitted.params, Site.GLOBAL)
     positions = fitted.positions(encoded.history.stores)
-    z = encoded.history.store_z
-    raw = fitted.params[f"{Site.POOLED_RAW}.loc"][positions, 0, :]
-    coef = np.asarray(estimate[Site.POOLED_MEAN]) + z @ np.asarray(estimate[Site.STORE_SHIFT]) + np.asarray(estimate[Site.POOLED_SCALE]) * raw
+    coef = store_coefficients(select_store_params(fitted.params, positions), encoded.history.store_z)
     established = ~np.isin(encoded.history.stores, demo.new_stores)
     true_coef = truth.store_coef[encoded.history.stores - 1]
     for name in ("intercept", "promo"):
@@ -209,11 +207,8 @@ def test_cold_start_lands_closer_than_a_per_store_regression(demo: DemoData, dem
     short = panel.__class__(**{**panel.__dict__, "observed": panel.observed & last_week})
     local = fit_new_stores(fitted, short, FitConfig(), jax.random.key(5), lambda p: None)
 
-    def coefficients(raw: np.ndarray) -> np.ndarray:
-        return np.asarray(estimate[Site.POOLED_MEAN]) + short.store_z @ np.asarray(estimate[Site.STORE_SHIFT]) + np.asarray(estimate[Site.POOLED_SCALE]) * raw
-
-    full = coefficients(fitted.params[f"{Site.POOLED_RAW}.loc"][fitted.positions(short.stores), 0, :])
-    cold = coefficients(local.params[f"{Site.POOLED_RAW}.loc"][:, 0, :])
+    full = store_coefficients(select_store_params(fitted.params, fitted.positions(short.stores)), short.store_z)
+    cold = store_coefficients({**fitted.params, **local.params}, short.store_z)
 
     date_pooled = short.date_x[:, list(st.date_pooled)]
     design = np.concatenate(
