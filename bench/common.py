@@ -168,6 +168,23 @@ def run_fresh(script: str, argv: list[str]) -> dict:
     return json.loads(lines[-1][len(CHILD_PREFIX) :])
 
 
+def repeated(script: str, args: argparse.Namespace, child: Callable[[argparse.Namespace], dict], *field_sets) -> tuple[dict, list[dict], dict] | None:
+    """A benchmark's skeleton: as the child, measure once and report; as the parent, print the
+    machine, run ``args.repeats`` fresh children and show each. Returns (machine, runs, medians)
+    in the parent, None in the child."""
+    setup(args)
+    if args.child:
+        child_done(child(args))
+        return None
+    machine = machine_info()
+    print_machine(machine)
+    runs = [run_fresh(script, sys.argv[1:]) for _ in range(args.repeats)]
+    for i, run in enumerate(runs, 1):
+        for fields in field_sets:
+            show(f"repeat {i}", run, fields)
+    return machine, runs, medians(runs)
+
+
 def medians(records: list[dict]) -> dict:
     """Median of every numeric field present in all records; booleans as a count of True."""
     out: dict = {}
@@ -300,7 +317,7 @@ def global_only(encoded: EncodedData, config: FitConfig) -> EncodedData:
     """The stores with enough history for the global fit: ``fit_history`` on this runs no local fit."""
     history = encoded.history
     keep = np.flatnonzero(history.observed.sum(axis=1) >= config.short_history_days)
-    return EncodedData(encoded.spec, history.select_stores(keep), encoded.future, encoded.history_rows)
+    return EncodedData(encoded.spec, history.select_stores(keep), encoded.future)
 
 
 # --- the backtest run -----------------------------------------------------------

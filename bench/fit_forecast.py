@@ -9,8 +9,6 @@ interval coverage within 3 points of nominal.
 
 from __future__ import annotations
 
-import sys
-
 import common
 
 FIELDS = [
@@ -31,15 +29,10 @@ FIELDS = [
 
 def main() -> None:
     args = common.parser(__doc__.splitlines()[0], repeats=3).parse_args()
-    common.setup(args)
-    if args.child:
-        return common.child_done(common.backtest_run(args, second_forecast=True))
-    machine = common.machine_info()
-    common.print_machine(machine)
-    runs = [common.run_fresh(__file__, sys.argv[1:]) for _ in range(args.repeats)]
-    for i, run in enumerate(runs, 1):
-        common.show(f"repeat {i}", run, FIELDS)
-    med = common.medians(runs)
+    parent = common.repeated(__file__, args, lambda a: common.backtest_run(a, second_forecast=True), FIELDS)
+    if parent is None:
+        return
+    machine, runs, med = parent
     first = runs[0]
     print(f"data: history to {args.cut}, {first['n_global_stores']} stores in the global fit; forecast "
           f"{first['forecast_stores']} stores x {first['forecast_days']} days x {first['num_draws']} draws")

@@ -5,7 +5,6 @@ Goals: <= 10 s in all, <= 2 GB peak memory.
 
 from __future__ import annotations
 
-import sys
 import time
 
 import common
@@ -42,15 +41,10 @@ def child(args) -> dict:
 
 def main() -> None:
     args = common.parser(__doc__.splitlines()[0], repeats=3, fit=False).parse_args()
-    common.setup(args)
-    if args.child:
-        return common.child_done(child(args))
-    machine = common.machine_info()
-    common.print_machine(machine)
-    runs = [common.run_fresh(__file__, sys.argv[1:]) for _ in range(args.repeats)]
-    for i, run in enumerate(runs, 1):
-        common.show(f"repeat {i}", run, FIELDS)
-    med = common.medians(runs)
+    parent = common.repeated(__file__, args, child, FIELDS)
+    if parent is None:
+        return
+    machine, runs, med = parent
     print(f"data: {runs[0]['train_rows']} train rows, {runs[0]['stores']} stores x {runs[0]['days']} days")
     common.show(f"median of {len(runs)}", med, FIELDS)
     goals = [

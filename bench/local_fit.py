@@ -10,7 +10,6 @@ established ones apart. Goal: a local fit <= 3 s once compiled.
 
 from __future__ import annotations
 
-import sys
 import time
 
 import common
@@ -86,16 +85,10 @@ def main() -> None:
     p.add_argument("--stores", type=int, default=100, help="stores held out of the global fit (chosen with --seed)")
     p.add_argument("--days", type=int, default=7, help="calendar days of history the held-out stores keep")
     args = p.parse_args()
-    common.setup(args)
-    if args.child:
-        return common.child_done(child(args))
-    machine = common.machine_info()
-    common.print_machine(machine)
-    runs = [common.run_fresh(__file__, sys.argv[1:]) for _ in range(args.repeats)]
-    for i, run in enumerate(runs, 1):
-        common.show(f"repeat {i}", run, FIELDS)
-        common.show(f"repeat {i}", run, SCORES)
-    med = common.medians(runs)
+    parent = common.repeated(__file__, args, child, FIELDS, SCORES)
+    if parent is None:
+        return
+    machine, runs, med = parent
     r = runs[0]
     print(f"data: {r['n_established']} established stores (history to {args.cut}); {r['n_new']} new stores with "
           f"{r['new_local_days']} days, {r['new_observed_days_mean']:.1f} observed on average")

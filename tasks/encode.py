@@ -382,7 +382,6 @@ class EncodedData:
     spec: EncodingSpec
     history: EncodedPanel
     future: EncodedPanel | None
-    history_rows: pl.DataFrame  # long-format features, validated by schemas.encoded
 
 
 def _check_encoded(schema: pa.DataFrameSchema, frame: pl.DataFrame) -> None:
@@ -434,4 +433,4 @@ def encode(
         future_panel = to_panel(
             future_rows, store_table, spec, future_stores, future_rows[n.DATE].min(), future_rows[n.DATE].max()
         )
-    return EncodedData(spec=spec, history=history, future=future_panel, history_rows=history_rows)
+    return EncodedData(spec=spec, history=history, future=future_panel)
