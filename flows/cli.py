@@ -1,7 +1,8 @@
-"""The ``bhm`` command line: validate input files, run the main job.
+"""The ``bhm`` command line: validate input files; run the nightly, train, cold_start and forecast flows.
 
-Wiring only: parse options, build a ``tasks.config.RunConfig``, call the pure
-stages in ``tasks``, turn their outcomes into text and exit codes.
+Wiring only: parse options, build the flow's typed config (``tasks.config``),
+run the flow in process (Prefect's temporary server when no PREFECT_API_URL
+is set, see ``flows.environment``), turn the outcome into text and exit codes.
 
 Exit codes:
     0  success (``validate``: every rule passed)
@@ -14,15 +15,18 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flows import environment
+
 if TYPE_CHECKING:
-    from tasks.config import RunConfig
+    from pydantic import BaseModel
+
+    from tasks.config import NightlyConfig
     from tasks.pipeline import RunResult
 
 EXIT_OK = 0
@@ -30,8 +34,8 @@ EXIT_DATA = 1
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
 
-BHM_HOME_ENV = "BHM_HOME"
-DEFAULT_BHM_HOME = "~/.bhm"
+BHM_HOME_ENV = environment.BHM_HOME_ENV
+DEFAULT_BHM_HOME = environment.DEFAULT_BHM_HOME
 DEMO_FOLDER = "demo"
 DEMO_FORECAST = "forecast.parquet"
 DEMO_SEED = 0
@@ -40,7 +44,14 @@ DATA_OPTIONS = ("train", "stores", "future")
 
 # Third-party loggers that talk too much at INFO/DEBUG. jax's xla_bridge logs
 # "Unable to initialize backend 'tpu'" at INFO on every start.
-QUIET_LOGGERS = {"jax": logging.WARNING, "jax._src.xla_bridge": logging.ERROR, "absl": logging.WARNING}
+QUIET_LOGGERS = {
+    "jax": logging.WARNING,
+    "jax._src.xla_bridge": logging.ERROR,
+    "absl": logging.WARNING,
+    "httpx": logging.WARNING,  # one INFO line per Prefect API call
+    "prefect.task_runs": logging.WARNING,  # "Finished in state Completed()" per task; our stages log their own progress
+    "alembic": logging.WARNING,
+}
 
 # RunConfig field paths -> the option that sets them, for error messages.
 OPTION_OF_FIELD = {
@@ -54,6 +65,12 @@ OPTION_OF_FIELD = {
     ("fit", "local_max_steps"): "--local-max-steps",
     ("fit",): "--max-steps/--local-max-steps",
     ("forecast", "num_draws"): "--num-draws",
+    ("backtest_days",): "--backtest-days",
+    ("store_ids",): "--store-ids",
+    ("model", "path"): "--model-dir",
+    ("model", "registered_model"): "--model-name",
+    ("model", "alias"): "--alias",
+    ("model", "version"): "--version",
 }
 
 log = logging.getLogger("bhm")
@@ -67,8 +84,12 @@ class UsageError(Exception):
 # logging
 
 
-class _CurrentStderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is at the time of each record (test capture swaps it)."""
+class CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each record (test capture swaps it).
+
+    Its name must not start with "_": Prefect replaces the root logger's
+    configuration unless it finds a user handler there, judged by that name.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -87,7 +108,7 @@ def setup_logging(level: int) -> None:
     root = logging.getLogger()
     for handler in [h for h in root.handlers if getattr(h, "_bhm_cli", False)]:
         root.removeHandler(handler)
-    handler = _CurrentStderrHandler()
+    handler = CurrentStderrHandler()
     handler._bhm_cli = True  # type: ignore[attr-defined]
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
     root.addHandler(handler)
@@ -130,7 +151,7 @@ def _add_verbosity(parser: argparse.ArgumentParser, top_level: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tasks.config import FitConfig, ForecastConfig, RunConfig
+    from tasks.config import FitConfig, ForecastConfig, NightlyConfig, RunConfig
 
     formatter = _HelpFormatter
     parser = argparse.ArgumentParser(
@@ -207,8 +228,95 @@ def build_parser() -> argparse.ArgumentParser:
         default=_field_default(ForecastConfig, "num_draws"),
         help=ForecastConfig.model_fields["num_draws"].description,
     )
+    run.add_argument(
+        "--backtest-days",
+        type=int,
+        metavar="N",
+        default=_field_default(NightlyConfig, "backtest_days"),
+        help="days of the backtest that gates the champion alias (0: no backtest, the alias stays)",
+    )
+    _add_tracking(run)
     run.set_defaults(handler=cmd_run)
+
+    _add_flow_commands(commands, formatter)
     return parser
+
+
+def _add_tracking(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-tracking", action="store_true", help="do not record the run in MLflow (nothing registered either)"
+    )
+
+
+def _add_model_source(parser: argparse.ArgumentParser) -> None:
+    from tasks.config import ModelSource
+
+    group = parser.add_argument_group("model (default: the registered model's @champion version)")
+    group.add_argument("--model-dir", type=Path, metavar="PATH", default=None, help=ModelSource.model_fields["path"].description)
+    group.add_argument(
+        "--model-name", metavar="NAME", default=_field_default(ModelSource, "registered_model"), help="registered model name"
+    )
+    which = group.add_mutually_exclusive_group()
+    which.add_argument("--alias", metavar="ALIAS", default=_field_default(ModelSource, "alias"), help="version alias to use")
+    which.add_argument("--version", type=int, metavar="N", default=None, help="version number to use instead of the alias")
+
+
+def _add_flow_commands(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
+    from tasks.config import ColdStartConfig, FitConfig, TrainConfig
+
+    train = commands.add_parser(
+        "train",
+        help="fit on the history, save the fitted model and register it as a new version (no forecast)",
+        description="Run the train flow: global fit (and local fits of short-history stores), saved to --state-dir, "
+        "recorded in MLflow and registered as a new version. The champion alias does not move (no backtest).",
+        formatter_class=formatter,
+    )
+    _add_verbosity(train, top_level=False)
+    train.add_argument("--train", type=Path, required=True, metavar="PATH", help=TrainConfig.model_fields["train"].description)
+    train.add_argument("--stores", type=Path, required=True, metavar="PATH", help=TrainConfig.model_fields["stores"].description)
+    train.add_argument("--state-dir", type=Path, required=True, metavar="PATH", help=TrainConfig.model_fields["state_dir"].description)
+    train.add_argument("--seed", type=int, metavar="N", default=0, help=TrainConfig.model_fields["seed"].description)
+    train.add_argument("--max-steps", type=int, metavar="N", default=_field_default(FitConfig, "max_steps"), help="step cap of the global fit")
+    _add_tracking(train)
+    train.set_defaults(handler=cmd_train)
+
+    cold = commands.add_parser(
+        "cold-start",
+        help="fit new stores against a fitted model's globals, then forecast them",
+        description="Run the cold_start flow: local fits of the new stores' few days of history with the globals of "
+        "a fitted model held fixed (by default the registered champion), then forecast their future calendar.",
+        formatter_class=formatter,
+    )
+    _add_verbosity(cold, top_level=False)
+    cold.add_argument("--train", type=Path, required=True, metavar="PATH", help=ColdStartConfig.model_fields["train"].description)
+    cold.add_argument("--stores", type=Path, required=True, metavar="PATH", help=ColdStartConfig.model_fields["stores"].description)
+    cold.add_argument("--future", type=Path, required=True, metavar="PATH", help=ColdStartConfig.model_fields["future"].description)
+    cold.add_argument("--out", type=Path, required=True, metavar="PATH", help=ColdStartConfig.model_fields["out"].description)
+    cold.add_argument(
+        "--store-ids", metavar="IDS", default="", help="comma-separated stores to fit (default: the train stores the model lacks)"
+    )
+    cold.add_argument("--state-dir", type=Path, metavar="PATH", default=None, help=ColdStartConfig.model_fields["state_dir"].description)
+    cold.add_argument("--seed", type=int, metavar="N", default=0, help=ColdStartConfig.model_fields["seed"].description)
+    _add_model_source(cold)
+    _add_tracking(cold)
+    cold.set_defaults(handler=cmd_cold_start)
+
+    fc = commands.add_parser(
+        "forecast",
+        help="forecast a future calendar with a fitted model, no refit",
+        description="Run the forecast flow: forecast every row of a future calendar with an already fitted model "
+        "(by default the registered champion). Stores it does not know are forecast from stores like them.",
+        formatter_class=formatter,
+    )
+    _add_verbosity(fc, top_level=False)
+    fc.add_argument("--stores", type=Path, required=True, metavar="PATH", help="Kaggle-format store file (CSV or Parquet)")
+    fc.add_argument("--future", type=Path, required=True, metavar="PATH", help="future calendar in Kaggle test.csv format")
+    fc.add_argument("--out", type=Path, required=True, metavar="PATH", help="forecast Parquet file to write")
+    fc.add_argument("--seed", type=int, metavar="N", default=0, help="seed of the JAX random key")
+    fc.add_argument("--num-draws", type=int, metavar="N", default=1000, help="posterior predictive draws per store and day")
+    _add_model_source(fc)
+    _add_tracking(fc)
+    fc.set_defaults(handler=cmd_forecast)
 
 
 # --------------------------------------------------------------------------
@@ -217,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def bhm_home() -> Path:
     """$BHM_HOME (default ~/.bhm), as an absolute path."""
-    return Path(os.environ.get(BHM_HOME_ENV) or DEFAULT_BHM_HOME).expanduser().resolve()
+    return environment.bhm_home()
 
 
 def _check_input_file(path: Path, option: str) -> None:
@@ -301,10 +409,38 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _run_config(args: argparse.Namespace) -> RunConfig:
+def _validated(model: type[BaseModel], raw: dict[str, Any]) -> Any:
+    """``model`` validated from ``raw``; a UsageError naming the option of each problem."""
     from pydantic import ValidationError
 
-    from tasks.config import RunConfig
+    try:
+        return model.model_validate(raw)
+    except ValidationError as err:
+        raise UsageError("invalid configuration:\n  " + "\n  ".join(_validation_messages(err))) from None
+
+
+def _tracking(args: argparse.Namespace) -> dict[str, Any]:
+    return {"enabled": not args.no_tracking}
+
+
+def _model_source(args: argparse.Namespace) -> dict[str, Any]:
+    source: dict[str, Any] = {"registered_model": args.model_name, "alias": args.alias, "version": args.version}
+    if args.model_dir is not None:
+        if not args.model_dir.is_dir():
+            raise UsageError(f"--model-dir: not a folder: {args.model_dir}")
+        source["path"] = args.model_dir
+    return source
+
+
+def _store_ids(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise UsageError(f"--store-ids: expected comma-separated store numbers, got {text!r}") from None
+
+
+def _run_config(args: argparse.Namespace) -> NightlyConfig:
+    from tasks.config import NightlyConfig
 
     given = {name: getattr(args, name) for name in DATA_OPTIONS if getattr(args, name) is not None}
     if given and len(given) < len(DATA_OPTIONS):
@@ -331,36 +467,149 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
         "state_dir": args.state_dir,
         "fit": {"max_steps": args.max_steps, "local_max_steps": args.local_max_steps},
         "forecast": {"num_draws": args.num_draws},
+        "backtest_days": args.backtest_days,
+        "tracking": _tracking(args),
     }
-    try:
-        config = RunConfig.model_validate(raw)
-    except ValidationError as err:
-        raise UsageError("invalid configuration:\n  " + "\n  ".join(_validation_messages(err))) from None
+    config = _validated(NightlyConfig, raw)
     if paths is None:
         demo = _demo_inputs()
         config = config.model_copy(update={"train": demo["train"], "stores": demo["stores"], "future": demo["future"]})
     return config
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    config = _run_config(args)
-
+def _run_flow(flow_fn: Callable[[Any], Any], config: BaseModel) -> tuple[int, Any]:
+    """Run a flow in process (Prefect's temporary server when no PREFECT_API_URL); (exit code, result)."""
     from tasks.inference import FitDivergedError
-    from tasks.pipeline import run
     from tasks.validate import InputValidationError
 
-    start = time.perf_counter()
     try:
-        result = run(config)
+        return EXIT_OK, flow_fn(config)
     except InputValidationError as err:
         print(err.report.to_text(), file=sys.stderr)
         print("\nnothing was written: fix the files and run again.", file=sys.stderr)
-        return EXIT_DATA
+        return EXIT_DATA, None
     except FitDivergedError as err:
         print(f"error: {err}", file=sys.stderr)
         print("nothing was written.", file=sys.stderr)
-        return EXIT_DIVERGED
-    print(run_summary_text(result, time.perf_counter() - start))
+        return EXIT_DIVERGED, None
+
+
+def _tracking_lines(registration: Any, mlflow_run: str | None) -> list[str]:
+    lines = []
+    if registration is not None:
+        lines.append(f"registry: {registration.describe()}")
+    if mlflow_run:
+        lines.append(f"MLflow: {mlflow_run}")
+    return lines
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _run_config(args)
+    environment.configure()
+    from flows.nightly import nightly
+
+    start = time.perf_counter()
+    code, result = _run_flow(nightly, config)
+    if code != EXIT_OK:
+        return code
+    lines = [run_summary_text(result.run, time.perf_counter() - start)]
+    if result.backtest:
+        b = result.backtest
+        lines.append(
+            f"backtest ({config.backtest_days} days): RMSPE {b['rmspe']:.4f}, wQL {b['wql']:.4f}, "
+            f"coverage 50% {b['coverage_50']:.1%}, 90% {b['coverage_90']:.1%}"
+        )
+    print("\n".join(lines + _tracking_lines(result.registration, result.mlflow_run)))
+    return EXIT_OK
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tasks.config import TrainConfig
+
+    for name in ("train", "stores"):
+        _check_input_file(getattr(args, name), f"--{name}")
+    raw = {
+        "train": args.train,
+        "stores": args.stores,
+        "state_dir": args.state_dir,
+        "seed": args.seed,
+        "fit": {"max_steps": args.max_steps},
+        "tracking": _tracking(args),
+    }
+    config = _validated(TrainConfig, raw)
+    environment.configure()
+    from flows.train import train
+
+    code, result = _run_flow(train, config)
+    if code != EXIT_OK:
+        return code
+    fit = result.fit.global_fit
+    lines = [
+        f"fitted model: {Path(result.fitted_dir).resolve()}",
+        f"global fit: {_stores(result.fit.n_global_stores)}, {fit.n_steps:,} steps, converged: {'yes' if fit.converged else 'no'}",
+    ]
+    print("\n".join(lines + _tracking_lines(result.registration, result.mlflow_run)))
+    return EXIT_OK
+
+
+def cmd_cold_start(args: argparse.Namespace) -> int:
+    from tasks.config import ColdStartConfig
+
+    for name in DATA_OPTIONS:
+        _check_input_file(getattr(args, name), f"--{name}")
+    raw = {
+        "train": args.train,
+        "stores": args.stores,
+        "future": args.future,
+        "out": args.out,
+        "store_ids": _store_ids(args.store_ids),
+        "model": _model_source(args),
+        "state_dir": args.state_dir,
+        "seed": args.seed,
+        "tracking": _tracking(args),
+    }
+    config = _validated(ColdStartConfig, raw)
+    environment.configure()
+    from flows.cold_start import cold_start
+
+    code, result = _run_flow(cold_start, config)
+    if code != EXIT_OK:
+        return code
+    lines = [
+        f"stores fitted: {', '.join(map(str, result.store_ids))}",
+        f"forecast: {result.n_forecast_rows:,} rows written to {Path(result.forecast_path).resolve()}",
+        f"fitted model with the new stores: {Path(result.fitted_dir).resolve()}",
+    ]
+    print("\n".join(lines + _tracking_lines(None, result.mlflow_run)))
+    return EXIT_OK
+
+
+def cmd_forecast(args: argparse.Namespace) -> int:
+    from tasks.config import ForecastRunConfig
+
+    for name in ("stores", "future"):
+        _check_input_file(getattr(args, name), f"--{name}")
+    raw = {
+        "stores": args.stores,
+        "future": args.future,
+        "out": args.out,
+        "model": _model_source(args),
+        "seed": args.seed,
+        "forecast": {"num_draws": args.num_draws},
+        "tracking": _tracking(args),
+    }
+    config = _validated(ForecastRunConfig, raw)
+    environment.configure()
+    from flows.forecast import forecast
+
+    code, result = _run_flow(forecast, config)
+    if code != EXIT_OK:
+        return code
+    lines = [
+        f"forecast: {result.n_forecast_rows:,} rows written to {Path(result.forecast_path).resolve()}",
+        f"model version: {result.model_version}",
+    ]
+    print("\n".join(lines + _tracking_lines(None, result.mlflow_run)))
     return EXIT_OK
 
 

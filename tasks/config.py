@@ -102,3 +102,139 @@ class RunConfig(BaseModel):
     @property
     def fitted_dir(self) -> Path:
         return self.state_dir or self.out.with_name(self.out.stem + ".model")
+
+
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+
+
+class TrackingConfig(BaseModel):
+    """Where a run is recorded in MLflow (the tracking URI comes from the environment, see tasks.tracking)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = Field(True, description="record the run in MLflow")
+    experiment: str = Field("bhm-forecast", min_length=1, description="MLflow experiment of the runs")
+    registered_model: str = Field(
+        "bhm-forecast", pattern=MODEL_NAME_PATTERN, description="MLflow registered model that fitted models are versions of"
+    )
+    plot_stores: int = Field(4, ge=0, le=20, description="stores shown in the forecast plot")
+
+
+class ChampionGates(BaseModel):
+    """Backtest scores a model version must reach before the ``champion`` alias moves to it (None: no gate)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    alias: str = Field("champion", pattern=MODEL_NAME_PATTERN, description="alias that marks the model in use")
+    max_rmspe: float | None = Field(0.25, gt=0.0, description="largest backtest RMSPE of the mean")
+    max_wql: float | None = Field(None, gt=0.0, description="largest backtest weighted quantile loss")
+    max_coverage_error: float | None = Field(
+        0.10, gt=0.0, lt=1.0, description="largest distance of the 50% and 90% interval coverage from nominal"
+    )
+
+    def failures(self, scores: dict[str, float]) -> list[str]:
+        """The gates that ``scores`` (tasks.backtest.score) fail, in words; empty when all pass."""
+        failed = []
+        if self.max_rmspe is not None and not scores["rmspe"] <= self.max_rmspe:
+            failed.append(f"RMSPE {scores['rmspe']:.4f} > {self.max_rmspe}")
+        if self.max_wql is not None and not scores["wql"] <= self.max_wql:
+            failed.append(f"wQL {scores['wql']:.4f} > {self.max_wql}")
+        if self.max_coverage_error is not None:
+            for key, nominal in (("coverage_50", 0.5), ("coverage_90", 0.9)):
+                if not abs(scores[key] - nominal) <= self.max_coverage_error:
+                    failed.append(f"{key} {scores[key]:.3f} is more than {self.max_coverage_error} from {nominal}")
+        return failed
+
+
+class NightlyConfig(RunConfig):
+    """The nightly flow: the main job, a backtest that gates the champion alias, and tracking."""
+
+    backtest_days: int = Field(
+        48, ge=0, le=366, description="days of the backtest before the history's end (0: none, and the alias stays)"
+    )
+    tracking: TrackingConfig = TrackingConfig()
+    champion: ChampionGates = ChampionGates()
+
+
+class ModelSource(BaseModel):
+    """A fitted model: a fitted-model folder, or a registered model version by alias or number."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    path: Path | None = Field(None, description="fitted-model folder (written by a run); overrides the registry")
+    registered_model: str = Field("bhm-forecast", pattern=MODEL_NAME_PATTERN, description="MLflow registered model")
+    alias: str = Field("champion", pattern=MODEL_NAME_PATTERN, description="alias of the version to use")
+    version: int | None = Field(None, ge=1, description="version number to use instead of the alias")
+
+    @property
+    def uri(self) -> str:
+        suffix = f"/{self.version}" if self.version is not None else f"@{self.alias}"
+        return f"models:/{self.registered_model}{suffix}"
+
+    def describe(self) -> str:
+        return str(self.path) if self.path is not None else self.uri
+
+
+def _parquet_path(value: Path, option: str = "out") -> Path:
+    if value.suffix.lower() not in (".parquet", ".pq"):
+        raise ValueError(f"{option} must name a .parquet file, got {value}")
+    return value
+
+
+class TrainConfig(BaseModel):
+    """The train flow: global fit (and local fits of short-history stores), saved and registered; no forecast."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    train: Path = Field(description="Kaggle-format train file (CSV or Parquet)")
+    stores: Path = Field(description="Kaggle-format store file (CSV or Parquet)")
+    state_dir: Path = Field(description="folder to write the fitted model to")
+    seed: int = Field(0, ge=0, description="seed of the JAX random key")
+    fit: FitConfig = FitConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+
+class ColdStartConfig(BaseModel):
+    """The cold_start flow: local fits of new stores against a fitted model's globals, then their forecasts."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    train: Path = Field(description="train file with the new stores' days (other stores' rows are ignored)")
+    stores: Path = Field(description="Kaggle-format store file with the new stores' attributes")
+    future: Path = Field(description="future calendar of the stores to forecast")
+    out: Path = Field(description="forecast Parquet file to write")
+    store_ids: tuple[int, ...] = Field((), description="stores to fit (default: the train stores the model lacks)")
+    model: ModelSource = ModelSource()
+    state_dir: Path | None = Field(None, description="where to write the model with the new stores (default: beside out)")
+    seed: int = Field(0, ge=0, description="seed of the JAX random key")
+    fit: FitConfig = FitConfig()
+    forecast: ForecastConfig = ForecastConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @field_validator("out")
+    @classmethod
+    def _parquet_out(cls, value: Path) -> Path:
+        return _parquet_path(value)
+
+    @property
+    def fitted_dir(self) -> Path:
+        return self.state_dir or self.out.with_name(self.out.stem + ".model")
+
+
+class ForecastRunConfig(BaseModel):
+    """The forecast flow: a future calendar forecast with an already fitted model, no refit."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    stores: Path = Field(description="Kaggle-format store file (CSV or Parquet)")
+    future: Path = Field(description="future calendar in Kaggle test.csv format (CSV or Parquet)")
+    out: Path = Field(description="forecast Parquet file to write")
+    model: ModelSource = ModelSource()
+    seed: int = Field(0, ge=0, description="seed of the JAX random key")
+    forecast: ForecastConfig = ForecastConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @field_validator("out")
+    @classmethod
+    def _parquet_out(cls, value: Path) -> Path:
+        return _parquet_path(value)

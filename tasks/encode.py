@@ -111,14 +111,17 @@ def check_categories(frame: pl.DataFrame, spec: EncodingSpec, source: str) -> No
 # --- long-format features -------------------------------------------------
 
 
-def calendar_rows(history: pl.LazyFrame, future: pl.LazyFrame | None = None) -> pl.LazyFrame:
+def calendar_rows(history: pl.LazyFrame | None, future: pl.LazyFrame | None = None) -> pl.LazyFrame:
     """History and future calendar rows in one frame, Sales null on future rows."""
     columns = [n.STORE, n.DATE, n.OPEN, n.PROMO, n.STATE_HOLIDAY, n.SCHOOL_HOLIDAY]
-    past = history.select(*columns, pl.col(n.SALES), pl.lit(False).alias(IS_FUTURE))
-    if future is None:
-        return past
-    ahead = future.select(*columns, pl.lit(None, dtype=pl.Int32).alias(n.SALES), pl.lit(True).alias(IS_FUTURE))
-    return pl.concat([past, ahead], how="vertical_relaxed")
+    parts = []
+    if history is not None:
+        parts.append(history.select(*columns, pl.col(n.SALES), pl.lit(False).alias(IS_FUTURE)))
+    if future is not None:
+        parts.append(future.select(*columns, pl.lit(None, dtype=pl.Int32).alias(n.SALES), pl.lit(True).alias(IS_FUTURE)))
+    if not parts:
+        raise ValueError("calendar_rows needs history rows, future rows or both")
+    return pl.concat(parts, how="vertical_relaxed")
 
 
 def _closure_neighbours(rows: pl.LazyFrame) -> pl.LazyFrame:
@@ -398,13 +401,16 @@ def encode(
     stores: pl.DataFrame,
     future: pl.DataFrame | None = None,
     spec: EncodingSpec | None = None,
+    history_end: dt.date | None = None,
 ) -> EncodedData:
     """Encode validated typed frames into history (and future) panels.
 
     The history panel covers every store with at least one train row, from the
     first to the last train date. The future panel covers the calendar's
     stores and dates. Pass the persisted ``spec`` of a fitted model to encode
-    exactly as it was trained.
+    exactly as it was trained. ``history_end`` ends the history panel on that
+    day instead of the last train date: later rows are left out, missing days
+    up to it are unobserved (a local fit against a model anchored there).
     """
     spec = spec or build_spec(stores)
     check_categories(train, spec, "train")
@@ -424,13 +430,31 @@ def encode(
         log.info("%d open days with zero sales are left unobserved (treated as data errors)", n_open_zero)
     history_stores = np.sort(history_rows[n.STORE].unique().to_numpy())
     history = to_panel(
-        history_rows, store_table, spec, history_stores, history_rows[n.DATE].min(), history_rows[n.DATE].max()
+        history_rows, store_table, spec, history_stores, history_rows[n.DATE].min(), history_end or history_rows[n.DATE].max()
     )
     future_panel = None
     if future is not None and future.height:
-        future_rows = rows.filter(pl.col(IS_FUTURE))
-        future_stores = np.sort(future_rows[n.STORE].unique().to_numpy())
-        future_panel = to_panel(
-            future_rows, store_table, spec, future_stores, future_rows[n.DATE].min(), future_rows[n.DATE].max()
-        )
+        future_panel = _future_panel(rows.filter(pl.col(IS_FUTURE)), store_table, spec)
     return EncodedData(spec=spec, history=history, future=future_panel)
+
+
+def _future_panel(future_rows: pl.DataFrame, store_table: pl.DataFrame, spec: EncodingSpec) -> EncodedPanel:
+    future_stores = np.sort(future_rows[n.STORE].unique().to_numpy())
+    return to_panel(future_rows, store_table, spec, future_stores, future_rows[n.DATE].min(), future_rows[n.DATE].max())
+
+
+def encode_future(stores: pl.DataFrame, future: pl.DataFrame, spec: EncodingSpec) -> EncodedPanel:
+    """Encode a future calendar without its history (a fitted model forecasting a new calendar).
+
+    Without history, the days just after a closure that began before the
+    calendar are not flagged as such; everything else encodes as in ``encode``.
+    """
+    if not future.height:
+        raise ValueError("the future calendar has no rows")
+    check_categories(stores, spec, "stores")
+    check_categories(future, spec, "future")
+    rows = store_day_features(calendar_rows(None, future.lazy()), stores.lazy()).collect()
+    store_table = store_features(stores.lazy(), spec).collect()
+    _check_encoded(encoded_schemas.store_day_rows_schema(spec.feature_names(fx.Scope.STORE_DAY)), rows)
+    _check_encoded(encoded_schemas.store_features_schema(), store_table)
+    return _future_panel(rows, store_table, spec)

@@ -11,7 +11,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -22,12 +22,13 @@ import polars as pl
 from tasks import names as n
 from tasks import state
 from tasks.config import FitConfig, ForecastConfig, RunConfig
-from tasks.encode import EncodedData, EncodedPanel, build_spec, encode
+from tasks.encode import EncodedData, EncodedPanel, build_spec, encode, encode_future
 from tasks.forecast import forecast, select_store_params
 from tasks.inference import FitProgress, FitResult, Params, fit_global, fit_local, log_progress
 from tasks.model import ModelInputs, ModelStructure, Site, calendar_basis, model_inputs
+from tasks.names import FileRole
 from tasks.summary import DataSummary, summarize
-from tasks.validate import read_validated
+from tasks.validate import ValidatedInputs, read_validated
 
 log = logging.getLogger(__name__)
 
@@ -133,12 +134,24 @@ def fit_new_stores(
 
 
 def with_stores(fitted: state.FittedModel, store_ids: np.ndarray, store_params: Params) -> state.FittedModel:
-    """The fitted model with more stores' store-level parameters appended."""
+    """The fitted model with these stores' store-level parameters; a store it already had is replaced."""
+    store_ids = np.asarray(store_ids, np.int32)
+    keep = np.flatnonzero(~np.isin(fitted.store_ids, store_ids))
+    kept = select_store_params(fitted.params, keep)
     return replace(
         fitted,
-        params=_concat_store_params([fitted.params, store_params], fitted.params),
-        store_ids=np.concatenate([fitted.store_ids, np.asarray(store_ids, np.int32)]),
+        params=_concat_store_params([kept, store_params], fitted.params),
+        store_ids=np.concatenate([fitted.store_ids[keep], store_ids]),
     )
+
+
+def with_prior_stores(fitted: state.FittedModel, store_ids: np.ndarray) -> state.FittedModel:
+    """The fitted model, plus prior store parameters for those of ``store_ids`` it has none for."""
+    missing = np.setdiff1d(np.asarray(store_ids, np.int32), fitted.store_ids)
+    if not missing.size:
+        return fitted
+    log.info("%d stores have no history: they are forecast from the population", missing.size)
+    return with_stores(fitted, missing, prior_store_params(missing.size, fitted.structure))
 
 
 def fit_history(
@@ -194,9 +207,7 @@ def fit_history(
         fitted = with_stores(fitted, local_panel.stores, local_fit.params)
 
     prior_only = np.setdiff1d(np.asarray(prior_only_stores if prior_only_stores is not None else [], np.int32), history.stores)
-    if prior_only.size:
-        log.info("%d stores have no history: they are forecast from the population", prior_only.size)
-        fitted = with_stores(fitted, prior_only, prior_store_params(prior_only.size, structure))
+    fitted = with_prior_stores(fitted, prior_only)
 
     report = FitReport(
         global_fit=global_fit,
@@ -265,39 +276,131 @@ def write_parquet_atomic(frame: pl.DataFrame, path: str | Path) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class RunKeys:
+    """The JAX keys of a run, all derived from its seed."""
+
+    fit: jax.Array
+    forecast: jax.Array
+    backtest: jax.Array
+
+    @classmethod
+    def from_seed(cls, seed: int) -> RunKeys:
+        root = jax.random.key(seed)
+        key_fit, key_forecast = jax.random.split(root)
+        return cls(fit=key_fit, forecast=key_forecast, backtest=jax.random.fold_in(root, 1))
+
+
+def read_inputs(train: Path, stores: Path, future: Path | None) -> tuple[ValidatedInputs, DataSummary]:
+    """Read and validate the inputs (InputValidationError lists every broken rule), and summarise them."""
+    inputs = read_validated(train, stores, future)
+    summary = summarize(inputs.train, inputs.stores, inputs.future)
+    log.info("validated: %s", summary.to_text().replace("\n", "; "))
+    return inputs, summary
+
+
+def encode_inputs(inputs: ValidatedInputs, config: FitConfig, require_future: bool = True) -> EncodedData:
+    spec = build_spec(inputs.stores, config.yearly_fourier_order, config.monthly_fourier_order)
+    encoded = encode(inputs.train, inputs.stores, inputs.future, spec)
+    if require_future and encoded.future is None:
+        raise ValueError(f"{inputs.paths.get(FileRole.FUTURE)}: the future calendar has no rows")
+    return encoded
+
+
+def run_info(train: Path, stores: Path, config: FitConfig, seed: int) -> dict:
+    """What identifies a fit: data fingerprint, model version (package, data, settings and seed), versions."""
+    fingerprint = state.file_fingerprint(train, stores)
+    # What the fit depends on besides the data: its settings and the seed.
+    settings_hash = hashlib.sha256(f"{config.model_dump_json()}|{seed}".encode()).hexdigest()
+    return {
+        "data_fingerprint": fingerprint,
+        "model_version": f"{state.package_versions()['bhm-forecast']}+{fingerprint[:12]}.{settings_hash[:8]}",
+        "versions": state.package_versions(),
+        "seed": seed,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def forecast_calendar(
+    fitted: state.FittedModel, stores: pl.DataFrame, future: pl.DataFrame, config: ForecastConfig, key: jax.Array
+) -> pl.DataFrame:
+    """Forecast a validated future calendar with a fitted model, no refit; stores it lacks get the prior."""
+    first_day = future[n.DATE].min()
+    if first_day <= fitted.anchor:
+        raise ValueError(
+            f"the future calendar starts on {first_day}, not after the model's last history day {fitted.anchor}"
+        )
+    panel = encode_future(stores, future, fitted.spec)
+    return forecast_frame(with_prior_stores(fitted, panel.stores), panel, future, config, key)
+
+
+def calendar_for_stores(future: pl.DataFrame, store_ids: np.ndarray) -> pl.DataFrame:
+    """The future calendar's rows of ``store_ids``; a ValueError when it has none."""
+    rows = future.filter(pl.col(n.STORE).is_in(np.asarray(store_ids).tolist()))
+    if not rows.height:
+        raise ValueError(f"the future calendar has no rows for stores {np.asarray(store_ids)[:10].tolist()}")
+    return rows
+
+
+def calendar_span(future: pl.DataFrame) -> tuple[dt.date, dt.date, int]:
+    """First and last date of a calendar, and its number of stores."""
+    return future[n.DATE].min(), future[n.DATE].max(), future[n.STORE].n_unique()
+
+
+def cold_start(
+    fitted: state.FittedModel,
+    inputs: ValidatedInputs,
+    store_ids: Sequence[int],
+    config: FitConfig,
+    key: jax.Array,
+    on_progress: Callable[[FitProgress], None] = log_progress,
+) -> tuple[state.FittedModel, FitResult | None, np.ndarray]:
+    """Local fits of ``store_ids`` (default: the train stores the model lacks) against the model's fixed globals.
+
+    Their history is taken up to the model's last history day; later rows
+    cannot be used (the model's calendar ends there) and are logged. Returns
+    the model with the stores' parameters, the local fit and the store ids.
+    """
+    train = inputs.train
+    ids = np.asarray(store_ids, np.int32) if len(store_ids) else np.setdiff1d(train[n.STORE].unique().to_numpy(), fitted.store_ids)
+    if not ids.size:
+        raise ValueError("no store to fit: every store of the train file is already in the model (name stores to refit)")
+    unknown = np.setdiff1d(ids, inputs.stores[n.STORE].to_numpy())
+    if unknown.size:
+        raise ValueError(f"stores {unknown[:10].tolist()} are not in {inputs.paths.get(FileRole.STORES)}")
+    rows = train.filter(pl.col(n.STORE).is_in(ids.tolist()))
+    later = rows.filter(pl.col(n.DATE) > fitted.anchor).height
+    if later:
+        log.warning("%d train rows after the model's last history day %s are not used", later, fitted.anchor)
+    rows = rows.filter(pl.col(n.DATE) <= fitted.anchor)
+    local_fit = None
+    if rows.height:
+        encoded = encode(rows, inputs.stores, None, fitted.spec, history_end=fitted.anchor)
+        log.info("local fit of %d stores against the fixed globals", encoded.history.n_stores)
+        local_fit = fit_new_stores(fitted, encoded.history, config, key, on_progress)
+        fitted = with_stores(fitted, encoded.history.stores, local_fit.params)
+    return with_prior_stores(fitted, ids), local_fit, ids
+
+
 def run(config: RunConfig, on_progress: Callable[[FitProgress], None] = log_progress) -> RunResult:
     """ingest -> validate -> encode -> global fit -> local fits -> forecast -> export."""
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    inputs = read_validated(config.train, config.stores, config.future)
-    summary = summarize(inputs.train, inputs.stores, inputs.future)
+    inputs, summary = read_inputs(config.train, config.stores, config.future)
     timings["read_validate"] = time.perf_counter() - t
-    log.info("validated: %s", summary.to_text().replace("\n", "; "))
 
     t = time.perf_counter()
-    spec = build_spec(inputs.stores, config.fit.yearly_fourier_order, config.fit.monthly_fourier_order)
-    encoded = encode(inputs.train, inputs.stores, inputs.future, spec)
+    encoded = encode_inputs(inputs, config.fit)
     timings["encode"] = time.perf_counter() - t
-    if encoded.future is None:
-        raise ValueError(f"{config.future}: the future calendar has no rows")
 
-    fingerprint = state.file_fingerprint(config.train, config.stores)
-    # What the fit depends on besides the data: its settings and the seed.
-    settings_hash = hashlib.sha256(f"{config.fit.model_dump_json()}|{config.seed}".encode()).hexdigest()
-    info = {
-        "data_fingerprint": fingerprint,
-        "model_version": f"{state.package_versions()['bhm-forecast']}+{fingerprint[:12]}.{settings_hash[:8]}",
-        "versions": state.package_versions(),
-        "seed": config.seed,
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    key_fit, key_forecast = jax.random.split(jax.random.key(config.seed))
-    fitted, report = fit_history(encoded, config.fit, key_fit, encoded.future.stores, on_progress, info)
+    keys = RunKeys.from_seed(config.seed)
+    info = run_info(config.train, config.stores, config.fit, config.seed)
+    fitted, report = fit_history(encoded, config.fit, keys.fit, encoded.future.stores, on_progress, info)
     timings["fit"] = report.seconds
     fitted_dir = state.save(fitted, config.fitted_dir)
 
     t = time.perf_counter()
-    frame = forecast_frame(fitted, encoded.future, inputs.future, config.forecast, key_forecast)
+    frame = forecast_frame(fitted, encoded.future, inputs.future, config.forecast, keys.forecast)
     timings["forecast"] = time.perf_counter() - t
     write_parquet_atomic(frame, config.out)
     log.info("wrote %d forecast rows to %s", frame.height, config.out)

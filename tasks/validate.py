@@ -405,13 +405,8 @@ def _by_file(failures: list[RuleFailure], roles: list[FileRole]) -> list[RuleFai
     return sorted(failures, key=lambda failure: roles.index(failure.role))
 
 
-def check_inputs(
-    train_path: str | Path, stores_path: str | Path, future_path: str | Path | None = None
-) -> tuple[ValidatedInputs | None, ValidationReport]:
-    """Read and check the inputs of a run; (typed frames, empty report), or (None, report of every failure)."""
-    paths = {FileRole.TRAIN: str(train_path), FileRole.STORES: str(stores_path)}
-    if future_path is not None:
-        paths[FileRole.FUTURE] = str(future_path)
+def _check_files(paths: dict[FileRole, str]) -> tuple[dict[FileRole, pl.DataFrame] | None, ValidationReport]:
+    """Read and check the files of ``paths``, each against its role's rules and all against each other."""
     # Scan every file first so that a missing file or bad suffix raises before any work.
     scans = {role: ingest.scan_raw(path, role) for role, path in paths.items()}
 
@@ -428,10 +423,29 @@ def check_inputs(
     if future is not None:
         ingest.log_blank_open(future, paths[FileRole.FUTURE])
     report = ValidationReport(tuple(_by_file(failures, list(paths))))
-    if not report.ok:
+    return (typed if report.ok else None), report
+
+
+def check_inputs(
+    train_path: str | Path, stores_path: str | Path, future_path: str | Path | None = None
+) -> tuple[ValidatedInputs | None, ValidationReport]:
+    """Read and check the inputs of a run; (typed frames, empty report), or (None, report of every failure)."""
+    paths = {FileRole.TRAIN: str(train_path), FileRole.STORES: str(stores_path)}
+    if future_path is not None:
+        paths[FileRole.FUTURE] = str(future_path)
+    typed, report = _check_files(paths)
+    if typed is None:
         return None, report
-    inputs = ValidatedInputs(train=typed[FileRole.TRAIN], stores=typed[FileRole.STORES], future=future, paths=paths)
+    inputs = ValidatedInputs(train=typed[FileRole.TRAIN], stores=typed[FileRole.STORES], future=typed.get(FileRole.FUTURE), paths=paths)
     return inputs, report
+
+
+def read_validated_calendar(stores_path: str | Path, future_path: str | Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The typed store and future-calendar frames of a forecast without history; raises InputValidationError."""
+    typed, report = _check_files({FileRole.STORES: str(stores_path), FileRole.FUTURE: str(future_path)})
+    if typed is None:
+        raise InputValidationError(report)
+    return typed[FileRole.STORES], typed[FileRole.FUTURE]
 
 
 def read_validated(

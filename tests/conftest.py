@@ -1,7 +1,9 @@
-"""Shared fixtures: a tiny demo data set, drawn and written once per test session."""
+"""Shared fixtures: a tiny demo data set, drawn and written once per test session; a Prefect test server."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,3 +23,32 @@ def tiny_demo() -> DemoData:
 def tiny_demo_files(tiny_demo: DemoData, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """train.csv, store.csv, test.csv of the tiny demo; read-only by convention: copy before changing."""
     return tiny_demo.write(tmp_path_factory.mktemp("tiny_demo"))
+
+
+# The environment a flow process gets from flows.environment.configure(), set once for the test
+# session so that no test leaves it changed; BHM_HOME itself is set per test where it matters.
+FLOW_ENVIRONMENT = {
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "tasks",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+}
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One Prefect test server (a new database each time it starts) for the whole session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    saved = {key: os.environ.get(key) for key in [*FLOW_ENVIRONMENT, "PREFECT_HOME"]}
+    os.environ.update(FLOW_ENVIRONMENT)
+    os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect_home"))
+    try:
+        with prefect_test_harness(server_startup_timeout=180):
+            yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -1,4 +1,4 @@
-"""flows.cli: options, exit codes and messages of `bhm validate` and `bhm run`."""
+"""flows.cli: options, exit codes and messages of `bhm validate`, `bhm run` and the other flow commands."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-import tasks.pipeline
-from flows import cli
+import flows.nightly
+from flows import cli, environment
 from tasks import names as n
-from tasks.config import FitConfig, ForecastConfig, RunConfig
+from tasks.config import FitConfig, ForecastConfig, NightlyConfig
 from tasks.inference import FitDivergedError
 
 
@@ -23,6 +23,12 @@ def bhm_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "bhm_home"
     monkeypatch.setenv(cli.BHM_HOME_ENV, str(home))
     return home
+
+
+@pytest.fixture(autouse=True)
+def session_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flow environment is the session's (conftest.prefect_server): no test changes os.environ for good."""
+    monkeypatch.setattr(environment, "configure", lambda *args, **kwargs: {})
 
 
 @pytest.fixture(autouse=True)
@@ -171,13 +177,13 @@ def test_run_without_data_uses_the_demo_in_bhm_home(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(cli.BHM_HOME_ENV, "relative_home")  # resolved to an absolute path
-    seen: list[RunConfig] = []
+    seen: list[NightlyConfig] = []
 
-    def fake_run(config: RunConfig) -> None:
+    def fake_run(config: NightlyConfig) -> None:
         seen.append(config)
         raise FitDivergedError("stopped by the test")
 
-    monkeypatch.setattr(tasks.pipeline, "run", fake_run)
+    monkeypatch.setattr(flows.nightly, "nightly", fake_run)
     assert cli.main(["run", "--seed", "4"]) == 3
     (config,) = seen
     demo = tmp_path / "relative_home" / "demo"
@@ -188,13 +194,13 @@ def test_run_without_data_uses_the_demo_in_bhm_home(
 
 
 def test_run_passes_the_options_through(tiny_demo_files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[RunConfig] = []
+    seen: list[NightlyConfig] = []
 
-    def fake_run(config: RunConfig) -> None:
+    def fake_run(config: NightlyConfig) -> None:
         seen.append(config)
         raise FitDivergedError("stopped by the test")
 
-    monkeypatch.setattr(tasks.pipeline, "run", fake_run)
+    monkeypatch.setattr(flows.nightly, "nightly", fake_run)
     argv = ["run", *data_args(tiny_demo_files), "--out", str(tmp_path / "f.parquet"), "--state-dir", str(tmp_path / "m")]
     argv += ["--seed", "9", "--max-steps", "200", "--local-max-steps", "100", "--num-draws", "50"]
     assert cli.main(argv) == 3
@@ -208,6 +214,7 @@ def test_run_passes_the_options_through(tiny_demo_files: dict[str, Path], tmp_pa
 # run: outcomes
 
 
+@pytest.mark.usefixtures("prefect_server")
 def test_run_bad_input_exits_1_with_report_on_stderr_and_writes_nothing(
     tiny_demo_files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -223,10 +230,10 @@ def test_run_bad_input_exits_1_with_report_on_stderr_and_writes_nothing(
 def test_run_diverged_fit_exits_3(
     tiny_demo_files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def diverging(config: RunConfig) -> None:
+    def diverging(config: NightlyConfig) -> None:
         raise FitDivergedError("the ELBO became non-finite at step 7; refusing to use this fit")
 
-    monkeypatch.setattr(tasks.pipeline, "run", diverging)
+    monkeypatch.setattr(flows.nightly, "nightly", diverging)
     assert cli.main(["run", *data_args(tiny_demo_files), "--out", str(tmp_path / "f.parquet")]) == 3
     err = capsys.readouterr().err
     assert "non-finite at step 7" in err and "Traceback" not in err
@@ -235,24 +242,27 @@ def test_run_diverged_fit_exits_3(
 def test_run_data_that_cannot_be_modelled_exits_1(
     tiny_demo_files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def unfit(config: RunConfig) -> None:
+    def unfit(config: NightlyConfig) -> None:
         raise ValueError("no store has 28 or more observed days")
 
-    monkeypatch.setattr(tasks.pipeline, "run", unfit)
+    monkeypatch.setattr(flows.nightly, "nightly", unfit)
     assert cli.main(["run", *data_args(tiny_demo_files), "--out", str(tmp_path / "f.parquet")]) == 1
     err = capsys.readouterr().err
     assert "no store has 28" in err and "Traceback" not in err
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
 def test_run_end_to_end_on_a_tiny_demo(tiny_demo_files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "forecast.parquet"
     argv = ["run", *data_args(tiny_demo_files), "--out", str(out), "--max-steps", "300", "--local-max-steps", "200"]
-    assert cli.main([*argv, "--num-draws", "100"]) == 0
+    assert cli.main([*argv, "--num-draws", "100", "--backtest-days", "14"]) == 0
     captured = capsys.readouterr()
     assert out.is_file() and (tmp_path / "forecast.model").is_dir()
     forecast = pl.read_parquet(out)
     assert forecast.height == pl.read_csv(tiny_demo_files["future"]).height
     assert f"rows written to {out}" in captured.out and "fitted model:" in captured.out and "seconds:" in captured.out
+    assert "backtest (14 days): RMSPE" in captured.out and "registry: bhm-forecast version 1" in captured.out
+    assert "MLflow: run " in captured.out
     assert "step 100/300" in captured.err  # fit progress reaches the terminal at INFO
     assert "Unable to initialize backend" not in captured.err

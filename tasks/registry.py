@@ -1,0 +1,99 @@
+"""The MLflow model registry: log a fitted model as a models-from-code pyfunc, register it, move aliases, load.
+
+With ``tasks.tracking`` and ``tasks.mlflow_model``, the only modules that
+import MLflow. Calls go through an explicit ``MlflowClient``; loading by
+``models:/`` URI needs MLflow's global registry URI, set here per call.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import warnings
+from pathlib import Path
+
+import mlflow
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.tracking import MlflowClient
+from mlflow.types import ParamSchema, ParamSpec
+
+from tasks import mlflow_model, state
+from tasks.config import ForecastConfig, ModelSource
+
+log = logging.getLogger(__name__)
+
+MODEL_ARTIFACT_PATH = "model"
+# What the model needs at load time: this package and the libraries it was fitted with.
+SIGNATURE = ModelSignature(
+    inputs=None,
+    outputs=None,
+    params=ParamSchema([ParamSpec("seed", "long", 0), ParamSpec("num_draws", "long", ForecastConfig().num_draws)]),
+)
+REQUIREMENTS = ("jax", "numpyro", "polars", "pyarrow", "pandera", "numpy", "pydantic", "pandas")
+
+
+def _requirements() -> list[str]:
+    versions = state.package_versions()
+    pinned = [f"{name}=={versions[name]}" for name in REQUIREMENTS if versions.get(name, "not installed") != "not installed"]
+    return [*pinned, f"bhm-forecast=={versions['bhm-forecast']}"]
+
+
+def log_forecast_model(client: MlflowClient, run_id: str, fitted_dir: Path, stores_path: Path) -> str:
+    """Save the fitted model as a pyfunc (code file + artifacts) and log it under the run; returns its runs:/ URI.
+
+    The signature declares the predict params only: the input is a calendar
+    file's columns, checked by the project's own validation (with the file,
+    column and rows of each broken rule) rather than by MLflow's schema.
+    """
+    with tempfile.TemporaryDirectory(prefix="bhm-model-") as tmp, warnings.catch_warnings():
+        # MLflow asks for an input example; the calendar's validation is ours (see above).
+        warnings.filterwarnings("ignore", message=".*An input example was not provided")
+        folder = Path(tmp) / MODEL_ARTIFACT_PATH
+        mlflow.pyfunc.save_model(
+            path=str(folder),
+            python_model=mlflow_model.__file__,
+            artifacts={mlflow_model.FITTED_ARTIFACT: str(fitted_dir), mlflow_model.STORES_ARTIFACT: str(stores_path)},
+            signature=SIGNATURE,
+            pip_requirements=_requirements(),
+        )
+        client.log_artifacts(run_id, str(folder), artifact_path=MODEL_ARTIFACT_PATH)
+    return f"runs:/{run_id}/{MODEL_ARTIFACT_PATH}"
+
+
+def register_version(client: MlflowClient, name: str, run_id: str, tags: dict[str, str] | None = None) -> ModelVersion:
+    """A new version of registered model ``name`` (created if missing) from the run's logged model."""
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description="Daily sales forecasts per store (bhm-forecast)")
+    return client.create_model_version(
+        name, source=f"runs:/{run_id}/{MODEL_ARTIFACT_PATH}", run_id=run_id, tags=tags or {}, await_creation_for=60
+    )
+
+
+def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    """The version that ``alias`` points to, None when the model or the alias does not exist."""
+    try:
+        return client.get_model_version_by_alias(name, alias).version
+    except MlflowException:
+        return None
+
+
+def set_alias(client: MlflowClient, name: str, alias: str, version: str) -> None:
+    client.set_registered_model_alias(name, alias, version)
+
+
+def load_fitted(source: ModelSource, tracking_uri: str) -> state.FittedModel:
+    """The fitted model of a folder, or of a registered version (by number or alias)."""
+    if source.path is not None:
+        return state.load(source.path)
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    try:
+        loaded = mlflow.pyfunc.load_model(source.uri)
+    except MlflowException as err:
+        raise ValueError(f"cannot load the registered model {source.uri} from {tracking_uri}: {err.message}") from err
+    log.info("loaded %s", source.uri)
+    return loaded.unwrap_python_model().fitted

@@ -1,0 +1,64 @@
+"""The markdown summary of a flow run (published as a Prefect artifact): plain values in, text out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from tasks.inference import FitResult
+from tasks.summary import DataSummary
+
+
+def _row(name: str, value: object) -> str:
+    return f"| {name} | {value} |"
+
+
+def _fit_rows(label: str, fit: FitResult, n_stores: int) -> list[str]:
+    converged = "converged" if fit.converged else "stopped at the step cap"
+    final = float(fit.losses[-min(100, fit.n_steps) :].mean()) if fit.n_steps else float("nan")
+    return [
+        _row(f"{label} fit", f"{n_stores:,} stores, {fit.n_steps:,} steps, {converged}"),
+        _row(f"{label} fit seconds", f"{fit.compile_seconds + fit.run_seconds:.1f} ({fit.compile_seconds:.1f} compiling)"),
+        _row(f"{label} final loss (negative ELBO per observation)", f"{final:.4f}"),
+    ]
+
+
+def run_markdown(
+    title: str,
+    summary: DataSummary | None = None,
+    fits: Mapping[str, tuple[FitResult, int]] | None = None,
+    backtest: Mapping[str, float] | None = None,
+    backtest_origin: str | None = None,
+    outputs: Mapping[str, Path | str] | None = None,
+    registration: str | None = None,
+    mlflow_link: str | None = None,
+    seconds: Mapping[str, float] | None = None,
+) -> str:
+    """A short report: data size, fit, backtest scores, outputs, registry, where the MLflow run is."""
+    lines = [f"# {title}", "", "| | |", "|---|---|"]
+    if summary is not None:
+        lines += [
+            _row("train rows", f"{summary.n_train_rows:,}"),
+            _row("history", f"{summary.first_date} to {summary.last_date}, {summary.n_stores_with_history:,} stores"),
+            _row("future rows", f"{summary.n_future_rows:,} ({summary.n_future_stores:,} stores, {summary.n_new_stores:,} new)"),
+        ]
+    for label, (fit, n_stores) in (fits or {}).items():
+        lines += _fit_rows(label, fit, n_stores)
+    if backtest:
+        where = f" (from {backtest_origin})" if backtest_origin else ""
+        lines.append(
+            _row(
+                f"backtest{where}",
+                f"RMSPE {backtest['rmspe']:.4f}, wQL {backtest['wql']:.4f}, "
+                f"coverage 50% {backtest['coverage_50']:.1%}, 90% {backtest['coverage_90']:.1%}",
+            )
+        )
+    for name, value in (outputs or {}).items():
+        lines.append(_row(name, f"`{value}`"))
+    if registration:
+        lines.append(_row("registry", registration))
+    if seconds:
+        lines.append(_row("seconds", ", ".join(f"{k} {v:.1f}" for k, v in seconds.items())))
+    if mlflow_link:
+        lines.append(_row("MLflow", mlflow_link))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,194 @@
+"""Prefect tasks: thin wrappers around the pure stages, for the flows in ``flows/``.
+
+Every task has ``cache_policy=NO_CACHE``: Prefect's default policy hashes a
+task's inputs, and these inputs are frames and arrays of up to a million rows.
+Retries only where I/O can fail transiently (a network file system, a
+tracking server), and never on an error that a retry cannot fix: a missing
+file, a broken rule.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax
+import polars as pl
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel
+
+from tasks import backtest, pipeline, recording, registry, state
+from tasks.config import ChampionGates, FitConfig, ForecastConfig, ModelSource, TrackingConfig
+from tasks.encode import EncodedData, EncodedPanel
+from tasks.inference import FitResult
+from tasks.recording import Tracker
+from tasks.summary import DataSummary
+from tasks.tracking import tracking_uri
+from tasks.validate import InputValidationError, ValidatedInputs, read_validated_calendar
+
+VALIDATION_ARTIFACT_KEY = "validation-report"
+IO_RETRIES = 2
+IO_RETRY_DELAY_SECONDS = 5
+
+
+def transient_io_error(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry on an OSError that may pass (network, locks), not on a missing file or a refused permission."""
+    error = state.data if isinstance(state.data, BaseException) else None
+    permanent = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+    return isinstance(error, OSError) and not isinstance(error, permanent)
+
+
+def io_task(name: str):
+    return task(
+        name=name,
+        cache_policy=NO_CACHE,
+        retries=IO_RETRIES,
+        retry_delay_seconds=IO_RETRY_DELAY_SECONDS,
+        retry_condition_fn=transient_io_error,
+    )
+
+
+def compute_task(name: str):
+    return task(name=name, cache_policy=NO_CACHE)
+
+
+def publish_validation_failure(err: InputValidationError) -> None:
+    create_table_artifact(
+        table=err.report.to_records(),
+        key=VALIDATION_ARTIFACT_KEY,
+        description=f"Input validation failed: {len(err.report.failures)} broken rules. Nothing was fitted or written.",
+    )
+
+
+@io_task("read and validate")
+def read_inputs(train: Path, stores: Path, future: Path | None) -> tuple[ValidatedInputs, DataSummary]:
+    try:
+        return pipeline.read_inputs(train, stores, future)
+    except InputValidationError as err:
+        publish_validation_failure(err)
+        raise
+
+
+@io_task("read and validate the calendar")
+def read_calendar(stores: Path, future: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    try:
+        return read_validated_calendar(stores, future)
+    except InputValidationError as err:
+        publish_validation_failure(err)
+        raise
+
+
+@compute_task("encode")
+def encode_inputs(inputs: ValidatedInputs, config: FitConfig, require_future: bool = True) -> EncodedData:
+    return pipeline.encode_inputs(inputs, config, require_future)
+
+
+@io_task("fingerprint")
+def run_info(train: Path, stores: Path, config: FitConfig, seed: int) -> dict:
+    return pipeline.run_info(train, stores, config, seed)
+
+
+@compute_task("fit")
+def fit_history(
+    encoded: EncodedData, config: FitConfig, key: jax.Array, forecast_stores: Any, info: dict
+) -> tuple[state.FittedModel, pipeline.FitReport]:
+    return pipeline.fit_history(encoded, config, key, forecast_stores, info=info)
+
+
+@compute_task("cold-start fit")
+def cold_start(
+    fitted: state.FittedModel, inputs: ValidatedInputs, store_ids: tuple[int, ...], config: FitConfig, key: jax.Array
+) -> tuple[state.FittedModel, FitResult | None, Any]:
+    return pipeline.cold_start(fitted, inputs, store_ids, config, key)
+
+
+@compute_task("backtest")
+def run_backtest(
+    inputs: ValidatedInputs, fit: FitConfig, forecast: ForecastConfig, key: jax.Array, horizon_days: int
+) -> backtest.BacktestResult:
+    return backtest.run_backtest(inputs.train, inputs.stores, fit, forecast, key, horizon_days)
+
+
+@compute_task("forecast")
+def forecast(
+    fitted: state.FittedModel, panel: EncodedPanel, future: pl.DataFrame, config: ForecastConfig, key: jax.Array
+) -> pl.DataFrame:
+    return pipeline.forecast_frame(fitted, panel, future, config, key)
+
+
+@compute_task("forecast the calendar")
+def forecast_calendar(
+    fitted: state.FittedModel, stores: pl.DataFrame, future: pl.DataFrame, config: ForecastConfig, key: jax.Array
+) -> pl.DataFrame:
+    return pipeline.forecast_calendar(fitted, stores, future, config, key)
+
+
+@io_task("save the fitted model")
+def save_state(fitted: state.FittedModel, directory: Path) -> Path:
+    return state.save(fitted, directory)
+
+
+@io_task("export")
+def export(frame: pl.DataFrame, out: Path) -> Path:
+    return pipeline.write_parquet_atomic(frame, out)
+
+
+@compute_task("publish the summary")
+def publish_summary(key: str, markdown: str, description: str) -> None:
+    create_markdown_artifact(markdown=markdown, key=key, description=description)
+
+
+# --- MLflow ----------------------------------------------------------------------
+
+
+@compute_task("track the config")
+def track_config(tracker: Tracker, config: BaseModel, tags: dict[str, str]) -> None:
+    recording.record_config(tracker, config, tags)
+
+
+@compute_task("track the fit")
+def track_fit(
+    tracker: Tracker,
+    report: pipeline.FitReport,
+    fitted: state.FittedModel,
+    history: EncodedPanel,
+    train: pl.DataFrame,
+    forecast_rows: pl.DataFrame | None,
+    plot_stores: int,
+) -> None:
+    recording.record_fit(tracker, report)
+    recording.record_figures(tracker, fitted, history, train, forecast_rows, report.global_fit.losses, plot_stores)
+
+
+@compute_task("track the local fit")
+def track_local_fit(tracker: Tracker, fit: FitResult, n_stores: int) -> None:
+    recording.record_local_fit(tracker, fit, n_stores)
+
+
+@compute_task("track the backtest")
+def track_backtest(tracker: Tracker, result: backtest.BacktestResult) -> None:
+    recording.record_backtest(tracker, result)
+
+
+@compute_task("track the files")
+def track_files(tracker: Tracker, forecast_path: Path | None, fitted_dir: Path | None) -> None:
+    recording.record_files(tracker, forecast_path, fitted_dir)
+
+
+@compute_task("register the model")
+def register_model(
+    tracker: Tracker,
+    config: TrackingConfig,
+    gates: ChampionGates | None,
+    fitted_dir: Path,
+    stores_path: Path,
+    scores: dict[str, float] | None,
+) -> recording.Registration:
+    return recording.register(tracker, config, gates, fitted_dir, stores_path, scores)
+
+
+@io_task("load the fitted model")
+def load_model(source: ModelSource) -> state.FittedModel:
+    return registry.load_fitted(source, tracking_uri())
