@@ -239,6 +239,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=cmd_run)
 
     _add_flow_commands(commands, formatter)
+
+    demo = commands.add_parser(
+        "demo",
+        help="write the built-in demo data (train.csv, store.csv, test.csv) to a folder",
+        description="Write the built-in demo data, the files that `bhm run` uses without data options, to --out.",
+        formatter_class=formatter,
+    )
+    _add_verbosity(demo, top_level=False)
+    demo.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder to write the three files to")
+    demo.set_defaults(handler=cmd_demo)
     return parser
 
 
@@ -520,6 +530,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"coverage 50% {b['coverage_50']:.1%}, 90% {b['coverage_90']:.1%}"
         )
     print("\n".join(lines + _tracking_lines(result.registration, result.mlflow_run)))
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from tasks.demo import generate_demo
+
+    paths = generate_demo(seed=DEMO_SEED).write(args.out)
+    print("\n".join(f"{role}: {path.resolve()}" for role, path in paths.items()))
     return EXIT_OK
 
 

@@ -266,3 +266,65 @@ def test_run_end_to_end_on_a_tiny_demo(tiny_demo_files: dict[str, Path], tmp_pat
     assert "MLflow: run " in captured.out
     assert "step 100/300" in captured.err  # fit progress reaches the terminal at INFO
     assert "Unable to initialize backend" not in captured.err
+
+
+# --------------------------------------------------------------------------
+# the other flow commands
+
+
+def test_demo_writes_the_three_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["demo", "--out", str(tmp_path / "data")]) == 0
+    for name in ("train.csv", "store.csv", "test.csv"):
+        assert (tmp_path / "data" / name).is_file()
+    assert str(tmp_path / "data" / "test.csv") in capsys.readouterr().out
+
+
+def test_cold_start_passes_the_options_through(tiny_demo_files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import flows.cold_start
+
+    seen = []
+
+    def fake(config) -> None:
+        seen.append(config)
+        raise FitDivergedError("stopped by the test")
+
+    monkeypatch.setattr(flows.cold_start, "cold_start", fake)
+    argv = ["cold-start", *data_args(tiny_demo_files), "--out", str(tmp_path / "c.parquet"), "--store-ids", "3, 7"]
+    assert cli.main([*argv, "--version", "4", "--no-tracking"]) == 3
+    (config,) = seen
+    assert config.store_ids == (3, 7) and config.model.version == 4 and config.model.uri == "models:/bhm-forecast/4"
+    assert not config.tracking.enabled
+
+
+def test_cold_start_bad_store_ids_exit_2(tiny_demo_files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["cold-start", *data_args(tiny_demo_files), "--out", str(tmp_path / "c.parquet"), "--store-ids", "3,x"]
+    assert cli.main(argv) == 2
+    assert "--store-ids" in capsys.readouterr().err
+
+
+def test_forecast_model_dir_must_exist(tiny_demo_files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["forecast", "--stores", str(tiny_demo_files["stores"]), "--future", str(tiny_demo_files["future"])]
+    assert cli.main([*argv, "--out", str(tmp_path / "f.parquet"), "--model-dir", str(tmp_path / "nope")]) == 2
+    assert "--model-dir: not a folder" in capsys.readouterr().err
+
+
+def test_forecast_invalid_alias_names_the_option(tiny_demo_files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["forecast", "--stores", str(tiny_demo_files["stores"]), "--future", str(tiny_demo_files["future"])]
+    assert cli.main([*argv, "--out", str(tmp_path / "f.parquet"), "--alias", "not ok!"]) == 2
+    assert "--alias" in capsys.readouterr().err
+
+
+def test_train_passes_the_options_through(tiny_demo_files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import flows.train
+
+    seen = []
+
+    def fake(config) -> None:
+        seen.append(config)
+        raise ValueError("stopped by the test")
+
+    monkeypatch.setattr(flows.train, "train", fake)
+    argv = ["train", "--train", str(tiny_demo_files["train"]), "--stores", str(tiny_demo_files["stores"])]
+    assert cli.main([*argv, "--state-dir", str(tmp_path / "m"), "--max-steps", "150", "--seed", "2"]) == 1
+    (config,) = seen
+    assert config.state_dir == tmp_path / "m" and config.fit.max_steps == 150 and config.seed == 2
