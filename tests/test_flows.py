@@ -13,7 +13,13 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
 from prefect.exceptions import ParameterTypeError
 
 from flows.cold_start import cold_start
@@ -134,12 +140,16 @@ def test_the_champion_forecasts_a_calendar_through_mlflow(nightly_run, tiny_demo
     assert (predicted["q05"] <= predicted["q95"]).all()
 
 
-def test_nightly_publishes_a_summary_artifact(nightly_run) -> None:
+def test_nightly_publishes_a_summary_artifact(nightly_run, client: MlflowClient) -> None:
     _, result = nightly_run
+    flow_run_id = _flow_run_id(client, _run_id(result.mlflow_run))
     with get_client(sync_client=True) as prefect:
-        artifacts = prefect.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[SUMMARY_ARTIFACT_KEY])))
-    assert artifacts
-    text = artifacts[-1].data
+        (artifact,) = prefect.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=[SUMMARY_ARTIFACT_KEY]), flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])
+            )
+        )
+    text = artifact.data
     assert "RMSPE" in text and "train rows" in text and _run_id(result.mlflow_run) in text
 
 
