@@ -71,6 +71,9 @@ OPTION_OF_FIELD = {
     ("model", "registered_model"): "--model-name",
     ("model", "alias"): "--alias",
     ("model", "version"): "--version",
+    ("origins",): "--origin",
+    ("horizon_days",): "--horizon-days",
+    ("baselines",): "--baselines",
 }
 
 log = logging.getLogger("bhm")
@@ -151,7 +154,7 @@ def _add_verbosity(parser: argparse.ArgumentParser, top_level: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tasks.config import FitConfig, ForecastConfig, NightlyConfig, RunConfig
+    from tasks.config import BASELINE_NAMES, FitConfig, ForecastConfig, NightlyConfig, RunConfig
 
     formatter = _HelpFormatter
     parser = argparse.ArgumentParser(
@@ -239,6 +242,32 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=cmd_run)
 
     _add_flow_commands(commands, formatter)
+
+    bt = commands.add_parser(
+        "backtest",
+        help="fit before each origin, forecast the days after it, score the model and the baselines",
+        description="Run the backtest flow: for each origin, fit on the history before it, forecast the "
+        "--horizon-days after it and score the model and the baselines on the same open days with sales "
+        "(RMSPE, MAPE, wQL, CRPS, interval coverage, PIT); all in one MLflow run.",
+        formatter_class=formatter,
+    )
+    _add_verbosity(bt, top_level=False)
+    bt.add_argument("--train", type=Path, required=True, metavar="PATH", help="Kaggle-format train file (CSV or Parquet)")
+    bt.add_argument("--stores", type=Path, required=True, metavar="PATH", help="Kaggle-format store file (CSV or Parquet)")
+    bt.add_argument(
+        "--origin", action="append", default=[], metavar="DATE", help="first forecast day, YYYY-MM-DD (repeat for several; "
+        "default: one, --horizon-days before the history's end)"
+    )
+    bt.add_argument("--horizon-days", type=int, metavar="N", default=48, help="days forecast and scored after each origin")
+    bt.add_argument(
+        "--baselines", metavar="NAMES", default=",".join(BASELINE_NAMES), help="comma-separated baselines, or none"
+    )
+    bt.add_argument("--out-dir", type=Path, metavar="DIR", default=None, help="write backtest_rows.parquet and metrics.md here")
+    bt.add_argument("--seed", type=int, metavar="N", default=0, help="seed of the JAX random key")
+    bt.add_argument("--max-steps", type=int, metavar="N", default=_field_default(FitConfig, "max_steps"), help="step cap of the global fit")
+    bt.add_argument("--num-draws", type=int, metavar="N", default=1000, help="posterior predictive draws per store and day")
+    _add_tracking(bt)
+    bt.set_defaults(handler=cmd_backtest)
 
     demo = commands.add_parser(
         "demo",
@@ -352,7 +381,7 @@ def _validation_messages(err: Any) -> list[str]:
     lines = []
     for problem in err.errors():
         loc = tuple(str(part) for part in problem["loc"])
-        option = OPTION_OF_FIELD.get(loc, ".".join(loc) or "configuration")
+        option = OPTION_OF_FIELD.get(loc) or OPTION_OF_FIELD.get(loc[:1], ".".join(loc) or "configuration")
         message = str(problem["msg"]).removeprefix("Value error, ")
         value = problem.get("input")
         got = f" (got {value if isinstance(value, Path) else repr(value)})" if not isinstance(value, dict) else ""
@@ -530,6 +559,40 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"coverage 50% {b['coverage_50']:.1%}, 90% {b['coverage_90']:.1%}"
         )
     print("\n".join(lines + _tracking_lines(result.registration, result.mlflow_run)))
+    return EXIT_OK
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from tasks.config import BacktestRunConfig
+    from tasks.report import methods_table
+
+    for name in ("train", "stores"):
+        _check_input_file(getattr(args, name), f"--{name}")
+    baselines = () if args.baselines.strip() == "none" else tuple(b.strip() for b in args.baselines.split(",") if b.strip())
+    raw = {
+        "train": args.train,
+        "stores": args.stores,
+        "origins": tuple(args.origin),
+        "horizon_days": args.horizon_days,
+        "baselines": baselines,
+        "out_dir": args.out_dir,
+        "seed": args.seed,
+        "fit": {"max_steps": args.max_steps},
+        "forecast": {"num_draws": args.num_draws},
+        "tracking": _tracking(args),
+    }
+    config = _validated(BacktestRunConfig, raw)
+    environment.configure()
+    from flows.backtest import backtest
+
+    code, result = _run_flow(backtest, config)
+    if code != EXIT_OK:
+        return code
+    origins = ", ".join(str(r.origin) for r in result.suite.results)
+    lines = [f"backtest from {origins}, {config.horizon_days} days:", methods_table(result.suite.overall)]
+    if result.out_dir is not None:
+        lines.append(f"scores: {Path(result.out_dir).resolve()}")
+    print("\n".join(lines + _tracking_lines(None, result.mlflow_run)))
     return EXIT_OK
 
 

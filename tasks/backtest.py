@@ -10,23 +10,25 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import jax
 import numpy as np
 import polars as pl
+import scoringrules as sr
 
 from tasks import metrics
 from tasks import names as n
+from tasks.baselines import BASELINES, PanelForecast
 from tasks.config import FitConfig, ForecastConfig
-from tasks.encode import build_spec, encode
+from tasks.encode import EncodedPanel, build_spec, encode
 from tasks.inference import FitProgress, log_progress
 from tasks.pipeline import FitReport, fit_history, forecast_frame
 
 log = logging.getLogger(__name__)
 
 # The scored days: open, with positive sales, as Kaggle scored Rossmann.
-SCORE_KEYS = ("rmspe", "rmspe_median", "mape", "wql", "coverage_50", "coverage_90")
+SCORE_KEYS = ("rmspe", "rmspe_median", "mape", "wql", "crps_scaled", "coverage_50", "coverage_90")
 
 
 @dataclass(frozen=True)
@@ -44,9 +46,10 @@ class BacktestSplit:
 class BacktestResult:
     origin: dt.date
     horizon_days: int
-    metrics: dict[str, float]
-    scored: pl.DataFrame  # one row per forecast row with its actual sales
+    metrics: dict[str, float]  # the model's scores
+    scored: pl.DataFrame  # one row per forecast row and method, with its actual sales
     fit: FitReport
+    methods: dict[str, dict[str, float]] = field(default_factory=dict)  # every method's scores, the model's included
 
 
 def default_origin(train: pl.DataFrame, horizon_days: int) -> dt.date:
@@ -75,11 +78,70 @@ def split_at(train: pl.DataFrame, origin: dt.date, horizon_days: int) -> Backtes
     )
 
 
-def score_rows(forecast: pl.DataFrame, actual: pl.DataFrame) -> pl.DataFrame:
-    """Forecast rows joined with their actual sales; ``scored`` marks open days with positive sales."""
-    return forecast.join(actual.select(n.STORE, n.DATE, n.SALES, n.OPEN), on=[n.STORE, n.DATE], how="inner").with_columns(
+class DrawScores:
+    """CRPS and randomised PIT of each scored [store, day] of a panel, from the predictive draws.
+
+    Pass an instance as ``on_draws`` to the forecast: it sees every chunk's
+    draws once, so the draws never have to be held all at once.
+    """
+
+    def __init__(self, panel: EncodedPanel, actual: pl.DataFrame, seed: int = 0) -> None:
+        self.stores, self.dates = panel.stores, panel.dates
+        self.sales = np.full((panel.n_stores, panel.n_days), np.nan)
+        scored = actual.filter((pl.col(n.OPEN) == 1) & (pl.col(n.SALES) > 0))
+        s_idx = panel.store_positions(scored[n.STORE].to_numpy())
+        t_idx = (scored[n.DATE].to_numpy().astype("datetime64[D]") - panel.dates[0]).astype(np.int64)
+        self.sales[s_idx, t_idx] = scored[n.SALES].to_numpy()
+        self.crps = np.full_like(self.sales, np.nan)
+        self.pit = np.full_like(self.sales, np.nan)
+        self._rng = np.random.default_rng(seed)
+
+    def __call__(self, rows: np.ndarray, draws: np.ndarray) -> None:
+        y = self.sales[rows]
+        known = np.isfinite(y)
+        ensemble = np.moveaxis(np.asarray(draws, dtype=float), 0, -1)  # [stores, days, draws]
+        self.crps[rows] = np.where(known, sr.crps_ensemble(np.where(known, y, 0.0), ensemble, m_axis=-1), np.nan)
+        self.pit[rows] = np.where(known, randomized_pit(np.where(known, y, 0.0), ensemble, self._rng), np.nan)
+
+    def frame(self) -> pl.DataFrame:
+        s_idx, t_idx = np.nonzero(np.isfinite(self.crps))
+        return pl.DataFrame(
+            {
+                n.STORE: self.stores[s_idx].astype(np.int32),
+                n.DATE: self.dates[t_idx].astype("datetime64[D]"),
+                "crps": self.crps[s_idx, t_idx],
+                "pit": self.pit[s_idx, t_idx],
+            }
+        ).with_columns(pl.col(n.DATE).cast(pl.Date))
+
+
+def randomized_pit(y: np.ndarray, ensemble: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Randomised PIT of counts ``y`` under the empirical law of ``ensemble`` (draws on the last axis):
+    uniform between F(y - 1) and F(y), so that a calibrated forecast gives uniform values."""
+    below = (ensemble < y[..., None]).mean(axis=-1)
+    at_or_below = (ensemble <= y[..., None]).mean(axis=-1)
+    return below + rng.random(y.shape) * (at_or_below - below)
+
+
+def pit_histogram(pit: np.ndarray, bins: int = 10) -> np.ndarray:
+    """Share of PIT values in each of ``bins`` equal bins of [0, 1] (a calibrated forecast: all 1 / bins)."""
+    values = np.asarray(pit, float)
+    values = values[np.isfinite(values)]
+    counts, _ = np.histogram(values, bins=bins, range=(0.0, 1.0))
+    return counts / max(1, values.size)
+
+
+def score_rows(forecast: pl.DataFrame, actual: pl.DataFrame, draw_scores: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Forecast rows joined with their actual sales; ``scored`` marks open days with positive sales.
+
+    With ``draw_scores`` (``DrawScores.frame()``), the rows carry their CRPS and PIT too.
+    """
+    rows = forecast.join(actual.select(n.STORE, n.DATE, n.SALES, n.OPEN), on=[n.STORE, n.DATE], how="inner").with_columns(
         ((pl.col(n.OPEN) == 1) & (pl.col(n.SALES) > 0)).alias("scored")
     )
+    if draw_scores is not None:
+        rows = rows.join(draw_scores, on=[n.STORE, n.DATE], how="left")
+    return rows
 
 
 def score(scored: pl.DataFrame) -> dict[str, float]:
@@ -90,7 +152,7 @@ def score(scored: pl.DataFrame) -> dict[str, float]:
     sales = rows[n.SALES].to_numpy().astype(float)
     levels = tuple(q for q in n.QUANTILE_COLUMNS if n.quantile_column(q) in rows.columns)
     q = {level: rows[n.quantile_column(level)].to_numpy().astype(float) for level in levels}
-    return {
+    result = {
         "rmspe": metrics.rmspe(sales, rows[n.MEAN].to_numpy()),
         "rmspe_median": metrics.rmspe(sales, q[0.5]),
         "mape": float(np.mean(np.abs(sales - q[0.5]) / sales)),
@@ -99,6 +161,44 @@ def score(scored: pl.DataFrame) -> dict[str, float]:
         "coverage_90": metrics.coverage(sales, q[0.05], q[0.95]),
         "n_scored": float(rows.height),
     }
+    if "crps" in rows.columns and rows["crps"].null_count() < rows.height:
+        # CRPS is in units of sales: divided by mean sales it compares across data sets, like wQL.
+        result["crps"] = float(rows["crps"].mean())
+        result["crps_scaled"] = result["crps"] / float(sales.mean())
+    return result
+
+
+def _panel_frame(panel: EncodedPanel, forecast: PanelForecast, levels: tuple[float, ...]) -> pl.DataFrame:
+    """A baseline's forecast in the forecast file's columns, quantiles taken from its sample."""
+    s_idx, t_idx = np.nonzero(np.isfinite(forecast.mean))
+    quantiles = np.quantile(forecast.ensemble[s_idx, t_idx], levels, axis=-1)
+    return pl.DataFrame(
+        {
+            n.STORE: panel.stores[s_idx].astype(np.int32),
+            n.DATE: panel.dates[t_idx].astype("datetime64[D]"),
+            n.MEAN: forecast.mean[s_idx, t_idx],
+            **{n.quantile_column(q): quantiles[i] for i, q in enumerate(levels)},
+        }
+    ).with_columns(pl.col(n.DATE).cast(pl.Date))
+
+
+def score_methods(scored: dict[str, pl.DataFrame]) -> tuple[dict[str, dict[str, float]], pl.DataFrame]:
+    """Every method's scores over the rows that every method forecast, and all rows stacked with a method column."""
+    keys = [n.STORE, n.DATE]
+    common = None
+    for rows in scored.values():
+        forecast_rows = rows.filter(pl.col("scored") & pl.col(n.MEAN).is_finite()).select(keys)
+        common = forecast_rows if common is None else common.join(forecast_rows, on=keys, how="inner")
+    assert common is not None
+    common = common.with_columns(pl.lit(True).alias("_common"))
+    results, stacked = {}, []
+    for method, rows in scored.items():
+        rows = rows.join(common, on=keys, how="left").with_columns(
+            (pl.col("scored") & pl.col("_common").fill_null(False)).alias("scored")
+        ).drop("_common")
+        results[method] = score(rows)
+        stacked.append(rows.select(*keys, n.MEAN, *[c for c in rows.columns if c.startswith("q")], n.SALES, "scored", "crps", "pit").with_columns(pl.lit(method).alias("method")))
+    return results, pl.concat(stacked, how="vertical_relaxed")
 
 
 def run_backtest(
@@ -110,8 +210,13 @@ def run_backtest(
     horizon_days: int = 48,
     origin: dt.date | None = None,
     on_progress: Callable[[FitProgress], None] = log_progress,
+    baselines: tuple[str, ...] = (),
 ) -> BacktestResult:
-    """Fit on the history before ``origin`` (default: ``horizon_days`` before the end), forecast, score."""
+    """Fit on the history before ``origin`` (default: ``horizon_days`` before the end), forecast, score;
+    with ``baselines`` (names in tasks.baselines.BASELINES), score those too, all on the same rows."""
+    unknown = [b for b in baselines if b not in BASELINES]
+    if unknown:
+        raise ValueError(f"unknown baselines {unknown}; known: {sorted(BASELINES)}")
     origin = origin or default_origin(train, horizon_days)
     split = split_at(train, origin, horizon_days)
     log.info("backtest: fit on %d rows before %s, score the %d days from it", split.history.height, origin, horizon_days)
@@ -119,8 +224,58 @@ def run_backtest(
     encoded = encode(split.history, stores, split.calendar, spec)
     key_fit, key_forecast = jax.random.split(key)
     fitted, report = fit_history(encoded, fit_config, key_fit, encoded.future.stores, on_progress)
-    frame = forecast_frame(fitted, encoded.future, split.calendar, forecast_config, key_forecast)
-    scored = score_rows(frame, split.actual)
-    result = score(scored)
+    draw_scores = DrawScores(encoded.future, split.actual)
+    frame = forecast_frame(fitted, encoded.future, split.calendar, forecast_config, key_forecast, draw_scores)
+    scored = {"model": score_rows(frame, split.actual, draw_scores.frame())}
+    levels = tuple(forecast_config.quantiles)
+    for name in baselines:
+        log.info("backtest: baseline %s", name)
+        baseline = BASELINES[name](encoded.history, encoded.future)
+        sample_scores = DrawScores(encoded.future, split.actual)
+        sample_scores(np.arange(encoded.future.n_stores), np.moveaxis(baseline.ensemble, -1, 0))
+        scored[name] = score_rows(_panel_frame(encoded.future, baseline, levels), split.actual, sample_scores.frame())
+    if baselines:
+        methods, rows = score_methods(scored)
+    else:
+        methods, rows = {"model": score(scored["model"])}, scored["model"]
+    result = methods["model"]
     log.info("backtest from %s: %s", origin, ", ".join(f"{k} {v:.4g}" for k, v in result.items()))
-    return BacktestResult(origin=origin, horizon_days=horizon_days, metrics=result, scored=scored, fit=report)
+    return BacktestResult(origin, horizon_days, result, rows, report, methods)
+
+
+@dataclass(frozen=True)
+class BacktestSuite:
+    """Backtests from several origins: each one's result, and every method's scores over all of them."""
+
+    results: tuple[BacktestResult, ...]
+    overall: dict[str, dict[str, float]]
+    rows: pl.DataFrame  # every origin's scored rows, with ``origin`` and ``method`` columns
+
+
+def run_backtests(
+    train: pl.DataFrame,
+    stores: pl.DataFrame,
+    fit_config: FitConfig,
+    forecast_config: ForecastConfig,
+    key: jax.Array,
+    origins: tuple[dt.date, ...] = (),
+    horizon_days: int = 48,
+    baselines: tuple[str, ...] = (),
+    on_progress: Callable[[FitProgress], None] = log_progress,
+) -> BacktestSuite:
+    """``run_backtest`` from each origin (default: one, ``horizon_days`` before the end), then overall scores."""
+    origins = tuple(sorted(origins)) or (default_origin(train, horizon_days),)
+    results = tuple(
+        run_backtest(
+            train, stores, fit_config, forecast_config, jax.random.fold_in(key, i), horizon_days, origin, on_progress, baselines
+        )
+        for i, origin in enumerate(origins)
+    )
+    rows = pl.concat(
+        [r.scored.with_columns(pl.lit(r.origin).alias("origin")) for r in results], how="vertical_relaxed"
+    )
+    if "method" not in rows.columns:
+        rows = rows.with_columns(pl.lit("model").alias("method"))
+    methods = rows["method"].unique(maintain_order=True).to_list()
+    overall = {m: score(rows.filter(pl.col("method") == m)) for m in methods}
+    return BacktestSuite(results, overall, rows)

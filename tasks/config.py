@@ -6,8 +6,9 @@ run of the main job. Nothing else travels through the code as a dict.
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -238,3 +239,27 @@ class ForecastRunConfig(BaseModel):
     @classmethod
     def _parquet_out(cls, value: Path) -> Path:
         return _parquet_path(value)
+
+
+BASELINE_NAMES = ("median_by_weekday", "poisson_per_store", "lightgbm")
+
+
+class BacktestRunConfig(BaseModel):
+    """The backtest flow: fit before each origin, forecast the horizon after it, score the model and baselines."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    train: Path = Field(description="Kaggle-format train file (CSV or Parquet): history and the days to score")
+    stores: Path = Field(description="Kaggle-format store file (CSV or Parquet)")
+    origins: tuple[dt.date, ...] = Field(
+        (), description="first forecast day of each backtest (default: one, horizon_days before the history's end)"
+    )
+    horizon_days: int = Field(48, ge=1, le=366, description="days forecast and scored after each origin")
+    baselines: tuple[Literal["median_by_weekday", "poisson_per_store", "lightgbm"], ...] = Field(
+        BASELINE_NAMES, description="baselines scored on the same rows (need the eval extra)"
+    )
+    out_dir: Path | None = Field(None, description="folder for the per-row scores and the metrics table (optional)")
+    seed: int = Field(0, ge=0, description="seed of the JAX random key")
+    fit: FitConfig = FitConfig()
+    forecast: ForecastConfig = ForecastConfig()
+    tracking: TrackingConfig = TrackingConfig()

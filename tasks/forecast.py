@@ -8,6 +8,7 @@ chunk and memory stays at chunk x draws x days, whatever the store count.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
 
@@ -70,13 +71,16 @@ def forecast(
     num_draws: int = 1000,
     quantiles: tuple[float, ...] = DEFAULT_QUANTILES,
     chunk_stores: int = 256,
+    on_draws: Callable[[np.ndarray, np.ndarray], None] | None = None,
 ) -> ForecastArrays:
     """Predictive mean and quantiles of sales for every store and day of ``inputs``.
 
     ``params`` holds store-level parameters for exactly the stores of
     ``inputs``, in the same order. The mean is the average of the expected
     sales over posterior draws (the exact predictive mean for those draws);
-    quantiles come from draws of the negative binomial itself.
+    quantiles come from draws of the negative binomial itself. ``on_draws``,
+    when given, sees each chunk's sales draws ``[draws, stores, days]`` with
+    the store positions they belong to (scores that need every draw, e.g. CRPS).
     """
     if num_draws < 1:
         raise ValueError(f"num_draws must be >= 1, got {num_draws}")
@@ -112,4 +116,6 @@ def forecast(
         mean[keep] = np.asarray(expected)[valid]
         # numpy's selection-based quantile is several times faster than a sort in XLA on a CPU.
         quants[:, keep] = np.quantile(np.moveaxis(sales, 0, -1)[valid], quantiles, axis=-1)
+        if on_draws is not None:
+            on_draws(keep, np.asarray(sales)[:, valid])
     return ForecastArrays(mean=mean, quantiles=quants, levels=tuple(quantiles))

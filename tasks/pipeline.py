@@ -236,11 +236,17 @@ def forecast_frame(
     future: pl.DataFrame,
     config: ForecastConfig,
     key: jax.Array,
+    on_draws: Callable[[np.ndarray, np.ndarray], None] | None = None,
 ) -> pl.DataFrame:
-    """One row per future calendar row: the contract columns plus open flags and model version."""
+    """One row per future calendar row: the contract columns plus open flags and model version.
+
+    ``on_draws`` sees the sales draws of each chunk of stores (``tasks.forecast.forecast``).
+    """
     params = select_store_params(fitted.params, fitted.positions(future_panel.stores))
     inputs = panel_inputs(future_panel, fitted.anchor, fitted.structure, with_sales=False)
-    arrays = forecast(params, fitted.structure, inputs, key, config.num_draws, config.quantiles, config.chunk_stores)
+    arrays = forecast(
+        params, fitted.structure, inputs, key, config.num_draws, config.quantiles, config.chunk_stores, on_draws
+    )
 
     store_pos = {int(s): i for i, s in enumerate(future_panel.stores)}
     rows = future.select(

@@ -20,14 +20,15 @@ import polars as pl
 from mlflow.tracking import MlflowClient
 from pydantic import BaseModel
 
+from tasks import evaluation_plots, plots, registry, tracking
 from tasks import names as n
-from tasks import plots, registry, tracking
-from tasks.backtest import BacktestResult
+from tasks.backtest import BacktestResult, BacktestSuite
 from tasks.config import ChampionGates, TrackingConfig
 from tasks.encode import EncodedPanel
 from tasks.forecast import select_store_params
 from tasks.inference import FitResult, store_coefficients
 from tasks.pipeline import FitReport
+from tasks.report import methods_table
 from tasks.state import FittedModel
 
 log = logging.getLogger(__name__)
@@ -195,3 +196,27 @@ def register(
     tracker.client.set_tag(tracker.run_id, "registered_version", version)
     tracker.client.set_tag(tracker.run_id, f"alias_{alias}_moved", str(moved).lower())
     return Registration(config.registered_model, version, alias, moved, reasons)
+
+
+def record_backtest_suite(tracker: Tracker, suite: BacktestSuite) -> None:
+    """Every method's overall scores as ``<method>_<metric>`` (each origin's at its step), the origins,
+    the per-row scores as Parquet, a metrics table and the evaluation plots."""
+    client, run_id = tracker.client, tracker.run_id
+    for method, scores in suite.overall.items():
+        tracking.log_metrics(client, run_id, {f"{method}_{k}": v for k, v in scores.items()})
+    for step, result in enumerate(suite.results):
+        for method, scores in result.methods.items():
+            tracking.log_metrics(client, run_id, {f"origin_{method}_{k}": v for k, v in scores.items()}, step=step)
+    client.set_tag(run_id, "backtest_origins", ",".join(r.origin.isoformat() for r in suite.results))
+    with tempfile.TemporaryDirectory(prefix="bhm-backtest-") as tmp:
+        path = Path(tmp) / "backtest_rows.parquet"
+        suite.rows.write_parquet(path)
+        tracking.log_artifact(client, run_id, path, "backtest")
+    client.log_text(run_id, methods_table(suite.overall), "backtest/metrics.md")
+    figures = {
+        "coverage_vs_nominal": evaluation_plots.coverage_vs_nominal(suite.overall),
+        "pit_histograms": evaluation_plots.pit_histograms(suite.rows),
+        "store_errors": evaluation_plots.store_errors(suite.rows),
+    }
+    for name, fig in figures.items():
+        tracking.log_figure(client, run_id, fig, name)

@@ -62,3 +62,25 @@ def run_markdown(
     if mlflow_link:
         lines.append(_row("MLflow", mlflow_link))
     return "\n".join(lines) + "\n"
+
+
+METHOD_COLUMNS = (
+    ("rmspe", "RMSPE", "{:.4f}"),
+    ("rmspe_median", "RMSPE (median)", "{:.4f}"),
+    ("mape", "MAPE", "{:.4f}"),
+    ("wql", "wQL", "{:.4f}"),
+    ("crps_scaled", "CRPS / mean sales", "{:.4f}"),
+    ("coverage_50", "50% coverage", "{:.1%}"),
+    ("coverage_90", "90% coverage", "{:.1%}"),
+    ("n_scored", "days scored", "{:,.0f}"),
+)
+
+
+def methods_table(methods: Mapping[str, Mapping[str, float]]) -> str:
+    """A markdown table of every method's scores (rows) by metric (columns)."""
+    header = "| method | " + " | ".join(title for _, title, _ in METHOD_COLUMNS) + " |"
+    lines = [header, "|---|" + "---:|" * len(METHOD_COLUMNS)]
+    for method, scores in methods.items():
+        cells = [fmt.format(scores[key]) if key in scores else "" for key, _, fmt in METHOD_COLUMNS]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -19,8 +19,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from tasks import backtest, pipeline, recording, registry, state
-from tasks.config import ChampionGates, FitConfig, ForecastConfig, ModelSource, TrackingConfig
+from tasks import backtest, pipeline, recording, registry, report, state
+from tasks.config import BacktestRunConfig, ChampionGates, FitConfig, ForecastConfig, ModelSource, TrackingConfig
 from tasks.encode import EncodedData, EncodedPanel
 from tasks.inference import FitResult
 from tasks.recording import Tracker
@@ -111,6 +111,23 @@ def run_backtest(
     return backtest.run_backtest(inputs.train, inputs.stores, fit, forecast, key, horizon_days)
 
 
+@compute_task("backtests")
+def run_backtests(inputs: ValidatedInputs, config: BacktestRunConfig, key: jax.Array) -> backtest.BacktestSuite:
+    return backtest.run_backtests(
+        inputs.train, inputs.stores, config.fit, config.forecast, key, config.origins, config.horizon_days, config.baselines
+    )
+
+
+@io_task("write the scores")
+def write_scores(suite: backtest.BacktestSuite, out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pipeline.write_parquet_atomic(suite.rows, out_dir / "backtest_rows.parquet")
+    tmp = out_dir / ".metrics.md.tmp"
+    tmp.write_text(report.methods_table(suite.overall))
+    tmp.replace(out_dir / "metrics.md")
+    return out_dir
+
+
 @compute_task("forecast")
 def forecast(
     fitted: state.FittedModel, panel: EncodedPanel, future: pl.DataFrame, config: ForecastConfig, key: jax.Array
@@ -170,6 +187,11 @@ def track_local_fit(tracker: Tracker, fit: FitResult, n_stores: int) -> None:
 @compute_task("track the backtest")
 def track_backtest(tracker: Tracker, result: backtest.BacktestResult) -> None:
     recording.record_backtest(tracker, result)
+
+
+@compute_task("track the backtests")
+def track_backtests(tracker: Tracker, suite: backtest.BacktestSuite) -> None:
+    recording.record_backtest_suite(tracker, suite)
 
 
 @compute_task("track the files")

@@ -1,4 +1,5 @@
-"""tasks.backtest: the split keeps the scored days out of the fit; scores on hand-computed cases; champion gates."""
+"""tasks.backtest and tasks.baselines: the split keeps the scored days out of the fit; scores on hand-computed
+cases; PIT and CRPS from draws; baselines on the same rows; champion gates."""
 
 from __future__ import annotations
 
@@ -11,8 +12,20 @@ import polars as pl
 import pytest
 
 from tasks import names as n
-from tasks.backtest import default_origin, run_backtest, score, score_rows, split_at
+from tasks.backtest import (
+    DrawScores,
+    default_origin,
+    pit_histogram,
+    randomized_pit,
+    run_backtest,
+    score,
+    score_rows,
+    split_at,
+)
+from tasks.baselines import BASELINES, median_by_weekday
 from tasks.config import ChampionGates, FitConfig, ForecastConfig
+from tasks.encode import build_spec, encode
+from tasks.report import methods_table
 from tasks.validate import read_validated
 
 FIT = FitConfig(max_steps=300, local_max_steps=200)
@@ -106,3 +119,64 @@ def test_a_planted_leak_in_the_scored_days_does_not_reach_the_fit(inputs) -> Non
     columns = [n.STORE, n.DATE, n.MEAN, "q05", "q50", "q95"]
     assert clean.scored.select(columns).equals(planted.scored.select(columns))
     assert planted.metrics["rmspe"] > 0.8 > clean.metrics["rmspe"]  # the leak is there to be seen in the actuals
+
+
+def test_randomized_pit_is_uniform_for_a_calibrated_count_forecast() -> None:
+    rng = np.random.default_rng(0)
+    rate = rng.uniform(2.0, 30.0, size=4000)
+    y = rng.poisson(rate).astype(float)
+    ensemble = rng.poisson(rate[:, None], size=(4000, 2000)).astype(float)
+    hist = pit_histogram(randomized_pit(y, ensemble, rng))
+    assert np.abs(hist - 0.1).max() < 0.02
+    too_narrow = randomized_pit(y, np.repeat(rate[:, None], 50, axis=1).round(), rng)
+    assert pit_histogram(too_narrow)[[0, -1]].sum() > 0.4  # U-shaped: intervals too narrow
+
+
+def test_draw_scores_crps_is_zero_for_a_perfect_forecast_and_grows_with_the_error(tiny_demo_files) -> None:
+    inputs = read_validated(tiny_demo_files["train"], tiny_demo_files["stores"])
+    split = split_at(inputs.train, default_origin(inputs.train, 7), 7)
+    future = encode(split.history, inputs.stores, split.calendar, build_spec(inputs.stores)).future
+    truth = DrawScores(future, split.actual)
+    sales = np.nan_to_num(truth.sales)
+    truth(np.arange(future.n_stores), np.repeat(sales[None], 20, axis=0))
+    off = DrawScores(future, split.actual)
+    off(np.arange(future.n_stores), np.repeat(sales[None] + 100.0, 20, axis=0))
+    perfect, shifted = truth.frame(), off.frame()
+    assert perfect.height == split.actual.filter((pl.col(n.OPEN) == 1) & (pl.col(n.SALES) > 0)).height
+    assert perfect["crps"].max() == 0.0 and np.allclose(shifted["crps"].to_numpy(), 100.0)
+
+
+def test_median_by_weekday_is_the_recent_same_weekday_median(inputs) -> None:
+    split = split_at(inputs.train, default_origin(inputs.train, 7), 7)
+    encoded = encode(split.history, inputs.stores, split.calendar, build_spec(inputs.stores))
+    forecast = median_by_weekday(encoded.history, encoded.future, weeks=4)
+    store = int(encoded.future.stores[0])
+    day = encoded.future.dates[0].astype(dt.date)
+    recent = split.history.filter(
+        (pl.col(n.STORE) == store)
+        & (pl.col(n.DATE) > split.origin - dt.timedelta(days=29))
+        & (pl.col(n.DATE).dt.weekday() == day.isoweekday())
+        & (pl.col(n.OPEN) == 1)
+        & (pl.col(n.SALES) > 0)
+    )
+    assert forecast.mean[0, 0] == pytest.approx(float(np.median(recent[n.SALES].to_numpy())))
+
+
+def test_methods_table_lists_every_method() -> None:
+    table = methods_table({"model": {"rmspe": 0.1, "coverage_50": 0.5}, "lightgbm": {"rmspe": 0.2}})
+    lines = table.strip().splitlines()
+    assert lines[0].startswith("| method | RMSPE") and lines[2].startswith("| model | 0.1000") and "50.0%" in lines[2]
+    assert lines[3].startswith("| lightgbm | 0.2000")
+
+
+@pytest.mark.slow
+def test_baselines_are_scored_on_the_same_rows_as_the_model(inputs) -> None:
+    result = run_backtest(inputs.train, inputs.stores, FIT, FORECAST, jax.random.key(1), 14, baselines=tuple(BASELINES))
+    assert set(result.methods) == {"model", *BASELINES}
+    counts = {m: s["n_scored"] for m, s in result.methods.items()}
+    assert len(set(counts.values())) == 1 and counts["model"] > 0
+    for scores in result.methods.values():
+        assert 0 < scores["crps_scaled"] < 1 and 0 <= scores["coverage_90"] <= 1
+    scored = result.scored.filter(pl.col("scored"))
+    keys = [set(scored.filter(pl.col("method") == m).select(n.STORE, n.DATE).iter_rows()) for m in result.methods]
+    assert all(k == keys[0] for k in keys)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,13 +23,21 @@ from prefect.client.schemas.filters import (
 )
 from prefect.exceptions import ParameterTypeError
 
+from flows.backtest import backtest
 from flows.cold_start import cold_start
 from flows.forecast import forecast
 from flows.nightly import SUMMARY_ARTIFACT_KEY, nightly
 from flows.train import train
 from tasks import names as n
 from tasks import tracking
-from tasks.config import ColdStartConfig, ForecastRunConfig, NightlyConfig, TrainConfig
+from tasks.config import (
+    BASELINE_NAMES,
+    BacktestRunConfig,
+    ColdStartConfig,
+    ForecastRunConfig,
+    NightlyConfig,
+    TrainConfig,
+)
 from tasks.stages import VALIDATION_ARTIFACT_KEY
 from tasks.validate import InputValidationError
 
@@ -228,3 +237,41 @@ def test_every_prefect_yaml_entrypoint_loads_and_its_parameters_validate(tmp_pat
         text = yaml.safe_dump(deployment["parameters"]).replace("{{ $BHM_DATA_DIR }}", str(tmp_path))
         validated = flow.validate_parameters(yaml.safe_load(text))
         assert set(validated) == {"config"}
+
+
+def test_backtest_flow_scores_every_method_and_records_them(
+    tiny_demo_files: dict[str, Path], bhm_home: Path, client: MlflowClient, tmp_path: Path
+) -> None:
+    last = pl.read_csv(tiny_demo_files["train"], try_parse_dates=True)[n.DATE].max()
+    origins = (last - dt.timedelta(days=13), last - dt.timedelta(days=6))
+    config = BacktestRunConfig(
+        train=tiny_demo_files["train"],
+        stores=tiny_demo_files["stores"],
+        origins=origins,
+        horizon_days=7,
+        fit=QUICK_FIT,
+        forecast={"num_draws": 100},
+        out_dir=tmp_path / "scores",
+    )
+    result = backtest(config)
+    assert [r.origin for r in result.suite.results] == list(origins)
+    assert set(result.suite.overall) == {"model", *BASELINE_NAMES}
+    rows = pl.read_parquet(tmp_path / "scores" / "backtest_rows.parquet")
+    assert set(rows["method"].unique()) == {"model", *BASELINE_NAMES} and set(rows["origin"].unique()) == set(origins)
+    assert "| lightgbm |" in (tmp_path / "scores" / "metrics.md").read_text()
+
+    run = client.get_run(_run_id(result.mlflow_run))
+    metrics = run.data.metrics
+    for method in ("model", *BASELINE_NAMES):
+        assert metrics[f"{method}_rmspe"] == pytest.approx(result.suite.overall[method]["rmspe"])
+        assert f"{method}_crps_scaled" in metrics and f"{method}_coverage_90" in metrics
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "origin_model_rmspe")] == [0, 1]
+    artifacts = _artifact_paths(client, run.info.run_id)
+    expected = {
+        "backtest/backtest_rows.parquet",
+        "backtest/metrics.md",
+        "plots/coverage_vs_nominal.png",
+        "plots/pit_histograms.png",
+        "plots/store_errors.png",
+    }
+    assert expected <= artifacts, expected - artifacts

@@ -1,0 +1,47 @@
+"""The backtest flow: for each origin, fit on the history before it, forecast the horizon after it, and score
+the model and the baselines on the same rows; every method's scores, plots and per-row scores in one MLflow run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect import flow
+
+from flows.runtime import prefect_tags, rename_flow_run
+from tasks import report, stages
+from tasks.backtest import BacktestSuite
+from tasks.config import BacktestRunConfig
+from tasks.pipeline import RunKeys
+from tasks.recording import open_run
+
+SUMMARY_ARTIFACT_KEY = "backtest-summary"
+
+
+@dataclass(frozen=True)
+class BacktestFlowResult:
+    suite: BacktestSuite
+    out_dir: Path | None
+    mlflow_run: str | None
+
+
+@flow(name="backtest", flow_run_name="backtest", validate_parameters=True)
+def backtest(config: BacktestRunConfig) -> BacktestFlowResult:
+    keys = RunKeys.from_seed(config.seed)
+    inputs, summary = stages.read_inputs(config.train, config.stores, None)
+    rename_flow_run(f"backtest {summary.last_date} {len(config.origins) or 1} origins {config.horizon_days} days")
+    with open_run(config.tracking, f"backtest {summary.last_date}", prefect_tags("backtest")) as tracker:
+        suite = stages.run_backtests(inputs, config, keys.backtest)
+        out_dir = stages.write_scores(suite, config.out_dir) if config.out_dir is not None else None
+        if tracker is not None:
+            stages.track_config(tracker, config, {})
+            stages.track_backtests(tracker, suite)
+        origins = ", ".join(str(r.origin) for r in suite.results)
+        stages.publish_summary(
+            SUMMARY_ARTIFACT_KEY,
+            f"# Backtest from {origins}, {config.horizon_days} days\n\n"
+            + report.methods_table(suite.overall)
+            + (f"\nMLflow: {tracker.link}\n" if tracker else ""),
+            f"backtest: {len(suite.results)} origins",
+        )
+    return BacktestFlowResult(suite, out_dir, tracker.link if tracker else None)

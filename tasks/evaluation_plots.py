@@ -1,0 +1,64 @@
+"""Figures of a backtest: scores in, a matplotlib ``Figure`` out (headless, no pyplot state)."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+from matplotlib.figure import Figure
+
+from tasks import names as n
+from tasks.backtest import pit_histogram
+
+NOMINAL = (0.5, 0.9)
+
+
+def coverage_vs_nominal(methods: dict[str, dict[str, float]]) -> Figure:
+    """Each method's 50% and 90% interval coverage against the nominal level (the diagonal is calibrated)."""
+    fig = Figure(figsize=(5.5, 5), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=1, label="calibrated")
+    for method, scores in methods.items():
+        ax.plot(NOMINAL, [scores["coverage_50"], scores["coverage_90"]], marker="o", label=method)
+    ax.set_xlim(0.3, 1.0)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_xlabel("nominal coverage")
+    ax.set_ylabel("observed coverage")
+    ax.set_title("Interval coverage")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    return fig
+
+
+def pit_histograms(scored: pl.DataFrame, bins: int = 10) -> Figure:
+    """The randomised PIT histogram of each method (flat at 1/bins when calibrated)."""
+    methods = scored["method"].unique(maintain_order=True).to_list()
+    fig = Figure(figsize=(3.2 * len(methods), 3), layout="constrained")
+    axes = fig.subplots(1, len(methods), squeeze=False)[0]
+    edges = np.linspace(0, 1, bins + 1)
+    for ax, method in zip(axes, methods, strict=True):
+        pit = scored.filter((pl.col("method") == method) & pl.col("scored"))["pit"].drop_nulls().to_numpy()
+        ax.bar(edges[:-1], pit_histogram(pit, bins), width=1 / bins, align="edge", color="tab:blue", alpha=0.7)
+        ax.axhline(1 / bins, color="0.3", ls="--", lw=1)
+        ax.set_title(method, fontsize="medium")
+        ax.set_xlabel("PIT")
+    axes[0].set_ylabel("share of days")
+    return fig
+
+
+def store_errors(scored: pl.DataFrame) -> Figure:
+    """Distribution across stores of each method's RMSPE (of its point forecast) over the scored days."""
+    per_store = (
+        scored.filter(pl.col("scored"))
+        .group_by("method", n.STORE)
+        .agg((((pl.col(n.SALES) - pl.col(n.MEAN)) / pl.col(n.SALES)) ** 2).mean().sqrt().alias("rmspe"))
+    )
+    methods = per_store["method"].unique(maintain_order=True).to_list()
+    fig = Figure(figsize=(7, 4), layout="constrained")
+    ax = fig.add_subplot()
+    values = [per_store.filter(pl.col("method") == m)["rmspe"].to_numpy() for m in methods]
+    ax.boxplot(values, showfliers=False)
+    ax.set_xticks(range(1, len(methods) + 1), methods, rotation=15)
+    ax.set_ylabel("per-store RMSPE")
+    ax.set_title("Errors across stores")
+    ax.grid(True, axis="y", alpha=0.3)
+    return fig
