@@ -11,6 +11,7 @@ from prefect import flow
 from flows.runtime import prefect_tags, rename_flow_run
 from tasks import report, stages
 from tasks.backtest import BacktestSuite
+from tasks.coldstart_curve import ColdStartCurve
 from tasks.config import BacktestRunConfig
 from tasks.pipeline import RunKeys
 from tasks.recording import open_run
@@ -21,6 +22,7 @@ SUMMARY_ARTIFACT_KEY = "backtest-summary"
 @dataclass(frozen=True)
 class BacktestFlowResult:
     suite: BacktestSuite
+    curve: ColdStartCurve | None
     out_dir: Path | None
     mlflow_run: str | None
 
@@ -32,16 +34,20 @@ def backtest(config: BacktestRunConfig) -> BacktestFlowResult:
     rename_flow_run(f"backtest {summary.last_date} {len(config.origins) or 1} origins {config.horizon_days} days")
     with open_run(config.tracking, f"backtest {summary.last_date}", prefect_tags("backtest")) as tracker:
         suite = stages.run_backtests(inputs, config, keys.backtest)
-        out_dir = stages.write_scores(suite, config.out_dir) if config.out_dir is not None else None
+        curve = stages.run_cold_start_curve(inputs, config, keys.fit) if config.cold_start_stores else None
+        out_dir = stages.write_scores(suite, curve, config.out_dir) if config.out_dir is not None else None
         if tracker is not None:
             stages.track_config(tracker, config, {})
             stages.track_backtests(tracker, suite)
+            if curve is not None:
+                stages.track_cold_start_curve(tracker, curve)
         origins = ", ".join(str(r.origin) for r in suite.results)
         stages.publish_summary(
             SUMMARY_ARTIFACT_KEY,
             f"# Backtest from {origins}, {config.horizon_days} days\n\n"
             + report.methods_table(suite.overall)
+            + (report.cold_start_table(curve) if curve is not None else "")
             + (f"\nMLflow: {tracker.link}\n" if tracker else ""),
             f"backtest: {len(suite.results)} origins",
         )
-    return BacktestFlowResult(suite, out_dir, tracker.link if tracker else None)
+    return BacktestFlowResult(suite, curve, out_dir, tracker.link if tracker else None)

@@ -74,6 +74,7 @@ OPTION_OF_FIELD = {
     ("origins",): "--origin",
     ("horizon_days",): "--horizon-days",
     ("baselines",): "--baselines",
+    ("cold_start_stores",): "--cold-start-stores",
 }
 
 log = logging.getLogger("bhm")
@@ -263,7 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--baselines", metavar="NAMES", default=",".join(BASELINE_NAMES), help="comma-separated baselines, or none"
     )
     bt.add_argument("--out-dir", type=Path, metavar="DIR", default=None, help="write backtest_rows.parquet and metrics.md here")
-    bt.add_argument("--seed", type=int, metavar="N", default=0, help="seed of the JAX random key")
+    bt.add_argument(
+        "--cold-start-stores", type=int, metavar="N", default=0, help="stores held out for the cold-start curve (0: no curve)"
+    )
+    bt.add_argument("--seed", type=int, metavar="N", default=0, help="seed of the JAX random key and of the held-out stores")
     bt.add_argument("--max-steps", type=int, metavar="N", default=_field_default(FitConfig, "max_steps"), help="step cap of the global fit")
     bt.add_argument("--num-draws", type=int, metavar="N", default=1000, help="posterior predictive draws per store and day")
     _add_tracking(bt)
@@ -564,7 +568,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_backtest(args: argparse.Namespace) -> int:
     from tasks.config import BacktestRunConfig
-    from tasks.report import methods_table
+    from tasks.report import cold_start_table, methods_table
 
     for name in ("train", "stores"):
         _check_input_file(getattr(args, name), f"--{name}")
@@ -576,6 +580,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         "horizon_days": args.horizon_days,
         "baselines": baselines,
         "out_dir": args.out_dir,
+        "cold_start_stores": args.cold_start_stores,
         "seed": args.seed,
         "fit": {"max_steps": args.max_steps},
         "forecast": {"num_draws": args.num_draws},
@@ -590,6 +595,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         return code
     origins = ", ".join(str(r.origin) for r in result.suite.results)
     lines = [f"backtest from {origins}, {config.horizon_days} days:", methods_table(result.suite.overall)]
+    if result.curve is not None:
+        lines.append(cold_start_table(result.curve))
     if result.out_dir is not None:
         lines.append(f"scores: {Path(result.out_dir).resolve()}")
     print("\n".join(lines + _tracking_lines(None, result.mlflow_run)))

@@ -168,7 +168,7 @@ def score(scored: pl.DataFrame) -> dict[str, float]:
     return result
 
 
-def _panel_frame(panel: EncodedPanel, forecast: PanelForecast, levels: tuple[float, ...]) -> pl.DataFrame:
+def panel_forecast_frame(panel: EncodedPanel, forecast: PanelForecast, levels: tuple[float, ...]) -> pl.DataFrame:
     """A baseline's forecast in the forecast file's columns, quantiles taken from its sample."""
     s_idx, t_idx = np.nonzero(np.isfinite(forecast.mean))
     quantiles = np.quantile(forecast.ensemble[s_idx, t_idx], levels, axis=-1)
@@ -233,7 +233,7 @@ def run_backtest(
         baseline = BASELINES[name](encoded.history, encoded.future)
         sample_scores = DrawScores(encoded.future, split.actual)
         sample_scores(np.arange(encoded.future.n_stores), np.moveaxis(baseline.ensemble, -1, 0))
-        scored[name] = score_rows(_panel_frame(encoded.future, baseline, levels), split.actual, sample_scores.frame())
+        scored[name] = score_rows(panel_forecast_frame(encoded.future, baseline, levels), split.actual, sample_scores.frame())
     if baselines:
         methods, rows = score_methods(scored)
     else:

@@ -47,7 +47,8 @@ def _quantile_sample(values: np.ndarray, size: int) -> np.ndarray:
 
 def median_by_weekday(history: EncodedPanel, future: EncodedPanel, weeks: int = MEDIAN_WEEKS) -> PanelForecast:
     """Kaggle's benchmark: each store's median sales on the same weekday over its last ``weeks`` weeks of
-    history (all its history when those weeks hold none); the spread of those days is the predictive law."""
+    history (all its history when those weeks hold none, all its days when it never had that weekday); the
+    spread of those days is the predictive law."""
     recent = history.n_days - weeks * 7
     history_weekday, future_weekday = _weekday(history.dates), _weekday(future.dates)
     positions = _history_positions(history, future)
@@ -61,7 +62,8 @@ def median_by_weekday(history: EncodedPanel, future: EncodedPanel, weeks: int = 
             days = future_weekday == weekday
             same = observed & (history_weekday == weekday)
             window = same & (np.arange(history.n_days) >= recent)
-            values = sales[window if window.any() else same]
+            # A store with a few days of history may not have had this weekday yet: then all its days count.
+            values = sales[window if window.any() else same if same.any() else observed]
             if values.size:
                 mean[i, days] = np.median(values)
                 ensemble[i, days] = _quantile_sample(values, ENSEMBLE_SIZE)
@@ -87,7 +89,7 @@ def poisson_per_store(history: EncodedPanel, future: EncodedPanel, seed: int = 0
     with threadpool_limits(limits=1):
         for i, pos in enumerate(positions):
             observed = history.observed[pos] if pos >= 0 else np.zeros(history.n_days, bool)
-            if observed.sum() < 2:
+            if not observed.any():
                 continue
             x, y = _design(history, pos)[observed], history.sales[pos][observed]
             scale = y.mean()  # fit on sales / mean sales: the same model, better conditioned

@@ -62,3 +62,34 @@ def store_errors(scored: pl.DataFrame) -> Figure:
     ax.set_title("Errors across stores")
     ax.grid(True, axis="y", alpha=0.3)
     return fig
+
+
+def cold_start_curve(points: list[dict], established: dict[str, float]) -> Figure:
+    """RMSPE and interval coverage of new stores against their days of history, per method; the
+    established stores' RMSPE as a reference line."""
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    accuracy, coverage = fig.subplots(1, 2)
+    methods = list(dict.fromkeys(p["method"] for p in points))
+    for method in methods:
+        mine = sorted((p for p in points if p["method"] == method), key=lambda p: p["days"])
+        days = [p["days"] for p in mine]
+        accuracy.plot(days, [p["rmspe"] for p in mine], marker="o", label=method)
+        line = coverage.plot(days, [p["coverage_90"] for p in mine], marker="o", label=f"{method} 90%")[0]
+        coverage.plot(days, [p["coverage_50"] for p in mine], marker="s", ls=":", color=line.get_color(), label=f"{method} 50%")
+    accuracy.axhline(established["rmspe"], color="0.3", ls="--", lw=1, label="established stores")
+    accuracy.set_yscale("log")
+    accuracy.set_ylabel("RMSPE")
+    accuracy.set_title("Accuracy against days of history")
+    for nominal in NOMINAL:
+        coverage.axhline(nominal, color="0.5", ls="--", lw=1)
+    coverage.set_ylim(0, 1)
+    coverage.set_ylabel("interval coverage")
+    coverage.set_title("Coverage against days of history (dashed: nominal)")
+    for ax in (accuracy, coverage):
+        ax.set_xscale("log")
+        ax.set_xticks(sorted({p["days"] for p in points}), [str(d) for d in sorted({p["days"] for p in points})])
+        ax.set_xlabel("days of history")
+        ax.grid(True, alpha=0.3)
+    accuracy.legend(fontsize="small")
+    coverage.legend(fontsize="x-small", ncols=2)
+    return fig

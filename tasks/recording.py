@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from tasks import evaluation_plots, plots, registry, tracking
 from tasks import names as n
 from tasks.backtest import BacktestResult, BacktestSuite
+from tasks.coldstart_curve import ColdStartCurve
 from tasks.config import ChampionGates, TrackingConfig
 from tasks.encode import EncodedPanel
 from tasks.forecast import select_store_params
@@ -220,3 +221,15 @@ def record_backtest_suite(tracker: Tracker, suite: BacktestSuite) -> None:
     }
     for name, fig in figures.items():
         tracking.log_figure(client, run_id, fig, name)
+
+
+def record_cold_start_curve(tracker: Tracker, curve: ColdStartCurve) -> None:
+    """Each method's scores at N days of history as ``cold_<method>_<metric>`` at step N, the
+    established stores' as ``cold_established_<metric>``, and the curve's plot."""
+    client, run_id = tracker.client, tracker.run_id
+    tracking.log_metrics(client, run_id, {f"cold_established_{k}": v for k, v in curve.established.items()})
+    for point in curve.points:
+        scores = {k: v for k, v in point.items() if k not in ("method", "days")}
+        tracking.log_metrics(client, run_id, {f"cold_{point['method']}_{k}": v for k, v in scores.items()}, step=int(point["days"]))
+    client.set_tag(run_id, "cold_start_stores", ",".join(map(str, curve.held_out)))
+    tracking.log_figure(client, run_id, evaluation_plots.cold_start_curve(list(curve.points), curve.established), "cold_start_curve")

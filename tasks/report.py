@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from tasks.coldstart_curve import ColdStartCurve
 from tasks.inference import FitResult
 from tasks.summary import DataSummary
 
@@ -83,4 +84,21 @@ def methods_table(methods: Mapping[str, Mapping[str, float]]) -> str:
     for method, scores in methods.items():
         cells = [fmt.format(scores[key]) if key in scores else "" for key, _, fmt in METHOD_COLUMNS]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def cold_start_table(curve: ColdStartCurve) -> str:
+    """The cold-start curve as a markdown table: one row per method and days of history."""
+    lines = [
+        f"\nCold start: {len(curve.held_out)} held-out stores, forecast from {curve.origin}; "
+        f"established stores: RMSPE {curve.established['rmspe']:.4f}, coverage 50% "
+        f"{curve.established['coverage_50']:.1%}, 90% {curve.established['coverage_90']:.1%}\n",
+        "| method | days of history | RMSPE | wQL | 50% coverage | 90% coverage | days scored |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p in sorted(curve.points, key=lambda p: (p["method"] != "model", p["method"], p["days"])):
+        lines.append(
+            f"| {p['method']} | {p['days']} | {p['rmspe']:.4f} | {p['wql']:.4f} | {p['coverage_50']:.1%} | "
+            f"{p['coverage_90']:.1%} | {p['n_scored']:,.0f} |"
+        )
     return "\n".join(lines) + "\n"

@@ -20,6 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from tasks import backtest, pipeline, recording, registry, report, state
+from tasks.coldstart_curve import ColdStartCurve, cold_start_curve
 from tasks.config import BacktestRunConfig, ChampionGates, FitConfig, ForecastConfig, ModelSource, TrackingConfig
 from tasks.encode import EncodedData, EncodedPanel
 from tasks.inference import FitResult
@@ -118,12 +119,34 @@ def run_backtests(inputs: ValidatedInputs, config: BacktestRunConfig, key: jax.A
     )
 
 
+@compute_task("cold-start curve")
+def run_cold_start_curve(inputs: ValidatedInputs, config: BacktestRunConfig, key: jax.Array) -> ColdStartCurve:
+    return cold_start_curve(
+        inputs.train,
+        inputs.stores,
+        config.fit,
+        config.forecast,
+        key,
+        config.cold_start_stores,
+        config.cold_start_days,
+        config.horizon_days,
+        config.baselines,
+        config.seed,
+    )
+
+
+@compute_task("track the cold-start curve")
+def track_cold_start_curve(tracker: Tracker, curve: ColdStartCurve) -> None:
+    recording.record_cold_start_curve(tracker, curve)
+
+
 @io_task("write the scores")
-def write_scores(suite: backtest.BacktestSuite, out_dir: Path) -> Path:
+def write_scores(suite: backtest.BacktestSuite, curve: ColdStartCurve | None, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     pipeline.write_parquet_atomic(suite.rows, out_dir / "backtest_rows.parquet")
+    text = report.methods_table(suite.overall) + (report.cold_start_table(curve) if curve is not None else "")
     tmp = out_dir / ".metrics.md.tmp"
-    tmp.write_text(report.methods_table(suite.overall))
+    tmp.write_text(text)
     tmp.replace(out_dir / "metrics.md")
     return out_dir
 

@@ -252,13 +252,17 @@ def test_backtest_flow_scores_every_method_and_records_them(
         fit=QUICK_FIT,
         forecast={"num_draws": 100},
         out_dir=tmp_path / "scores",
+        cold_start_stores=2,
+        cold_start_days=(3, 7),
     )
     result = backtest(config)
     assert [r.origin for r in result.suite.results] == list(origins)
     assert set(result.suite.overall) == {"model", *BASELINE_NAMES}
     rows = pl.read_parquet(tmp_path / "scores" / "backtest_rows.parquet")
     assert set(rows["method"].unique()) == {"model", *BASELINE_NAMES} and set(rows["origin"].unique()) == set(origins)
-    assert "| lightgbm |" in (tmp_path / "scores" / "metrics.md").read_text()
+    table = (tmp_path / "scores" / "metrics.md").read_text()
+    assert "| lightgbm |" in table and "Cold start: 2 held-out stores" in table
+    assert {(p["method"], p["days"]) for p in result.curve.points} == {(m, d) for m in ("model", *BASELINE_NAMES) for d in (3, 7)}
 
     run = client.get_run(_run_id(result.mlflow_run))
     metrics = run.data.metrics
@@ -266,6 +270,8 @@ def test_backtest_flow_scores_every_method_and_records_them(
         assert metrics[f"{method}_rmspe"] == pytest.approx(result.suite.overall[method]["rmspe"])
         assert f"{method}_crps_scaled" in metrics and f"{method}_coverage_90" in metrics
     assert [m.step for m in client.get_metric_history(run.info.run_id, "origin_model_rmspe")] == [0, 1]
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "cold_model_rmspe")) == [3, 7]
+    assert "cold_established_rmspe" in metrics
     artifacts = _artifact_paths(client, run.info.run_id)
     expected = {
         "backtest/backtest_rows.parquet",
@@ -273,5 +279,6 @@ def test_backtest_flow_scores_every_method_and_records_them(
         "plots/coverage_vs_nominal.png",
         "plots/pit_histograms.png",
         "plots/store_errors.png",
+        "plots/cold_start_curve.png",
     }
     assert expected <= artifacts, expected - artifacts
