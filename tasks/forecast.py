@@ -19,7 +19,7 @@ from numpyro.infer import Predictive
 
 from tasks.inference import Params, guide
 from tasks.model import ModelInputs, ModelStructure, Site, model
-from tasks.negbin import draw_counts
+from tasks.negbin import draw_counts, mixture_concentration
 
 DEFAULT_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
@@ -41,17 +41,21 @@ def select_store_params(params: Params, positions: np.ndarray) -> Params:
 
 @partial(jax.jit, static_argnames=("structure", "num_draws"))
 def _posterior_draws(params: Params, inputs: ModelInputs, key: jax.Array, structure: ModelStructure, num_draws: int):
-    """Expected sales [D, s, T] (with their mean and log) and concentrations [D, s, 1]."""
+    """Expected sales [D, s, T] (with their mean and log) and each draw's concentration [D, s, T]."""
+    key_model, key_component = jax.random.split(key)
     predictive = Predictive(
         partial(model, structure=structure),
         guide=partial(guide, structure=structure),
         params=params,
         num_samples=num_draws,
-        return_sites=[Site.EXPECTED_SALES, Site.CONCENTRATION],
+        return_sites=[Site.EXPECTED_SALES, Site.CONCENTRATION, Site.COMPONENT_LOG_WEIGHTS, Site.COMPONENT_OFFSETS],
     )
-    draws = predictive(key, inputs)
+    draws = predictive(key_model, inputs)
     expected = draws[Site.EXPECTED_SALES]
-    return expected.mean(axis=0), jnp.log(expected), draws[Site.CONCENTRATION]
+    concentration = mixture_concentration(
+        key_component, draws[Site.CONCENTRATION], draws[Site.COMPONENT_LOG_WEIGHTS], draws[Site.COMPONENT_OFFSETS], expected.shape
+    )
+    return expected.mean(axis=0), jnp.log(expected), concentration
 
 
 def _chunk_inputs(inputs: ModelInputs, rows: np.ndarray) -> ModelInputs:

@@ -4,11 +4,21 @@
                   + b[s,0] + date_pooled[t] . b[s,date] + store_day_pooled[s,t] . b[s,sd]
                   + date_global[t] . g[date] + store_day_global[s,t] . g[sd]
     b[s]        = pooled_mean + z[s] @ store_shift + pooled_scale * pooled_raw[s]   (non-centred)
-    sales[s,t]  ~ NegativeBinomial2(mu[s,t], r[s]),  log r[s] pooled across stores
+    sales[s,t]  ~ sum_k w[k] NegativeBinomial2(mu[s,t], r[s] * e^offset[k]),  log r[s] pooled across stores
+
+The likelihood is a scale mixture of negative binomials over the dispersion
+(``DISPERSION_COMPONENTS`` components with a common mean, offset[0] = 0, the
+others lower): store-day residuals are peaked with heavy tails (Pearson
+kurtosis ~11 on Rossmann), and a single NB widened its centre to reach its
+tails, so that its 50% intervals covered ~60%.
 
 ``day[t]`` is a shock shared by all stores on day t (weather, paydays, what
-the calendar features miss), N(0, day_scale): fitted on history days, drawn
-from its prior on forecast days. On history days it is projected off the
+the calendar features miss), N(0, scale[t]) with log scale[t] = log day_scale
++ shock_x[t] . day_scale_coef (``SHOCK_COVARIATES``: mostly-closed days, days
+near a state holiday or in the Christmas season, the season): fitted on
+history days, drawn from its prior on forecast days. One scale for all days
+was set by the holidays' and Sundays' shocks (three times an ordinary day's)
+and made forecast intervals on ordinary days too wide. On history days it is projected off the
 span of the calendar features (``day_basis``), so that it cannot absorb a
 weekday, promo or season effect that a forecast needs. It keeps common daily shocks out of the
 store-level dispersion, and gives the predictive the heavier tails of a
@@ -29,13 +39,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
 from tasks.features import Feature, Scope
-from tasks.negbin import NegativeBinomialLogMean
+from tasks.negbin import NegativeBinomialScaleMixture
 
 
 class Site:
@@ -47,10 +58,13 @@ class Site:
     GLOBAL_COEF = "global_coef"
     LEVEL_SCALE = "level_scale"
     DAY_SCALE = "day_scale"
+    DAY_SCALE_COEF = "day_scale_coef"
     DAY_RAW = "day_effect_raw"
     DAY_RAW_FUTURE = "day_effect_raw_future"
     DISPERSION_MEAN = "log_dispersion_mean"
     DISPERSION_SCALE = "log_dispersion_scale"
+    TAIL_LOGIT = "dispersion_tail_logit"
+    TAIL_GAP = "dispersion_tail_gap"
 
     POOLED_RAW = "pooled_raw"
     DISPERSION_RAW = "log_dispersion_raw"
@@ -60,6 +74,8 @@ class Site:
     SALES = "sales"
     EXPECTED_SALES = "expected_sales"
     CONCENTRATION = "concentration"
+    COMPONENT_LOG_WEIGHTS = "dispersion_component_log_weights"
+    COMPONENT_OFFSETS = "dispersion_component_offsets"
     STORES_PLATE = "stores"
 
     GLOBAL = (
@@ -69,12 +85,15 @@ class Site:
         GLOBAL_COEF,
         LEVEL_SCALE,
         DAY_SCALE,
+        DAY_SCALE_COEF,
         DAY_RAW,
         DISPERSION_MEAN,
         DISPERSION_SCALE,
+        TAIL_LOGIT,
+        TAIL_GAP,
     )
     STORE = (POOLED_RAW, DISPERSION_RAW, LEVEL_STEPS_PAST)
-    POSITIVE = (POOLED_SCALE, LEVEL_SCALE, DAY_SCALE, DISPERSION_SCALE)
+    POSITIVE = (POOLED_SCALE, LEVEL_SCALE, DAY_SCALE, DISPERSION_SCALE, TAIL_GAP)
 
 
 INTERCEPT = "intercept"
@@ -165,6 +184,8 @@ class ModelInputs(NamedTuple):
     day_basis: jnp.ndarray | None  # [n_history_days, K] orthonormal; None when no history day is modelled
     observed: jnp.ndarray  # bool [S, T]
     sales: jnp.ndarray | None  # float32 [S, T]
+    shock_x: jnp.ndarray | None = None  # [T, SHOCK_COVARIATES]: each day's shock-scale covariates (read after the anchor)
+    history_shock_x: jnp.ndarray | None = None  # [n_history_days, SHOCK_COVARIATES]: the same for every history day
 
 
 def time_blocks(day_offsets: np.ndarray, block_days: int) -> np.ndarray:
@@ -191,9 +212,45 @@ PRIOR_POOLED_SCALE_INTERCEPT = 1.0
 PRIOR_POOLED_SCALE_EFFECT = 0.25
 PRIOR_LEVEL_SCALE = 0.1
 PRIOR_DAY_SCALE = 0.1
+PRIOR_DAY_SCALE_COEF = dist.Normal(0.0, 1.0)
 DAY_SHOCK = dist.Normal(0.0, 1.0)
+
 PRIOR_DISPERSION_LOC = 3.0
 PRIOR_DISPERSION_SCALE = 2.0
+DISPERSION_COMPONENTS = 3  # the likelihood mixes NB2s of this many concentrations (at least 2)
+PRIOR_TAIL_LOGIT = dist.Normal(-2.0, 1.5)  # log odds of each wider component against the narrowest
+PRIOR_TAIL_GAP = dist.HalfNormal(2.0)  # log concentration of each component below the next narrower one
+
+
+# The scale of the shock shared by all stores on a day varies with the kind of day: an
+# ordinary spring day's shock is a few percent, one next to a holiday or in the Christmas season
+# several times that. log scale[t] = log day_scale + shock_x[t] . day_scale_coef, with covariates:
+# closed: most stores closed (Sundays, national holidays), few stores pin the shock down;
+# irregular: near a state holiday, or from December to Epiphany (and not closed);
+# year_sin, year_cos: the season (first yearly harmonic).
+SHOCK_COVARIATES = ("closed", "irregular", "year_sin", "year_cos")
+HOLIDAY_SHARE = 0.02  # a day is a holiday when at least this share of the stores with a row has one
+DAYS_BEFORE_HOLIDAY = 3
+DAYS_AFTER_HOLIDAY = 2
+
+
+def shock_covariates(dates: np.ndarray, present: np.ndarray, is_open: np.ndarray, holiday: np.ndarray) -> np.ndarray:
+    """Shock-scale covariates [T, SHOCK_COVARIATES] of a panel's days, from its calendar: who has a row,
+    is open, has a state holiday."""
+    dates = np.asarray(dates, dtype="datetime64[D]")
+    n_present = np.maximum(present.sum(axis=0), 1)
+    closed = (is_open & present).sum(axis=0) / n_present < 0.5
+    is_holiday = (holiday & present).sum(axis=0) / n_present >= HOLIDAY_SHARE
+    near = np.zeros(dates.shape, bool)
+    for day in dates[is_holiday]:
+        gap = (day - dates).astype(np.int64)  # > 0: the holiday comes later
+        near |= (gap <= DAYS_BEFORE_HOLIDAY) & (gap >= -DAYS_AFTER_HOLIDAY)
+    month = dates.astype("datetime64[M]").astype(np.int64) % 12 + 1
+    day_of_month = (dates - dates.astype("datetime64[M]")).astype(np.int64) + 1
+    season = (month == 12) | ((month == 1) & (day_of_month <= 6))
+    irregular = (near | season) & ~closed
+    phase = 2.0 * np.pi * (dates - dates.astype("datetime64[Y]")).astype(np.float64) / 365.25
+    return np.stack([closed, irregular, np.sin(phase), np.cos(phase)], axis=1).astype(np.float32)
 
 
 def model(inputs: ModelInputs, structure: ModelStructure, subsample_size: int | None = None) -> None:
@@ -213,17 +270,30 @@ def model(inputs: ModelInputs, structure: ModelStructure, subsample_size: int | 
     global_coef = numpyro.sample(Site.GLOBAL_COEF, dist.Normal(0.0, PRIOR_SCALE_EFFECT).expand([st.n_global]).to_event(1))
     level_scale = numpyro.sample(Site.LEVEL_SCALE, dist.HalfNormal(PRIOR_LEVEL_SCALE))
     day_scale = numpyro.sample(Site.DAY_SCALE, dist.HalfNormal(PRIOR_DAY_SCALE))
+    day_scale_coef = numpyro.sample(Site.DAY_SCALE_COEF, PRIOR_DAY_SCALE_COEF.expand([len(SHOCK_COVARIATES)]).to_event(1))
+
+    def shock_scale(shock_x: jnp.ndarray | None) -> jnp.ndarray:
+        return day_scale if shock_x is None else day_scale * jnp.exp(shock_x @ day_scale_coef)
+
     day_raw = numpyro.sample(Site.DAY_RAW, DAY_SHOCK.expand([st.n_history_days]).to_event(1))
-    history_shock = day_scale * day_raw
+    history_shock = shock_scale(inputs.history_shock_x) * day_raw
     if inputs.day_basis is not None:
         history_shock = history_shock - inputs.day_basis @ (inputs.day_basis.T @ history_shock)
     day_effect = history_shock[jnp.maximum(inputs.day, 0)]
     if n_future:
         # Days after the anchor have no fitted shock: draw it from its prior.
         day_raw_future = numpyro.sample(Site.DAY_RAW_FUTURE, DAY_SHOCK.expand([n_days]).to_event(1))
-        day_effect = jnp.where(inputs.day >= 0, day_effect, day_scale * day_raw_future)
+        day_effect = jnp.where(inputs.day >= 0, day_effect, shock_scale(inputs.shock_x) * day_raw_future)
     dispersion_mean = numpyro.sample(Site.DISPERSION_MEAN, dist.Normal(PRIOR_DISPERSION_LOC, PRIOR_DISPERSION_SCALE))
     dispersion_scale = numpyro.sample(Site.DISPERSION_SCALE, dist.HalfNormal(1.0))
+    n_tails = DISPERSION_COMPONENTS - 1
+    tail_logit = numpyro.sample(Site.TAIL_LOGIT, PRIOR_TAIL_LOGIT.expand([n_tails]).to_event(1))
+    tail_gap = numpyro.sample(Site.TAIL_GAP, PRIOR_TAIL_GAP.expand([n_tails]).to_event(1))
+    component_logits = jnp.concatenate([jnp.zeros(1), tail_logit])  # [K]
+    component_offsets = -jnp.concatenate([jnp.zeros(1), jnp.cumsum(tail_gap)])  # [K] log concentration vs the core
+    if inputs.sales is None:
+        numpyro.deterministic(Site.COMPONENT_LOG_WEIGHTS, jax.nn.log_softmax(component_logits))
+        numpyro.deterministic(Site.COMPONENT_OFFSETS, component_offsets)
 
     date_x = inputs.date_x
     date_global = date_x[:, np.array(st.date_global, dtype=np.int32)] @ global_coef[: len(st.date_global)]
@@ -258,14 +328,17 @@ def model(inputs: ModelInputs, structure: ModelStructure, subsample_size: int | 
                 st.n_past_blocks,
             )
         )
-        concentration = jnp.exp(dispersion_mean + dispersion_scale * dispersion_raw)  # [s, 1]
+        log_concentration = dispersion_mean + dispersion_scale * dispersion_raw  # [s, 1]
         observed = inputs.observed[idx]
         sales = None if inputs.sales is None else inputs.sales[idx]
+        likelihood = NegativeBinomialScaleMixture(log_mu, log_concentration, component_offsets, component_logits)
         with numpyro.plate("days", n_days, dim=-1):
             if sales is None:
+                # Forecasts draw the counts outside the model (tasks.forecast): the mean, each store's
+                # core concentration and the mixture's weights and offsets are all they need.
                 numpyro.deterministic(Site.EXPECTED_SALES, jnp.exp(log_mu))
-                numpyro.deterministic(Site.CONCENTRATION, concentration)
-            numpyro.sample(Site.SALES, NegativeBinomialLogMean(log_mu, concentration).mask(observed), obs=sales)
+                numpyro.deterministic(Site.CONCENTRATION, jnp.exp(log_concentration))
+            numpyro.sample(Site.SALES, likelihood.mask(observed), obs=sales)
 
 
 def model_inputs(
@@ -279,6 +352,8 @@ def model_inputs(
     block_days: int,
     n_history_days: int,
     day_basis: np.ndarray | None = None,
+    shock_x: np.ndarray | None = None,
+    history_shock_x: np.ndarray | None = None,
 ) -> ModelInputs:
     """Model inputs from panel arrays, with days and time blocks counted from ``anchor``.
 
@@ -300,6 +375,8 @@ def model_inputs(
         day_basis=None if day_basis is None else jnp.asarray(day_basis, jnp.float32),
         observed=jnp.asarray(observed, bool),
         sales=None if sales is None else jnp.asarray(sales, jnp.float32),
+        shock_x=None if shock_x is None else jnp.asarray(shock_x, jnp.float32),
+        history_shock_x=None if history_shock_x is None else jnp.asarray(history_shock_x, jnp.float32),
     )
 
 

@@ -8,7 +8,10 @@ Drawing millions of counts on a CPU with JAX's rejection samplers is slow, so
 draws use normal transforms where they are accurate to well under one unit of
 sales, and the exact samplers elsewhere:
 - the gamma mixing variable: Wilson-Hilferty's cube-normal transform for
-  shape >= 10 (relative quantile error < 1e-3), exact draws below;
+  shape >= 10 (relative quantile error < 1e-3); below, the same transform at
+  shape a + n >= 10, brought down to shape a by the exact identity
+  Gamma(a) = Gamma(a + n) * prod_{i<n} U_i^(1 / (a + i)) (no rejection loop:
+  the mixture's wide components put many draws below 10);
 - the Poisson count: the rounded normal for rate >= 100 (skewness <= 0.1,
   and the Poisson part is then a small share of the NB variance), exact below.
 ``draw_counts`` applies the exact samplers only to the elements that need
@@ -39,9 +42,22 @@ def poisson_normal(key: jax.Array, rate: jnp.ndarray) -> jnp.ndarray:
     return jnp.maximum(jnp.round(rate + jnp.sqrt(rate) * jax.random.normal(key, jnp.shape(rate))), 0.0)
 
 
+BOOST_STEPS = int(NORMAL_GAMMA_MIN_SHAPE)
+
+
+def gamma_boosted(key: jax.Array, shape_param: jnp.ndarray) -> jnp.ndarray:
+    """Gamma(shape) draws: Wilson-Hilferty at shape + n >= 10, times U_i^(1/(shape + i)) for i < n."""
+    a = jnp.maximum(shape_param, 1e-6)
+    n = jnp.ceil(jnp.maximum(NORMAL_GAMMA_MIN_SHAPE - a, 0.0))
+    key_gamma, key_uniform = jax.random.split(key)
+    u = jax.random.uniform(key_uniform, (BOOST_STEPS, *jnp.shape(a)), minval=jnp.finfo(jnp.float32).tiny)
+    step = jnp.arange(BOOST_STEPS, dtype=a.dtype).reshape((BOOST_STEPS,) + (1,) * jnp.ndim(a))
+    log_factor = jnp.sum(jnp.where(step < n, jnp.log(u) / (a + step), 0.0), axis=0)
+    return gamma_wilson_hilferty(key_gamma, a + n) * jnp.exp(log_factor)
+
+
 def _gamma(key, shape_param):
-    exact = jax.random.gamma(key, jnp.maximum(shape_param, 1e-6))
-    return jnp.where(shape_param >= NORMAL_GAMMA_MIN_SHAPE, gamma_wilson_hilferty(key, shape_param), exact)
+    return gamma_boosted(key, shape_param)
 
 
 def _poisson(key, rate):
@@ -83,9 +99,83 @@ class NegativeBinomialLogMean(dist.Distribution):
         )
 
 
+class NegativeBinomialScaleMixture(dist.Distribution):
+    """A scale mixture of NB2s with a common mean: leptokurtic, still negative binomial.
+
+    Component k (weights softmax(``component_logits``), the last axis) has log
+    concentration ``log_r + component_offsets[k]``; all have mean
+    exp(log_mean), so the mixture does too. A single NB fitted to peaked,
+    heavy-tailed counts widens its centre to reach its tails; the mixture
+    need not.
+    """
+
+    arg_constraints = {
+        "log_mean": constraints.real,
+        "log_r": constraints.real,
+        "component_offsets": constraints.real_vector,
+        "component_logits": constraints.real_vector,
+    }
+    support = constraints.nonnegative_integer
+
+    def __init__(self, log_mean, log_r, component_offsets, component_logits, *, validate_args=None):
+        self.log_mean, self.log_r = promote_shapes(log_mean, log_r)
+        self.component_offsets = jnp.asarray(component_offsets)
+        self.component_logits = jnp.asarray(component_logits)
+        batch_shape = jax.lax.broadcast_shapes(
+            jnp.shape(log_mean), jnp.shape(log_r), jnp.shape(self.component_offsets)[:-1], jnp.shape(self.component_logits)[:-1]
+        )
+        super().__init__(batch_shape=batch_shape, validate_args=validate_args)
+
+    @property
+    def mean(self):
+        return jnp.broadcast_to(jnp.exp(self.log_mean), self.batch_shape)
+
+    def sample(self, key, sample_shape=()):
+        shape = sample_shape + self.batch_shape
+        key_component, key_counts = jax.random.split(key)
+        component = jax.random.categorical(key_component, self.component_logits, shape=shape)
+        offsets = jnp.broadcast_to(self.component_offsets, shape + self.component_offsets.shape[-1:])
+        log_r = self.log_r + jnp.take_along_axis(offsets, component[..., None], axis=-1)[..., 0]
+        return NegativeBinomialLogMean(jnp.broadcast_to(self.log_mean, shape), jnp.exp(log_r)).sample(key_counts)
+
+    def log_prob(self, value):
+        log_weights = jax.nn.log_softmax(self.component_logits, axis=-1)
+        n_components = self.component_offsets.shape[-1]
+        parts = [
+            log_weights[..., k] + _nb_log_prob_unnormalised(value, self.log_mean, self.log_r + self.component_offsets[..., k])
+            for k in range(n_components)
+        ]
+        return jax.nn.logsumexp(jnp.stack(parts), axis=0) - gammaln(value + 1.0)
+
+
+def mixture_concentration(
+    key: jax.Array, core_concentration: jnp.ndarray, log_weights: jnp.ndarray, offsets: jnp.ndarray, shape: tuple[int, ...]
+) -> jnp.ndarray:
+    """Each draw's concentration under the scale mixture: a component per element of ``shape`` ([D, s, T]),
+    chosen with the draw's weights; ``core_concentration`` broadcasts to ``shape``, ``log_weights`` and
+    ``offsets`` are [D, K]. One uniform per element and a comparison per component: cheaper than a
+    categorical sampler's K Gumbel draws."""
+    u = jax.random.uniform(key, shape)
+    extra = (1,) * (len(shape) - 1)
+    cumulative = jnp.cumsum(jnp.exp(log_weights), axis=-1)
+    offset = jnp.zeros(shape)
+    for k in range(offsets.shape[-1]):
+        above_previous = u >= (cumulative[:, k - 1].reshape(-1, *extra) if k else 0.0)
+        below_this = (u < cumulative[:, k].reshape(-1, *extra)) if k < offsets.shape[-1] - 1 else True
+        offset = jnp.where(above_previous & below_this, offsets[:, k].reshape(-1, *extra), offset)
+    return core_concentration * jnp.exp(offset)
+
+
+def _nb_log_prob_unnormalised(value, log_mean, log_r):
+    """NB2 log-density without its -log(value!) term."""
+    r = jnp.exp(log_r)
+    log_r_plus_mu = jnp.logaddexp(log_r, log_mean)
+    return gammaln(value + r) - gammaln(r) + r * (log_r - log_r_plus_mu) + value * (log_mean - log_r_plus_mu)
+
+
 _gamma_wh_jit = jax.jit(gamma_wilson_hilferty)
 _poisson_normal_jit = jax.jit(poisson_normal)
-_gamma_exact_jit = jax.jit(lambda key, a: jax.random.gamma(key, jnp.maximum(a, 1e-6)))
+_gamma_boosted_jit = jax.jit(gamma_boosted)
 _poisson_exact_jit = jax.jit(lambda key, rate: jax.random.poisson(key, rate).astype(rate.dtype))
 _rate_jit = jax.jit(lambda gamma, log_mean, r: gamma * jnp.exp(log_mean - jnp.log(r)))
 
@@ -117,7 +207,7 @@ def draw_counts(key: jax.Array, log_mean: jnp.ndarray, concentration: jnp.ndarra
     r = jnp.broadcast_to(concentration, shape)
     gamma = np.asarray(_gamma_wh_jit(keys[0], r))
     r_host = np.asarray(r)
-    gamma = _redraw_exact(keys[1], gamma, r_host, r_host < NORMAL_GAMMA_MIN_SHAPE, _gamma_exact_jit)
+    gamma = _redraw_exact(keys[1], gamma, r_host, r_host < NORMAL_GAMMA_MIN_SHAPE, _gamma_boosted_jit)
     rate = _rate_jit(jnp.asarray(gamma), log_mean, concentration)
     counts = np.asarray(_poisson_normal_jit(keys[2], rate))
     rate_host = np.asarray(rate)

@@ -19,13 +19,14 @@ import jax
 import numpy as np
 import polars as pl
 
+from tasks import features as fx
 from tasks import names as n
 from tasks import state
 from tasks.config import FitConfig, ForecastConfig, RunConfig
 from tasks.encode import EncodedData, EncodedPanel, build_spec, encode, encode_future
 from tasks.forecast import forecast, select_store_params
 from tasks.inference import FitProgress, FitResult, Params, fit_global, fit_local, log_progress
-from tasks.model import ModelInputs, ModelStructure, Site, calendar_basis, model_inputs
+from tasks.model import ModelInputs, ModelStructure, Site, calendar_basis, model_inputs, shock_covariates
 from tasks.names import FileRole
 from tasks.summary import DataSummary, summarize
 from tasks.validate import ValidatedInputs, read_validated
@@ -59,6 +60,7 @@ def panel_inputs(
     structure: ModelStructure,
     with_sales: bool,
     day_basis: np.ndarray | None = None,
+    history_shock_x: np.ndarray | None = None,
 ) -> ModelInputs:
     return model_inputs(
         panel.dates,
@@ -71,7 +73,17 @@ def panel_inputs(
         structure.block_days,
         structure.n_history_days,
         day_basis,
+        panel_shock_covariates(panel),
+        history_shock_x,
     )
+
+
+def panel_shock_covariates(panel: EncodedPanel) -> np.ndarray:
+    """Shock-scale covariates of each day of the panel [T, C], from its calendar (all of the panel's stores)."""
+    holiday = np.zeros(panel.present.shape, bool)
+    if panel.store_day_x.shape[-1] == len(fx.STORE_DAY_FEATURES):
+        holiday = panel.store_day_x[..., fx.STORE_DAY_FEATURES.index(fx.STATE_HOLIDAY_FEATURE)] > 0.5
+    return shock_covariates(panel.dates, panel.present, panel.open, holiday)
 
 
 def _crop_to_observed(panel: EncodedPanel) -> EncodedPanel:
@@ -129,7 +141,7 @@ def fit_new_stores(
     if panel.dates[-1].astype(dt.date) != fitted.anchor:
         raise ValueError(f"panel ends {panel.dates[-1]}, the fitted model's history ends {fitted.anchor}")
     cropped = _crop_to_observed(panel)
-    inputs = panel_inputs(cropped, fitted.anchor, fitted.structure, True, fitted.day_basis)
+    inputs = panel_inputs(cropped, fitted.anchor, fitted.structure, True, fitted.day_basis, fitted.history_shock_x)
     return fit_local(inputs, fitted.structure, fitted.params, config.settings(local=True), key, on_progress)
 
 
@@ -184,11 +196,16 @@ def fit_history(
     structure = ModelStructure.from_features(encoded.spec.features, history.n_days, config.block_days, log_offset)
     key_global, key_local = jax.random.split(key)
     basis = calendar_basis(history.date_x, history.store_day_x, history.observed)
+    history_shock_x = panel_shock_covariates(history)
 
     log.info("global fit: %d stores, %d observed days", global_pos.size, int(n_observed[global_pos].sum()))
     global_panel = history.select_stores(global_pos)
     global_fit = fit_global(
-        panel_inputs(global_panel, anchor, structure, True, basis), structure, config.settings(), key_global, on_progress
+        panel_inputs(global_panel, anchor, structure, True, basis, history_shock_x),
+        structure,
+        config.settings(),
+        key_global,
+        on_progress,
     )
     fitted = state.FittedModel(
         params=global_fit.params,
@@ -197,6 +214,7 @@ def fit_history(
         spec=encoded.spec,
         anchor=anchor,
         day_basis=basis,
+        history_shock_x=history_shock_x,
     )
 
     local_fit = None

@@ -23,7 +23,7 @@ from tasks.encode import EncodingSpec
 from tasks.inference import Params
 from tasks.model import ModelStructure, Site
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: scale mixture over the dispersion, shock-scale covariates
 PARAMS_FILE = "params.npz"
 META_FILE = "model.json"
 PACKAGES = ("bhm-forecast", "jax", "numpyro", "polars", "pandera")
@@ -40,6 +40,7 @@ class FittedModel:
     anchor: dt.date  # last history day: level block 0 ends here
     day_basis: np.ndarray  # [n_history_days, K]: calendar span the day shocks are kept off (local fits need it)
     info: dict[str, Any] = field(default_factory=dict)
+    history_shock_x: np.ndarray | None = None  # [n_history_days, C]: shock-scale covariates of the history (local fits need them)
 
     def __post_init__(self) -> None:
         n_stores = len(self.store_ids)
@@ -89,7 +90,8 @@ def save(model: FittedModel, directory: str | Path) -> Path:
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    np.savez(tmp / PARAMS_FILE, store_ids=model.store_ids, day_basis=model.day_basis, **model.params)
+    extra = {} if model.history_shock_x is None else {"history_shock_x": model.history_shock_x}
+    np.savez(tmp / PARAMS_FILE, store_ids=model.store_ids, day_basis=model.day_basis, **extra, **model.params)
     meta = {
         "state_version": STATE_VERSION,
         "structure": asdict(model.structure),
@@ -123,7 +125,8 @@ def load(directory: str | Path) -> FittedModel:
         if isinstance(value, list):
             structure_fields[key] = tuple(value)
     with np.load(params_path, allow_pickle=False) as arrays:
-        params = {k: arrays[k] for k in arrays.files if k not in ("store_ids", "day_basis")}
+        params = {k: arrays[k] for k in arrays.files if k not in ("store_ids", "day_basis", "history_shock_x")}
+        history_shock_x = arrays["history_shock_x"] if "history_shock_x" in arrays.files else None
         store_ids = arrays["store_ids"]
         day_basis = arrays["day_basis"]
     return FittedModel(
@@ -133,5 +136,6 @@ def load(directory: str | Path) -> FittedModel:
         spec=EncodingSpec.from_json(json.dumps(meta["spec"])),
         anchor=dt.date.fromisoformat(meta["anchor"]),
         day_basis=day_basis,
+        history_shock_x=history_shock_x,
         info=meta["info"],
     )

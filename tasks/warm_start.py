@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from tasks.model import ModelInputs, ModelStructure, Site
+from tasks.model import DISPERSION_COMPONENTS, SHOCK_COVARIATES, ModelInputs, ModelStructure, Site
 
 RIDGE = 1.0  # pseudo-observations pulling a store's effects to the population mean
 MIN_SCALE = 0.02
 GLOBAL_INIT_SCALE = 1e-3
 DAY_SHRINK = 20.0  # pseudo-stores: a day seen by few stores keeps a shock near zero
+TAIL_LOGIT_START = -1.5  # each wider dispersion component starts at odds e^-1.5 against the narrowest ...
+TAIL_GAP_START = 1.0  # ... with a concentration e ~ 2.7 times below the next narrower one
 
 
 def _design(inputs: ModelInputs, st: ModelStructure) -> tuple[np.ndarray, np.ndarray]:
@@ -99,10 +101,25 @@ def warm_start(inputs: ModelInputs, st: ModelStructure, init_scale: float) -> di
     if inputs.day_basis is not None:
         basis = np.asarray(inputs.day_basis, np.float64)[day_pos]
         day_effect = day_effect - basis @ np.linalg.lstsq(basis, day_effect, rcond=None)[0]
-    day_scale = float(max(day_effect[weight.sum(axis=0) > 0].std() if (weight.sum(axis=0) > 0).any() else 0.0, MIN_SCALE))
-    day_raw = np.zeros(st.n_history_days)
+    # The shock scale's log-linear model: for e ~ N(0, s^2), E log|e| = log s - 0.635.
     in_history = day_pos >= 0
-    day_raw[day_pos[in_history]] = day_effect[in_history] / day_scale
+    n_cov = len(SHOCK_COVARIATES)
+    history_x = (
+        np.zeros((st.n_history_days, n_cov))
+        if inputs.history_shock_x is None
+        else np.asarray(inputs.history_shock_x, np.float64)
+    )
+    seen = (weight.sum(axis=0) > 0) & in_history
+    design = np.concatenate([np.ones((int(seen.sum()), 1)), history_x[day_pos[seen]]], axis=1)
+    if seen.sum() > 2 * (n_cov + 1):
+        target = np.log(np.abs(day_effect[seen]) + 1e-4) + 0.635
+        solution = np.linalg.lstsq(design.T @ design + 1e-3 * np.eye(n_cov + 1), design.T @ target, rcond=None)[0]
+        day_scale, shock_coef = float(max(np.exp(solution[0]), MIN_SCALE)), np.clip(solution[1:], -2.0, 2.0)
+    else:
+        day_scale, shock_coef = float(max(day_effect[seen].std() if seen.any() else 0.0, MIN_SCALE)), np.zeros(n_cov)
+    day_raw = np.zeros(st.n_history_days)
+    scale_of_day = day_scale * np.exp(history_x @ shock_coef)
+    day_raw[day_pos[in_history]] = day_effect[in_history] / scale_of_day[day_pos[in_history]]
 
     # 5. Dispersion from the residual variance: var(log y) ~ 1/mu + 1/r.
     resid = resid - day_effect[None, :]
@@ -132,9 +149,12 @@ def warm_start(inputs: ModelInputs, st: ModelStructure, init_scale: float) -> di
         Site.GLOBAL_COEF: global_coef,
         Site.LEVEL_SCALE: np.log(level_scale),
         Site.DAY_SCALE: np.log(day_scale),
+        Site.DAY_SCALE_COEF: shock_coef,
         Site.DAY_RAW: day_raw,
         Site.DISPERSION_MEAN: dispersion_mean,
         Site.DISPERSION_SCALE: np.log(dispersion_scale),
+        Site.TAIL_LOGIT: np.full(DISPERSION_COMPONENTS - 1, TAIL_LOGIT_START),
+        Site.TAIL_GAP: np.full(DISPERSION_COMPONENTS - 1, np.log(TAIL_GAP_START)),
         Site.POOLED_RAW: pooled_raw[:, None, :],
         Site.DISPERSION_RAW: ((log_r - dispersion_mean) / dispersion_scale)[:, None],
         Site.LEVEL_STEPS_PAST: (steps / level_scale)[:, None, :],

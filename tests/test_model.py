@@ -243,3 +243,14 @@ def test_no_divergence_for_ten_seeds(demo: DemoData) -> None:
         result = fit_global(inputs, structure, settings, jax.random.key(seed), lambda p: None)
         assert np.all(np.isfinite(result.losses)), seed
         assert all(np.all(np.isfinite(v)) for v in result.params.values()), seed
+
+
+@pytest.mark.parametrize("shape", [0.3, 1.0, 2.5, 9.5])
+def test_boosted_gamma_draws_follow_the_gamma_law(shape: float) -> None:
+    from scipy import stats
+
+    from tasks.negbin import gamma_boosted
+
+    draws = np.asarray(gamma_boosted(jax.random.key(11), jnp.full((100_000,), shape, jnp.float32)))
+    assert stats.kstest(draws, stats.gamma(shape).cdf).pvalue > 1e-3
+    assert abs(draws.mean() - shape) < 4 * np.sqrt(shape / draws.size)
