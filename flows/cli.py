@@ -14,6 +14,7 @@ Exit codes:
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 import time
@@ -537,6 +538,16 @@ def _run_flow(flow_fn: Callable[[Any], Any], config: BaseModel) -> tuple[int, An
         return EXIT_DIVERGED, None
 
 
+def _flow_command(flow_name: str, config: BaseModel, describe: Callable[[Any], list[str]]) -> int:
+    """Run the flow ``flows.<flow_name>.<flow_name>`` in process and print ``describe(result)``."""
+    environment.configure()
+    module = importlib.import_module(f"flows.{flow_name}")
+    code, result = _run_flow(getattr(module, flow_name), config)
+    if code == EXIT_OK:
+        print("\n".join(describe(result)))
+    return code
+
+
 def _tracking_lines(registration: Any, mlflow_run: str | None) -> list[str]:
     lines = []
     if registration is not None:
@@ -548,22 +559,19 @@ def _tracking_lines(registration: Any, mlflow_run: str | None) -> list[str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = _run_config(args)
-    environment.configure()
-    from flows.nightly import nightly
-
     start = time.perf_counter()
-    code, result = _run_flow(nightly, config)
-    if code != EXIT_OK:
-        return code
-    lines = [run_summary_text(result.run, time.perf_counter() - start)]
-    if result.backtest:
-        b = result.backtest
-        lines.append(
-            f"backtest ({config.backtest_days} days): RMSPE {b['rmspe']:.4f}, wQL {b['wql']:.4f}, "
-            f"coverage 50% {b['coverage_50']:.1%}, 90% {b['coverage_90']:.1%}"
-        )
-    print("\n".join(lines + _tracking_lines(result.registration, result.mlflow_run)))
-    return EXIT_OK
+
+    def describe(result: Any) -> list[str]:
+        lines = [run_summary_text(result.run, time.perf_counter() - start)]
+        if result.backtest:
+            b = result.backtest
+            lines.append(
+                f"backtest ({config.backtest_days} days): RMSPE {b['rmspe']:.4f}, wQL {b['wql']:.4f}, "
+                f"coverage 50% {b['coverage_50']:.1%}, 90% {b['coverage_90']:.1%}"
+            )
+        return lines + _tracking_lines(result.registration, result.mlflow_run)
+
+    return _flow_command("nightly", config, describe)
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
@@ -586,21 +594,17 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         "forecast": {"num_draws": args.num_draws},
         "tracking": _tracking(args),
     }
-    config = _validated(BacktestRunConfig, raw)
-    environment.configure()
-    from flows.backtest import backtest
 
-    code, result = _run_flow(backtest, config)
-    if code != EXIT_OK:
-        return code
-    origins = ", ".join(str(r.origin) for r in result.suite.results)
-    lines = [f"backtest from {origins}, {config.horizon_days} days:", methods_table(result.suite.overall)]
-    if result.curve is not None:
-        lines.append(cold_start_table(result.curve))
-    if result.out_dir is not None:
-        lines.append(f"scores: {Path(result.out_dir).resolve()}")
-    print("\n".join(lines + _tracking_lines(None, result.mlflow_run)))
-    return EXIT_OK
+    def describe(result: Any) -> list[str]:
+        origins = ", ".join(str(r.origin) for r in result.suite.results)
+        lines = [f"backtest from {origins}, {raw['horizon_days']} days:", methods_table(result.suite.overall)]
+        if result.curve is not None:
+            lines.append(cold_start_table(result.curve))
+        if result.out_dir is not None:
+            lines.append(f"scores: {Path(result.out_dir).resolve()}")
+        return lines + _tracking_lines(None, result.mlflow_run)
+
+    return _flow_command("backtest", _validated(BacktestRunConfig, raw), describe)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -624,20 +628,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         "fit": {"max_steps": args.max_steps},
         "tracking": _tracking(args),
     }
-    config = _validated(TrainConfig, raw)
-    environment.configure()
-    from flows.train import train
 
-    code, result = _run_flow(train, config)
-    if code != EXIT_OK:
-        return code
-    fit = result.fit.global_fit
-    lines = [
-        f"fitted model: {Path(result.fitted_dir).resolve()}",
-        f"global fit: {_stores(result.fit.n_global_stores)}, {fit.n_steps:,} steps, converged: {'yes' if fit.converged else 'no'}",
-    ]
-    print("\n".join(lines + _tracking_lines(result.registration, result.mlflow_run)))
-    return EXIT_OK
+    def describe(result: Any) -> list[str]:
+        fit = result.fit.global_fit
+        return [
+            f"fitted model: {Path(result.fitted_dir).resolve()}",
+            f"global fit: {_stores(result.fit.n_global_stores)}, {fit.n_steps:,} steps, converged: {'yes' if fit.converged else 'no'}",
+            *_tracking_lines(result.registration, result.mlflow_run),
+        ]
+
+    return _flow_command("train", _validated(TrainConfig, raw), describe)
 
 
 def cmd_cold_start(args: argparse.Namespace) -> int:
@@ -656,20 +656,16 @@ def cmd_cold_start(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "tracking": _tracking(args),
     }
-    config = _validated(ColdStartConfig, raw)
-    environment.configure()
-    from flows.cold_start import cold_start
 
-    code, result = _run_flow(cold_start, config)
-    if code != EXIT_OK:
-        return code
-    lines = [
-        f"stores fitted: {', '.join(map(str, result.store_ids))}",
-        f"forecast: {result.n_forecast_rows:,} rows written to {Path(result.forecast_path).resolve()}",
-        f"fitted model with the new stores: {Path(result.fitted_dir).resolve()}",
-    ]
-    print("\n".join(lines + _tracking_lines(None, result.mlflow_run)))
-    return EXIT_OK
+    def describe(result: Any) -> list[str]:
+        return [
+            f"stores fitted: {', '.join(map(str, result.store_ids))}",
+            f"forecast: {result.n_forecast_rows:,} rows written to {Path(result.forecast_path).resolve()}",
+            f"fitted model with the new stores: {Path(result.fitted_dir).resolve()}",
+            *_tracking_lines(None, result.mlflow_run),
+        ]
+
+    return _flow_command("cold_start", _validated(ColdStartConfig, raw), describe)
 
 
 def cmd_forecast(args: argparse.Namespace) -> int:
@@ -686,19 +682,15 @@ def cmd_forecast(args: argparse.Namespace) -> int:
         "forecast": {"num_draws": args.num_draws},
         "tracking": _tracking(args),
     }
-    config = _validated(ForecastRunConfig, raw)
-    environment.configure()
-    from flows.forecast import forecast
 
-    code, result = _run_flow(forecast, config)
-    if code != EXIT_OK:
-        return code
-    lines = [
-        f"forecast: {result.n_forecast_rows:,} rows written to {Path(result.forecast_path).resolve()}",
-        f"model version: {result.model_version}",
-    ]
-    print("\n".join(lines + _tracking_lines(None, result.mlflow_run)))
-    return EXIT_OK
+    def describe(result: Any) -> list[str]:
+        return [
+            f"forecast: {result.n_forecast_rows:,} rows written to {Path(result.forecast_path).resolve()}",
+            f"model version: {result.model_version}",
+            *_tracking_lines(None, result.mlflow_run),
+        ]
+
+    return _flow_command("forecast", _validated(ForecastRunConfig, raw), describe)
 
 
 # --------------------------------------------------------------------------

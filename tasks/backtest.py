@@ -27,8 +27,6 @@ from tasks.pipeline import FitReport, fit_history, forecast_frame
 
 log = logging.getLogger(__name__)
 
-# The scored days: open, with positive sales, as Kaggle scored Rossmann.
-SCORE_KEYS = ("rmspe", "rmspe_median", "mape", "wql", "crps_scaled", "coverage_50", "coverage_90")
 
 
 @dataclass(frozen=True)

@@ -87,16 +87,7 @@ class NegativeBinomialLogMean(dist.Distribution):
         return _poisson(key_poisson, gamma * jnp.exp(self.log_mean - jnp.log(self.concentration)))
 
     def log_prob(self, value):
-        r = self.concentration
-        log_r = jnp.log(r)
-        log_r_plus_mu = jnp.logaddexp(log_r, self.log_mean)
-        return (
-            gammaln(value + r)
-            - gammaln(r)
-            - gammaln(value + 1.0)
-            + r * (log_r - log_r_plus_mu)
-            + value * (self.log_mean - log_r_plus_mu)
-        )
+        return _nb_log_prob_unnormalised(value, self.log_mean, jnp.log(self.concentration)) - gammaln(value + 1.0)
 
 
 class NegativeBinomialScaleMixture(dist.Distribution):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import subprocess
 import sys
@@ -328,3 +329,27 @@ def test_train_passes_the_options_through(tiny_demo_files: dict[str, Path], tmp_
     assert cli.main([*argv, "--state-dir", str(tmp_path / "m"), "--max-steps", "150", "--seed", "2"]) == 1
     (config,) = seen
     assert config.state_dir == tmp_path / "m" and config.fit.max_steps == 150 and config.seed == 2
+
+
+def test_backtest_passes_the_options_through(tiny_demo_files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import flows.backtest
+
+    seen = []
+
+    def fake(config) -> None:
+        seen.append(config)
+        raise FitDivergedError("stopped by the test")
+
+    monkeypatch.setattr(flows.backtest, "backtest", fake)
+    argv = ["backtest", "--train", str(tiny_demo_files["train"]), "--stores", str(tiny_demo_files["stores"])]
+    argv += ["--origin", "2023-04-01", "--origin", "2023-03-01", "--horizon-days", "7", "--baselines", "lightgbm"]
+    assert cli.main([*argv, "--cold-start-stores", "3", "--out-dir", str(tmp_path)]) == 3
+    (config,) = seen
+    assert config.origins == (dt.date(2023, 4, 1), dt.date(2023, 3, 1)) and config.horizon_days == 7
+    assert config.baselines == ("lightgbm",) and config.cold_start_stores == 3 and config.out_dir == tmp_path
+
+
+def test_backtest_unknown_baseline_names_the_option(tiny_demo_files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["backtest", "--train", str(tiny_demo_files["train"]), "--stores", str(tiny_demo_files["stores"])]
+    assert cli.main([*argv, "--baselines", "prophet"]) == 2
+    assert "--baselines" in capsys.readouterr().err
