@@ -120,7 +120,9 @@ def main() -> None:
             "Kaggle benchmark), `poisson_per_store` (a Poisson regression per store on the model's day features,",
             "scikit-learn), `lightgbm` (one gradient-boosted model over all stores on calendar, store-day and store",
             "features with the store id as a category; squared error on log sales for the point forecast, a",
-            "quantile objective per level).",
+            "quantile objective per level), and the model itself with other pooling: `pooled` (no store-level",
+            "variation: a store is its attributes) and `unpooled` (each store's coefficients on their own wide prior,",
+            "nothing learnt from other stores). The cold-start curve compares the first three.",
             "",
         ]
         + (["## Cold start", report.cold_start_table(curve)] if curve is not None else [])

@@ -180,6 +180,20 @@ def panel_forecast_frame(panel: EncodedPanel, forecast: PanelForecast, levels: t
     ).with_columns(pl.col(n.DATE).cast(pl.Date))
 
 
+# The model with other pooling, scored as baselines: what partial pooling buys.
+MODEL_VARIANTS = {"pooled": "complete", "unpooled": "none"}
+
+
+def _variant_rows(
+    encoded, split: BacktestSplit, fit_config: FitConfig, forecast_config: ForecastConfig, key: jax.Array, on_progress
+) -> pl.DataFrame:
+    key_fit, key_forecast = jax.random.split(jax.random.fold_in(key, len(fit_config.pooling)))
+    fitted, _ = fit_history(encoded, fit_config, key_fit, encoded.future.stores, on_progress)
+    draw_scores = DrawScores(encoded.future, split.actual)
+    frame = forecast_frame(fitted, encoded.future, split.calendar, forecast_config, key_forecast, draw_scores)
+    return score_rows(frame, split.actual, draw_scores.frame())
+
+
 def score_methods(scored: dict[str, pl.DataFrame]) -> tuple[dict[str, dict[str, float]], pl.DataFrame]:
     """Every method's scores over the rows that every method forecast, and all rows stacked with a method column."""
     keys = [n.STORE, n.DATE]
@@ -212,9 +226,9 @@ def run_backtest(
 ) -> BacktestResult:
     """Fit on the history before ``origin`` (default: ``horizon_days`` before the end), forecast, score;
     with ``baselines`` (names in tasks.baselines.BASELINES), score those too, all on the same rows."""
-    unknown = [b for b in baselines if b not in BASELINES]
+    unknown = [b for b in baselines if b not in BASELINES and b not in MODEL_VARIANTS]
     if unknown:
-        raise ValueError(f"unknown baselines {unknown}; known: {sorted(BASELINES)}")
+        raise ValueError(f"unknown baselines {unknown}; known: {sorted([*BASELINES, *MODEL_VARIANTS])}")
     origin = origin or default_origin(train, horizon_days)
     split = split_at(train, origin, horizon_days)
     log.info("backtest: fit on %d rows before %s, score the %d days from it", split.history.height, origin, horizon_days)
@@ -228,6 +242,9 @@ def run_backtest(
     levels = tuple(forecast_config.quantiles)
     for name in baselines:
         log.info("backtest: baseline %s", name)
+        if name in MODEL_VARIANTS:
+            scored[name] = _variant_rows(encoded, split, fit_config.model_copy(update={"pooling": MODEL_VARIANTS[name]}), forecast_config, key, on_progress)
+            continue
         baseline = BASELINES[name](encoded.history, encoded.future)
         sample_scores = DrawScores(encoded.future, split.actual)
         sample_scores(np.arange(encoded.future.n_stores), np.moveaxis(baseline.ensemble, -1, 0))

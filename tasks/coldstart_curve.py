@@ -95,7 +95,7 @@ def cold_start_curve(
         frame = forecast_frame(extended, held_encoded.future, calendar, forecast_config, jax.random.fold_in(key_forecast, i + 1))
         points.append({"method": "model", "days": n_days, **score(score_rows(frame, actual))})
         # The baselines see the same N days of these stores and, for the global one, every other store's history.
-        for name in baselines:
+        for name in (b for b in baselines if b in BASELINES):
             pool = pl.concat([split.history.filter(~is_held), given], how="vertical_relaxed") if name == "lightgbm" else given
             both = encode(pool, stores, calendar, spec, history_end=fitted.anchor)
             points.append({"method": name, "days": n_days, **_baseline_scores(name, both.history, both.future, actual, levels)})

@@ -40,6 +40,9 @@ class FitConfig(BaseModel):
     )
     block_days: int = Field(28, ge=7, le=366, description="days per step of each store's level random walk")
     short_history_days: int = Field(28, ge=1, description="stores with fewer observed days are fitted locally")
+    pooling: Literal["partial", "complete", "none"] = Field(
+        "partial", description="store-level pooling: the model (partial), or the evaluation's comparisons"
+    )
     yearly_fourier_order: int = Field(4, ge=0, le=10)
     monthly_fourier_order: int = Field(2, ge=0, le=6)
 
@@ -243,7 +246,7 @@ class ForecastRunConfig(BaseModel):
         return _parquet_path(value)
 
 
-BASELINE_NAMES = ("median_by_weekday", "poisson_per_store", "lightgbm")
+BASELINE_NAMES = ("median_by_weekday", "poisson_per_store", "lightgbm", "pooled", "unpooled")
 
 
 class BacktestRunConfig(BaseModel):
@@ -257,7 +260,7 @@ class BacktestRunConfig(BaseModel):
         (), description="first forecast day of each backtest (default: one, horizon_days before the history's end)"
     )
     horizon_days: int = Field(48, ge=1, le=366, description="days forecast and scored after each origin")
-    baselines: tuple[Literal["median_by_weekday", "poisson_per_store", "lightgbm"], ...] = Field(
+    baselines: tuple[Literal["median_by_weekday", "poisson_per_store", "lightgbm", "pooled", "unpooled"], ...] = Field(
         BASELINE_NAMES, description="baselines scored on the same rows (need the eval extra)"
     )
     out_dir: Path | None = Field(None, description="folder for the per-row scores and the metrics table (optional)")

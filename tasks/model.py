@@ -99,6 +99,14 @@ class Site:
 INTERCEPT = "intercept"
 
 
+# How store-level variables are pooled. "partial": drawn from a population shifted by the store's
+# attributes (the model). "complete": no store-level variation at all (a store is its attributes).
+# "none": each store's coefficients on their own wide prior, nothing learnt from other stores.
+POOLING = ("partial", "complete", "none")
+UNPOOLED_SCALE_INTERCEPT = 2.0
+UNPOOLED_SCALE_EFFECT = 1.0
+
+
 @dataclass(frozen=True)
 class ModelStructure:
     """Static shape of the model: which columns are pooled, how time is blocked.
@@ -119,6 +127,7 @@ class ModelStructure:
     pooled_names: tuple[str, ...]
     global_names: tuple[str, ...]
     store_feature_names: tuple[str, ...]
+    pooling: str = "partial"  # Pooling: the model; "complete" and "none" are the evaluation's comparisons
 
     @property
     def n_pooled(self) -> int:
@@ -130,9 +139,11 @@ class ModelStructure:
 
     @classmethod
     def from_features(
-        cls, features: tuple[Feature, ...], n_history_days: int, block_days: int, log_offset: float
+        cls, features: tuple[Feature, ...], n_history_days: int, block_days: int, log_offset: float, pooling: str = "partial"
     ) -> ModelStructure:
         """The structure for a history of ``n_history_days`` days ending at the anchor."""
+        if pooling not in POOLING:
+            raise ValueError(f"pooling must be one of {POOLING}, got {pooling!r}")
         if block_days < 1:
             raise ValueError(f"block_days must be >= 1, got {block_days}")
         if n_history_days < 1:
@@ -163,6 +174,7 @@ class ModelStructure:
             pooled_names=(INTERCEPT, *dp_names, *sp_names),
             global_names=(*dg_names, *sg_names),
             store_feature_names=z_names,
+            pooling=pooling,
         )
 
 
@@ -312,7 +324,21 @@ def model(inputs: ModelInputs, structure: ModelStructure, subsample_size: int | 
 
         store_day_x = inputs.store_day_x[idx]
         z = inputs.store_z[idx]
-        coef = pooled_mean + z @ store_shift + pooled_scale * pooled_raw[:, 0, :]  # [s, P]
+        store_level = _level(
+            level_scale * steps_past[:, 0, :],
+            None if steps_future is None else level_scale * steps_future[:, 0, :],
+            inputs.block,
+            st.n_past_blocks,
+        )
+        if st.pooling == "complete":
+            store_level = jnp.zeros_like(store_level)
+        if st.pooling == "complete":
+            coef = pooled_mean + z @ store_shift + jnp.zeros_like(pooled_raw[:, 0, :])  # [s, P]
+        elif st.pooling == "none":
+            unpooled = jnp.full(st.n_pooled, UNPOOLED_SCALE_EFFECT).at[0].set(UNPOOLED_SCALE_INTERCEPT)
+            coef = unpooled * pooled_raw[:, 0, :]
+        else:
+            coef = pooled_mean + z @ store_shift + pooled_scale * pooled_raw[:, 0, :]
         n_dp = len(st.date_pooled)
         log_mu = (
             st.log_offset
@@ -321,14 +347,11 @@ def model(inputs: ModelInputs, structure: ModelStructure, subsample_size: int | 
             + jnp.einsum("stf,sf->st", store_day_x[..., np.array(st.store_day_pooled, dtype=np.int32)], coef[:, 1 + n_dp :])
             + (date_global + day_effect)[None, :]
             + store_day_x[..., np.array(st.store_day_global, dtype=np.int32)] @ global_coef[len(st.date_global) :]
-            + _level(
-                level_scale * steps_past[:, 0, :],
-                None if steps_future is None else level_scale * steps_future[:, 0, :],
-                inputs.block,
-                st.n_past_blocks,
-            )
+            + store_level
         )
         log_concentration = dispersion_mean + dispersion_scale * dispersion_raw  # [s, 1]
+        if st.pooling == "complete":
+            log_concentration = jnp.broadcast_to(dispersion_mean, log_concentration.shape)
         observed = inputs.observed[idx]
         sales = None if inputs.sales is None else inputs.sales[idx]
         likelihood = NegativeBinomialScaleMixture(log_mu, log_concentration, component_offsets, component_logits)

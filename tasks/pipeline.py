@@ -193,7 +193,9 @@ def fit_history(
         )
     anchor = history.dates[-1].astype(dt.date)
     log_offset = float(np.log(history.sales[history.observed].mean()))
-    structure = ModelStructure.from_features(encoded.spec.features, history.n_days, config.block_days, log_offset)
+    structure = ModelStructure.from_features(
+        encoded.spec.features, history.n_days, config.block_days, log_offset, config.pooling
+    )
     key_global, key_local = jax.random.split(key)
     basis = calendar_basis(history.date_x, history.store_day_x, history.observed)
     history_shock_x = panel_shock_covariates(history)

@@ -25,7 +25,7 @@ from tasks.demo import DemoData, generate_demo
 from tasks.encode import build_spec, encode
 from tasks.forecast import select_store_params
 from tasks.inference import FitDivergedError, FitSettings, fit_global, point_estimate, relative_improvement, store_coefficients
-from tasks.model import ModelStructure, Site, model_inputs, time_blocks
+from tasks.model import ModelStructure, Site, model, model_inputs, time_blocks
 from tasks.negbin import NegativeBinomialLogMean, draw_counts
 from tasks.pipeline import fit_history, fit_new_stores, forecast_frame, panel_inputs
 
@@ -254,3 +254,27 @@ def test_boosted_gamma_draws_follow_the_gamma_law(shape: float) -> None:
     draws = np.asarray(gamma_boosted(jax.random.key(11), jnp.full((100_000,), shape, jnp.float32)))
     assert stats.kstest(draws, stats.gamma(shape).cdf).pvalue > 1e-3
     assert abs(draws.mean() - shape) < 4 * np.sqrt(shape / draws.size)
+
+
+def test_pooling_is_one_of_the_known_kinds(tiny_demo: DemoData) -> None:
+    encoded = _encoded(tiny_demo)
+    with pytest.raises(ValueError, match="pooling"):
+        ModelStructure.from_features(encoded.spec.features, encoded.history.n_days, 28, 8.0, pooling="some")
+
+
+def test_complete_pooling_gives_stores_with_equal_attributes_equal_expected_sales(tiny_demo: DemoData) -> None:
+    """No store-level variation: two stores with the same attributes and calendar get the same mean."""
+    from numpyro.handlers import seed, trace
+
+    encoded = _encoded(tiny_demo)
+    history = encoded.history
+    structure = ModelStructure.from_features(encoded.spec.features, history.n_days, 28, 8.0, pooling="complete")
+    inputs = panel_inputs(history, history.dates[-1].astype(dt.date), structure, with_sales=False)
+    twin = inputs._replace(
+        store_z=inputs.store_z.at[1].set(inputs.store_z[0]),
+        store_day_x=inputs.store_day_x.at[1].set(inputs.store_day_x[0]),
+        observed=inputs.observed.at[1].set(inputs.observed[0]),
+    )
+    sites = trace(seed(model, jax.random.key(0))).get_trace(twin, structure)
+    expected = np.asarray(sites[Site.EXPECTED_SALES]["value"])
+    np.testing.assert_allclose(expected[0], expected[1], rtol=1e-5)
