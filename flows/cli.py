@@ -156,7 +156,7 @@ def _add_verbosity(parser: argparse.ArgumentParser, top_level: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tasks.config import BASELINE_NAMES, FitConfig, ForecastConfig, NightlyConfig, RunConfig
+    from tasks.config import BASELINE_NAMES, BacktestRunConfig, FitConfig, ForecastConfig, NightlyConfig, RunConfig
 
     formatter = _HelpFormatter
     parser = argparse.ArgumentParser(
@@ -176,9 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=formatter,
     )
     _add_verbosity(validate, top_level=False)
-    validate.add_argument("--train", type=Path, required=True, metavar="PATH", help="Kaggle-format train file (CSV or Parquet)")
-    validate.add_argument("--stores", type=Path, required=True, metavar="PATH", help="Kaggle-format store file (CSV or Parquet)")
-    validate.add_argument("--future", type=Path, default=None, metavar="PATH", help="future calendar in Kaggle test.csv format (CSV or Parquet)")
+    _add_paths(validate, RunConfig, "train", "stores")
+    _add_paths(validate, RunConfig, "future", required=False)
     validate.set_defaults(handler=cmd_validate)
 
     run = commands.add_parser(
@@ -191,9 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_verbosity(run, top_level=False)
     data = run.add_argument_group("data (give all three, or none for the built-in demo)")
-    data.add_argument("--train", type=Path, default=None, metavar="PATH", help=RunConfig.model_fields["train"].description)
-    data.add_argument("--stores", type=Path, default=None, metavar="PATH", help=RunConfig.model_fields["stores"].description)
-    data.add_argument("--future", type=Path, default=None, metavar="PATH", help=RunConfig.model_fields["future"].description)
+    _add_paths(data, RunConfig, *DATA_OPTIONS, required=False)
     run.add_argument(
         "--out",
         type=Path,
@@ -254,23 +251,20 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=formatter,
     )
     _add_verbosity(bt, top_level=False)
-    bt.add_argument("--train", type=Path, required=True, metavar="PATH", help="Kaggle-format train file (CSV or Parquet)")
-    bt.add_argument("--stores", type=Path, required=True, metavar="PATH", help="Kaggle-format store file (CSV or Parquet)")
+    _add_paths(bt, BacktestRunConfig, "train", "stores")
     bt.add_argument(
         "--origin", action="append", default=[], metavar="DATE", help="first forecast day, YYYY-MM-DD (repeat for several; "
         "default: one, --horizon-days before the history's end)"
     )
-    bt.add_argument("--horizon-days", type=int, metavar="N", default=48, help="days forecast and scored after each origin")
+    _add_count(bt, BacktestRunConfig, "horizon_days")
     bt.add_argument(
         "--baselines", metavar="NAMES", default=",".join(BASELINE_NAMES), help="comma-separated baselines, or none"
     )
     bt.add_argument("--out-dir", type=Path, metavar="DIR", default=None, help="write backtest_rows.parquet and metrics.md here")
-    bt.add_argument(
-        "--cold-start-stores", type=int, metavar="N", default=0, help="stores held out for the cold-start curve (0: no curve)"
-    )
-    bt.add_argument("--seed", type=int, metavar="N", default=0, help="seed of the JAX random key and of the held-out stores")
+    _add_count(bt, BacktestRunConfig, "cold_start_stores")
+    _add_count(bt, BacktestRunConfig, "seed")
     bt.add_argument("--max-steps", type=int, metavar="N", default=_field_default(FitConfig, "max_steps"), help="step cap of the global fit")
-    bt.add_argument("--num-draws", type=int, metavar="N", default=1000, help="posterior predictive draws per store and day")
+    _add_count(bt, ForecastConfig, "num_draws")
     _add_tracking(bt)
     bt.set_defaults(handler=cmd_backtest)
 
@@ -284,6 +278,25 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder to write the three files to")
     demo.set_defaults(handler=cmd_demo)
     return parser
+
+
+def _add_paths(parser: Any, config: Any, *names: str, required: bool = True) -> None:
+    """``--<name> PATH`` options, their help taken from the flow config's field descriptions."""
+    for name in names:
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=Path,
+            required=required,
+            default=None,
+            metavar="PATH",
+            help=config.model_fields[name].description,
+        )
+
+
+def _add_count(parser: Any, config: Any, name: str, help: str | None = None) -> None:
+    """``--<name> N``: default and help from the config's field."""
+    field = config.model_fields[name]
+    parser.add_argument(f"--{name.replace('_', '-')}", type=int, metavar="N", default=field.default, help=help or field.description)
 
 
 def _add_tracking(parser: argparse.ArgumentParser) -> None:
@@ -306,7 +319,7 @@ def _add_model_source(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_flow_commands(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
-    from tasks.config import ColdStartConfig, FitConfig, TrainConfig
+    from tasks.config import ColdStartConfig, FitConfig, ForecastConfig, ForecastRunConfig, TrainConfig
 
     train = commands.add_parser(
         "train",
@@ -316,10 +329,8 @@ def _add_flow_commands(commands: Any, formatter: type[argparse.HelpFormatter]) -
         formatter_class=formatter,
     )
     _add_verbosity(train, top_level=False)
-    train.add_argument("--train", type=Path, required=True, metavar="PATH", help=TrainConfig.model_fields["train"].description)
-    train.add_argument("--stores", type=Path, required=True, metavar="PATH", help=TrainConfig.model_fields["stores"].description)
-    train.add_argument("--state-dir", type=Path, required=True, metavar="PATH", help=TrainConfig.model_fields["state_dir"].description)
-    train.add_argument("--seed", type=int, metavar="N", default=0, help=TrainConfig.model_fields["seed"].description)
+    _add_paths(train, TrainConfig, "train", "stores", "state_dir")
+    _add_count(train, TrainConfig, "seed")
     train.add_argument("--max-steps", type=int, metavar="N", default=_field_default(FitConfig, "max_steps"), help="step cap of the global fit")
     _add_tracking(train)
     train.set_defaults(handler=cmd_train)
@@ -332,15 +343,12 @@ def _add_flow_commands(commands: Any, formatter: type[argparse.HelpFormatter]) -
         formatter_class=formatter,
     )
     _add_verbosity(cold, top_level=False)
-    cold.add_argument("--train", type=Path, required=True, metavar="PATH", help=ColdStartConfig.model_fields["train"].description)
-    cold.add_argument("--stores", type=Path, required=True, metavar="PATH", help=ColdStartConfig.model_fields["stores"].description)
-    cold.add_argument("--future", type=Path, required=True, metavar="PATH", help=ColdStartConfig.model_fields["future"].description)
-    cold.add_argument("--out", type=Path, required=True, metavar="PATH", help=ColdStartConfig.model_fields["out"].description)
+    _add_paths(cold, ColdStartConfig, "train", "stores", "future", "out")
     cold.add_argument(
         "--store-ids", metavar="IDS", default="", help="comma-separated stores to fit (default: the train stores the model lacks)"
     )
     cold.add_argument("--state-dir", type=Path, metavar="PATH", default=None, help=ColdStartConfig.model_fields["state_dir"].description)
-    cold.add_argument("--seed", type=int, metavar="N", default=0, help=ColdStartConfig.model_fields["seed"].description)
+    _add_count(cold, ColdStartConfig, "seed")
     _add_model_source(cold)
     _add_tracking(cold)
     cold.set_defaults(handler=cmd_cold_start)
@@ -353,11 +361,9 @@ def _add_flow_commands(commands: Any, formatter: type[argparse.HelpFormatter]) -
         formatter_class=formatter,
     )
     _add_verbosity(fc, top_level=False)
-    fc.add_argument("--stores", type=Path, required=True, metavar="PATH", help="Kaggle-format store file (CSV or Parquet)")
-    fc.add_argument("--future", type=Path, required=True, metavar="PATH", help="future calendar in Kaggle test.csv format")
-    fc.add_argument("--out", type=Path, required=True, metavar="PATH", help="forecast Parquet file to write")
-    fc.add_argument("--seed", type=int, metavar="N", default=0, help="seed of the JAX random key")
-    fc.add_argument("--num-draws", type=int, metavar="N", default=1000, help="posterior predictive draws per store and day")
+    _add_paths(fc, ForecastRunConfig, "stores", "future", "out")
+    _add_count(fc, ForecastRunConfig, "seed")
+    _add_count(fc, ForecastConfig, "num_draws")
     _add_model_source(fc)
     _add_tracking(fc)
     fc.set_defaults(handler=cmd_forecast)
@@ -367,11 +373,6 @@ def _add_flow_commands(commands: Any, formatter: type[argparse.HelpFormatter]) -
 # helpers
 
 
-def bhm_home() -> Path:
-    """$BHM_HOME (default ~/.bhm), as an absolute path."""
-    return environment.bhm_home()
-
-
 def _check_input_file(path: Path, option: str) -> None:
     from tasks.ingest import SUPPORTED_SUFFIXES
 
@@ -379,6 +380,11 @@ def _check_input_file(path: Path, option: str) -> None:
         raise UsageError(f"{option}: file not found: {path}")
     if path.suffix.lower() not in SUPPORTED_SUFFIXES:
         raise UsageError(f"{option}: {path} has suffix {path.suffix!r}; expected one of {', '.join(SUPPORTED_SUFFIXES)}")
+
+
+def _check_input_files(args: argparse.Namespace, *names: str) -> None:
+    for name in names:
+        _check_input_file(getattr(args, name), f"--{name}")
 
 
 def _validation_messages(err: Any) -> list[str]:
@@ -397,7 +403,7 @@ def _validation_messages(err: Any) -> list[str]:
 def _demo_inputs() -> dict[str, Path]:
     from tasks.demo import generate_demo
 
-    folder = bhm_home() / DEMO_FOLDER
+    folder = environment.bhm_home() / DEMO_FOLDER
     log.info("no data options given: writing the built-in demo data (seed %d) to %s", DEMO_SEED, folder)
     return generate_demo(seed=DEMO_SEED).write(folder)
 
@@ -440,8 +446,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from tasks.summary import summarize
     from tasks.validate import check_inputs
 
-    _check_input_file(args.train, "--train")
-    _check_input_file(args.stores, "--stores")
+    _check_input_files(args, "train", "stores")
     if args.future is not None:
         _check_input_file(args.future, "--future")
     inputs, report = check_inputs(args.train, args.stores, args.future)
@@ -498,7 +503,7 @@ def _run_config(args: argparse.Namespace) -> NightlyConfig:
         paths = given
         out = args.out
     else:
-        out = args.out if args.out is not None else bhm_home() / DEMO_FOLDER / DEMO_FORECAST
+        out = args.out if args.out is not None else environment.bhm_home() / DEMO_FOLDER / DEMO_FORECAST
         paths = None  # the demo is written only once the configuration is known to be valid
     # Demo mode validates with placeholder input paths; the demo files replace them below.
     raw: dict[str, Any] = {
@@ -578,8 +583,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from tasks.config import BacktestRunConfig
     from tasks.report import cold_start_table, methods_table
 
-    for name in ("train", "stores"):
-        _check_input_file(getattr(args, name), f"--{name}")
+    _check_input_files(args, "train", "stores")
     baselines = () if args.baselines.strip() == "none" else tuple(b.strip() for b in args.baselines.split(",") if b.strip())
     raw = {
         "train": args.train,
@@ -618,8 +622,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from tasks.config import TrainConfig
 
-    for name in ("train", "stores"):
-        _check_input_file(getattr(args, name), f"--{name}")
+    _check_input_files(args, "train", "stores")
     raw = {
         "train": args.train,
         "stores": args.stores,
@@ -643,8 +646,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_cold_start(args: argparse.Namespace) -> int:
     from tasks.config import ColdStartConfig
 
-    for name in DATA_OPTIONS:
-        _check_input_file(getattr(args, name), f"--{name}")
+    _check_input_files(args, *DATA_OPTIONS)
     raw = {
         "train": args.train,
         "stores": args.stores,
@@ -671,8 +673,7 @@ def cmd_cold_start(args: argparse.Namespace) -> int:
 def cmd_forecast(args: argparse.Namespace) -> int:
     from tasks.config import ForecastRunConfig
 
-    for name in ("stores", "future"):
-        _check_input_file(getattr(args, name), f"--{name}")
+    _check_input_files(args, "stores", "future")
     raw = {
         "stores": args.stores,
         "future": args.future,

@@ -101,9 +101,7 @@ class RunConfig(BaseModel):
     @field_validator("out")
     @classmethod
     def _parquet_out(cls, value: Path) -> Path:
-        if value.suffix.lower() not in (".parquet", ".pq"):
-            raise ValueError(f"--out must name a .parquet file, got {value}")
-        return value
+        return _parquet_path(value, "--out")
 
     @property
     def fitted_dir(self) -> Path:

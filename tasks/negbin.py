@@ -56,10 +56,6 @@ def gamma_boosted(key: jax.Array, shape_param: jnp.ndarray) -> jnp.ndarray:
     return gamma_wilson_hilferty(key_gamma, a + n) * jnp.exp(log_factor)
 
 
-def _gamma(key, shape_param):
-    return gamma_boosted(key, shape_param)
-
-
 def _poisson(key, rate):
     exact = jax.random.poisson(key, rate).astype(rate.dtype)
     return jnp.where(rate >= NORMAL_POISSON_MIN_RATE, poisson_normal(key, rate), exact)
@@ -83,7 +79,7 @@ class NegativeBinomialLogMean(dist.Distribution):
     def sample(self, key, sample_shape=()):
         shape = sample_shape + self.batch_shape
         key_gamma, key_poisson = jax.random.split(key)
-        gamma = _gamma(key_gamma, jnp.broadcast_to(self.concentration, shape))
+        gamma = gamma_boosted(key_gamma, jnp.broadcast_to(self.concentration, shape))
         return _poisson(key_poisson, gamma * jnp.exp(self.log_mean - jnp.log(self.concentration)))
 
     def log_prob(self, value):

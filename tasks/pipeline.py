@@ -289,17 +289,26 @@ def forecast_frame(
     )
 
 
-def write_parquet_atomic(frame: pl.DataFrame, path: str | Path) -> Path:
-    """Write to a temporary name beside ``path`` and rename into place when complete."""
+def _write_atomic(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """``write`` to a temporary name beside ``path``, renamed into place when complete."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        frame.write_parquet(tmp)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def write_parquet_atomic(frame: pl.DataFrame, path: str | Path) -> Path:
+    """Write to a temporary name beside ``path`` and rename into place when complete."""
+    return _write_atomic(path, frame.write_parquet)
+
+
+def write_text_atomic(text: str, path: str | Path) -> Path:
+    return _write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 @dataclass(frozen=True)

@@ -181,7 +181,7 @@ def register(
     """Log the model (models-from-code), register a version, and move the alias if the backtest passes the gates."""
     registry.log_forecast_model(tracker.client, tracker.run_id, fitted_dir, stores_path)
     version = registry.register_version(tracker.client, config.registered_model, tracker.run_id).version
-    alias = gates.alias if gates is not None else "champion"
+    alias = (gates or ChampionGates()).alias
     if gates is None:
         reasons: tuple[str, ...] = ("this flow does not backtest",)
     elif backtest_scores is None:

@@ -142,12 +142,9 @@ def track_cold_start_curve(tracker: Tracker, curve: ColdStartCurve) -> None:
 
 @io_task("write the scores")
 def write_scores(suite: backtest.BacktestSuite, curve: ColdStartCurve | None, out_dir: Path) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
     pipeline.write_parquet_atomic(suite.rows, out_dir / "backtest_rows.parquet")
     text = report.methods_table(suite.overall) + (report.cold_start_table(curve) if curve is not None else "")
-    tmp = out_dir / ".metrics.md.tmp"
-    tmp.write_text(text)
-    tmp.replace(out_dir / "metrics.md")
+    pipeline.write_text_atomic(text, out_dir / "metrics.md")
     return out_dir
 
 
