@@ -86,14 +86,24 @@ def set_alias(client: MlflowClient, name: str, alias: str, version: str) -> None
 
 
 def load_fitted(source: ModelSource, tracking_uri: str) -> state.FittedModel:
-    """The fitted model of a folder, or of a registered version (by number or alias)."""
+    """The fitted model of a folder, or of a registered version (by number or alias).
+
+    Through an explicit client: ``mlflow.set_tracking_uri`` would also write
+    ``MLFLOW_TRACKING_URI`` into the process environment, where it outlives the call.
+    """
     if source.path is not None:
         return state.load(source.path)
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     try:
-        loaded = mlflow.pyfunc.load_model(source.uri)
+        if source.version is not None:
+            version = client.get_model_version(source.registered_model, str(source.version))
+        else:
+            version = client.get_model_version_by_alias(source.registered_model, source.alias)
+        with tempfile.TemporaryDirectory(prefix="bhm-registered-") as tmp:
+            folder = client.download_artifacts(version.run_id, MODEL_ARTIFACT_PATH, tmp)
+            loaded = mlflow.pyfunc.load_model(folder)
+            fitted = loaded.unwrap_python_model().fitted
     except MlflowException as err:
         raise ValueError(f"cannot load the registered model {source.uri} from {tracking_uri}: {err.message}") from err
-    log.info("loaded %s", source.uri)
-    return loaded.unwrap_python_model().fitted
+    log.info("loaded %s (version %s)", source.uri, version.version)
+    return fitted

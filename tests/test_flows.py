@@ -140,7 +140,12 @@ def test_nightly_registers_a_version_and_moves_the_champion_alias(nightly_run, c
     assert client.get_model_version_by_alias("bhm-forecast", "champion").version == registration.version
 
 
-def test_the_champion_forecasts_a_calendar_through_mlflow(nightly_run, tiny_demo_files: dict[str, Path], client) -> None:
+def test_the_champion_forecasts_a_calendar_through_mlflow(
+    nightly_run, tiny_demo_files: dict[str, Path], client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # mlflow.set_tracking_uri writes MLFLOW_TRACKING_URI into os.environ: let monkeypatch restore it.
+    monkeypatch.setenv(tracking.TRACKING_URI_ENV, tracking.tracking_uri())
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", tracking.tracking_uri())
     mlflow.set_tracking_uri(tracking.tracking_uri())
     model = mlflow.pyfunc.load_model("models:/bhm-forecast@champion")
     calendar = pl.read_csv(tiny_demo_files["future"]).to_pandas()
