@@ -23,6 +23,15 @@ from tasks.config import BASELINE_NAMES, ForecastConfig
 from tasks.pipeline import RunKeys
 from tasks.validate import read_validated
 
+COLD_START_PROTOCOL = (
+    "A seeded random set of stores is held out of the global fit. Each held-out store opens N days before the "
+    "origin: it is given only those N days (N = 1 is a Sunday, when most stores are closed), fitted locally "
+    "against the globals fitted without it, and its 48-day horizon is forecast. Every N is scored on the same "
+    "rows. The same stores fitted locally on their whole history, and the other stores, are the references. "
+    "The baselines are given the same N days (LightGBM also every other store's history); the pooled and "
+    "unpooled variants are fitted without the held-out stores and then locally, as the model is."
+)
+
 
 def _goals(overall: dict, curve) -> list[str]:
     model = overall["model"]
@@ -33,7 +42,11 @@ def _goals(overall: dict, curve) -> list[str]:
         lines.append(f"| {name} | {'met' if met else '**not met**'} | {detail} |")
 
     beats = all(model["wql"] < b["wql"] and model["crps_scaled"] < b["crps_scaled"] for b in baselines.values())
-    line("beats every baseline on wQL and CRPS", beats, ", ".join(f"{k}: wQL {v['wql']:.4f}, CRPS {v['crps_scaled']:.4f}" for k, v in overall.items()))
+    line(
+        "beats every baseline on wQL and CRPS",
+        beats,
+        ", ".join(f"{k}: wQL {v['wql']:.4f}, CRPS {v['crps_scaled']:.4f}" for k, v in overall.items()),
+    )
     if "median_by_weekday" in overall:
         ratio = model["rmspe"] / overall["median_by_weekday"]["rmspe"]
         line("RMSPE well below median by weekday", ratio < 0.8, f"ratio {ratio:.2f}")
@@ -46,12 +59,24 @@ def _goals(overall: dict, curve) -> list[str]:
         seven = {p["method"]: p for p in curve.points if p["days"] == 7}
         if "model" in seven:
             new = seven["model"]
-            ratio = new["rmspe"] / curve.established["rmspe"]
-            line("new stores (7 days): RMSPE within 15% of established", ratio <= 1.15, f"{new['rmspe']:.4f} vs {curve.established['rmspe']:.4f} (ratio {ratio:.2f})")
+            for who, reference in (
+                ("the same stores on their whole history", curve.full_history),
+                ("the other (established) stores", curve.established),
+            ):
+                ratio = new["rmspe"] / reference["rmspe"]
+                line(
+                    f"new stores (7 days): RMSPE within 15% of {who}",
+                    ratio <= 1.15,
+                    f"{new['rmspe']:.4f} vs {reference['rmspe']:.4f} (ratio {ratio:.2f})",
+                )
             for key, nominal in (("coverage_50", 0.5), ("coverage_90", 0.9)):
                 line(f"new stores (7 days): {key} within 3 points", abs(new[key] - nominal) <= 0.03, f"{new[key]:.1%}")
             others = {k: v for k, v in seven.items() if k != "model"}
-            line("new stores (7 days): better RMSPE than every baseline", all(new["rmspe"] < v["rmspe"] for v in others.values()), ", ".join(f"{k} {v['rmspe']:.4f}" for k, v in others.items()))
+            line(
+                "new stores (7 days): better RMSPE than every baseline",
+                all(new["rmspe"] < v["rmspe"] for v in others.values()),
+                ", ".join(f"{k} {v['rmspe']:.4f}" for k, v in others.items()),
+            )
     return ["| goal | status | measured |", "|---|---|---|", *lines]
 
 
@@ -73,13 +98,26 @@ def main() -> None:
     inputs = read_validated(train_path, stores_path)
 
     t = time.perf_counter()
-    suite = run_backtests(inputs.train, inputs.stores, fit, forecast, keys.backtest, (), args.horizon_days, BASELINE_NAMES, common.progress(args))
+    suite = run_backtests(
+        inputs.train, inputs.stores, fit, forecast, keys.backtest, (), args.horizon_days, BASELINE_NAMES, common.progress(args)
+    )
     backtest_s = time.perf_counter() - t
     print(report.methods_table(suite.overall))
     t = time.perf_counter()
     curve = None
     if args.cold_start_stores:
-        curve = cold_start_curve(inputs.train, inputs.stores, fit, forecast, keys.fit, args.cold_start_stores, DEFAULT_DAYS, args.horizon_days, BASELINE_NAMES, args.seed)
+        curve = cold_start_curve(
+            inputs.train,
+            inputs.stores,
+            fit,
+            forecast,
+            keys.fit,
+            args.cold_start_stores,
+            DEFAULT_DAYS,
+            args.horizon_days,
+            BASELINE_NAMES,
+            args.seed,
+        )
         print(report.cold_start_table(curve))
     curve_s = time.perf_counter() - t
 
@@ -122,10 +160,10 @@ def main() -> None:
             "features with the store id as a category; squared error on log sales for the point forecast, a",
             "quantile objective per level), and the model itself with other pooling: `pooled` (no store-level",
             "variation: a store is its attributes) and `unpooled` (each store's coefficients on their own wide prior,",
-            "nothing learnt from other stores). The cold-start curve compares the first three.",
+            "nothing learnt from other stores).",
             "",
         ]
-        + (["## Cold start", report.cold_start_table(curve)] if curve is not None else [])
+        + (["## Cold start", "", COLD_START_PROTOCOL, report.cold_start_table(curve)] if curve is not None else [])
         + ["## Goals (issue 5)", "", *_goals(suite.overall, curve), ""]
     )
     args.write.write_text(text)

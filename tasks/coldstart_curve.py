@@ -1,11 +1,17 @@
 """The cold-start curve: how accurate and how well calibrated new stores' forecasts are after N days of history.
 
-Hold out a random set of stores; fit the globals on the other stores' history
-before the origin; give each held-out store only the first N days of the
-28 days before the origin, fit it locally against those globals, and forecast
-the horizon from the origin. Every N is scored on the same rows (the held-out
-stores' horizon), next to the established stores' forecast of the same days,
-and next to baselines given the same N days.
+Hold out a random set of stores and fit the globals on the other stores'
+history before the origin. Each held-out store then opens N days before the
+origin: its window starts there, it is given the first N days of it (its N
+most recent days) and the rest of the window, the horizon from the origin, is
+forecast and scored. It is fitted locally against the globals fitted without
+it. Every N is scored on the same rows (the held-out stores' horizon), next to
+
+- the same stores fitted locally on their whole history against the same
+  globals (what their forecast costs once they are established),
+- the other stores' forecast of the same days (the established stores),
+- the baselines given the same N days, and the pooling variants of the model
+  fitted without the held-out stores.
 """
 
 from __future__ import annotations
@@ -19,17 +25,18 @@ import numpy as np
 import polars as pl
 
 from tasks import names as n
-from tasks.backtest import default_origin, panel_forecast_frame, score, score_rows, split_at
+from tasks.backtest import MODEL_VARIANTS, BacktestSplit, default_origin, panel_forecast_frame, score, score_rows, split_at
 from tasks.baselines import BASELINES, PanelForecast
 from tasks.config import FitConfig, ForecastConfig
-from tasks.encode import build_spec, encode
+from tasks.encode import EncodingSpec, build_spec, encode
 from tasks.inference import FitProgress
 from tasks.pipeline import cold_start, fit_history, forecast_frame
+from tasks.state import FittedModel
 from tasks.validate import ValidatedInputs
 
 log = logging.getLogger(__name__)
 
-WINDOW_DAYS = 28
+WINDOW_DAYS = 28  # held-out stores must have been open in the 28 days before the origin
 DEFAULT_DAYS = (1, 3, 7, 14, 28)
 
 
@@ -38,11 +45,50 @@ class ColdStartCurve:
     origin: dt.date
     held_out: tuple[int, ...]
     established: dict[str, float]  # the other stores' scores over the same horizon
+    full_history: dict[str, float]  # the held-out stores fitted on their whole history, same rows as every point
     points: tuple[dict[str, float | int | str], ...]  # one per (method, N): "method", "days" and the scores
 
 
 def _no_progress(progress: FitProgress) -> None:
     pass
+
+
+def held_out_stores(split: BacktestSplit, n_stores: int, seed: int) -> np.ndarray:
+    """A seeded random choice of stores open on some day of the ``WINDOW_DAYS`` before the origin and with
+    rows in the horizon."""
+    window_start = split.origin - dt.timedelta(days=WINDOW_DAYS)
+    in_window = split.history.filter(pl.col(n.DATE) >= window_start).group_by(n.STORE).agg(pl.col(n.OPEN).sum())
+    open_stores = in_window.filter(pl.col(n.OPEN) > 0)[n.STORE].to_numpy()
+    eligible = np.intersect1d(open_stores, split.actual[n.STORE].unique().to_numpy())
+    if eligible.size <= n_stores:
+        raise ValueError(f"only {eligible.size} stores can be held out; asked for {n_stores} (and some must stay)")
+    return np.sort(np.random.default_rng(seed).choice(eligible, n_stores, replace=False)).astype(np.int32)
+
+
+def first_days(history: pl.DataFrame, origin: dt.date, n_days: int) -> pl.DataFrame:
+    """The rows of a store that opened ``n_days`` before ``origin``: its history's last ``n_days`` calendar days."""
+    return history.filter(pl.col(n.DATE).is_between(origin - dt.timedelta(days=n_days), origin - dt.timedelta(days=1)))
+
+
+def _local_scores(
+    fitted: FittedModel,
+    given: pl.DataFrame,
+    stores: pl.DataFrame,
+    calendar: pl.DataFrame,
+    actual: pl.DataFrame,
+    held: np.ndarray,
+    spec: EncodingSpec,
+    fit_config: FitConfig,
+    forecast_config: ForecastConfig,
+    key: jax.Array,
+) -> dict[str, float]:
+    """Local fits of the held-out stores on ``given`` against ``fitted``'s globals; their horizon's scores."""
+    key_local, key_forecast = jax.random.split(key)
+    inputs = ValidatedInputs(train=given, stores=stores, future=calendar, paths={})
+    extended, _, _ = cold_start(fitted, inputs, tuple(held.tolist()), fit_config, key_local, _no_progress)
+    held_encoded = encode(given, stores, calendar, spec, history_end=fitted.anchor)
+    frame = forecast_frame(extended, held_encoded.future, calendar, forecast_config, key_forecast)
+    return score(score_rows(frame, actual))
 
 
 def _baseline_scores(name: str, history, future, actual: pl.DataFrame, levels: tuple[float, ...]) -> dict[str, float]:
@@ -65,39 +111,45 @@ def cold_start_curve(
     if max(days) > WINDOW_DAYS or min(days) < 1:
         raise ValueError(f"days must lie in 1..{WINDOW_DAYS}, got {days}")
     origin = default_origin(train, horizon_days)
-    window_start = origin - dt.timedelta(days=WINDOW_DAYS)
     split = split_at(train, origin, horizon_days)
-    # Held-out stores: open on some day of the window and of the horizon, so that every N has rows to score.
-    in_window = split.history.filter(pl.col(n.DATE) >= window_start).group_by(n.STORE).agg(pl.col(n.OPEN).sum())
-    eligible = np.intersect1d(in_window.filter(pl.col(n.OPEN) > 0)[n.STORE].to_numpy(), split.actual[n.STORE].unique().to_numpy())
-    if eligible.size <= n_stores:
-        raise ValueError(f"only {eligible.size} stores can be held out; asked for {n_stores} (and some must stay)")
-    held = np.sort(np.random.default_rng(seed).choice(eligible, n_stores, replace=False)).astype(np.int32)
+    held = held_out_stores(split, n_stores, seed)
     is_held = pl.col(n.STORE).is_in(held.tolist())
+    held_history = split.history.filter(is_held)
+    calendar, actual = split.calendar.filter(is_held), split.actual.filter(is_held)
+    levels = tuple(forecast_config.quantiles)
 
     spec = build_spec(stores, fit_config.yearly_fourier_order, fit_config.monthly_fourier_order)
     encoded = encode(split.history.filter(~is_held), stores, split.calendar.filter(~is_held), spec)
-    key_fit, key_forecast, key_local = jax.random.split(key, 3)
+    key_fit, key_forecast, key_local, key_variants = jax.random.split(key, 4)
     log.info("cold-start curve: global fit without %d held-out stores", held.size)
     fitted, _ = fit_history(encoded, fit_config, key_fit, encoded.future.stores, _no_progress)
     established = score(
-        score_rows(forecast_frame(fitted, encoded.future, split.calendar.filter(~is_held), forecast_config, key_forecast), split.actual)
+        score_rows(
+            forecast_frame(fitted, encoded.future, split.calendar.filter(~is_held), forecast_config, key_forecast), split.actual
+        )
     )
+    local = (stores, calendar, actual, held, spec, fit_config, forecast_config)
+    full_history = _local_scores(fitted, held_history, *local, jax.random.fold_in(key_local, 0))
 
-    calendar, actual = split.calendar.filter(is_held), split.actual.filter(is_held)
-    levels = tuple(forecast_config.quantiles)
+    # The pooling variants are fitted without the held-out stores as the model is, then fitted locally the same way.
+    variants = {"model": fitted}
+    for name in (b for b in baselines if b in MODEL_VARIANTS):
+        log.info("cold-start curve: global fit of the %s variant", name)
+        variant_config = fit_config.model_copy(update={"pooling": MODEL_VARIANTS[name]})
+        variants[name], _ = fit_history(
+            encoded, variant_config, jax.random.fold_in(key_variants, len(variants)), None, _no_progress
+        )
+
     points: list[dict[str, float | int | str]] = []
-    for i, n_days in enumerate(sorted(days)):
-        given = split.history.filter(is_held & pl.col(n.DATE).is_between(window_start, window_start + dt.timedelta(days=n_days - 1)))
-        inputs = ValidatedInputs(train=given, stores=stores, future=calendar, paths={})
-        extended, _, _ = cold_start(fitted, inputs, tuple(held.tolist()), fit_config, jax.random.fold_in(key_local, i), _no_progress)
-        held_encoded = encode(given, stores, calendar, spec, history_end=fitted.anchor)
-        frame = forecast_frame(extended, held_encoded.future, calendar, forecast_config, jax.random.fold_in(key_forecast, i + 1))
-        points.append({"method": "model", "days": n_days, **score(score_rows(frame, actual))})
+    for i, n_days in enumerate(sorted(days), start=1):
+        given = first_days(held_history, origin, n_days)
+        for name, model_fit in variants.items():
+            scores = _local_scores(model_fit, given, *local, jax.random.fold_in(key_local, i))
+            points.append({"method": name, "days": n_days, **scores})
         # The baselines see the same N days of these stores and, for the global one, every other store's history.
         for name in (b for b in baselines if b in BASELINES):
             pool = pl.concat([split.history.filter(~is_held), given], how="vertical_relaxed") if name == "lightgbm" else given
             both = encode(pool, stores, calendar, spec, history_end=fitted.anchor)
             points.append({"method": name, "days": n_days, **_baseline_scores(name, both.history, both.future, actual, levels)})
         log.info("cold-start curve: %d days done", n_days)
-    return ColdStartCurve(origin, tuple(int(s) for s in held), established, tuple(points))
+    return ColdStartCurve(origin, tuple(int(s) for s in held), established, full_history, tuple(points))

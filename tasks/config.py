@@ -26,7 +26,7 @@ class FitConfig(BaseModel):
 
     learning_rate: float = Field(0.02, gt=0.0, le=1.0, description="Adam step size")
     max_steps: int = Field(3000, ge=100, description="step cap of the global fit")
-    local_max_steps: int = Field(1500, ge=100, description="step cap of a local fit")
+    local_max_steps: int = Field(3000, ge=100, description="step cap of a local fit")
     chunk_steps: int = Field(100, ge=10, description="steps per compiled chunk; convergence is checked between chunks")
     tolerance: float = Field(
         1e-4, gt=0.0, description="converged when the loss trend predicts less relative improvement than this per chunk"

@@ -64,9 +64,9 @@ def store_errors(scored: pl.DataFrame) -> Figure:
     return fig
 
 
-def cold_start_curve(points: list[dict], established: dict[str, float]) -> Figure:
-    """RMSPE and interval coverage of new stores against their days of history, per method; the
-    established stores' RMSPE as a reference line."""
+def cold_start_curve(points: list[dict], established: dict[str, float], full_history: dict[str, float]) -> Figure:
+    """RMSPE and interval coverage of new stores against their days of history, per method; as reference
+    lines, the RMSPE of the same stores fitted on their whole history and of the established stores."""
     fig = Figure(figsize=(11, 4), layout="constrained")
     accuracy, coverage = fig.subplots(1, 2)
     methods = list(dict.fromkeys(p["method"] for p in points))
@@ -76,7 +76,8 @@ def cold_start_curve(points: list[dict], established: dict[str, float]) -> Figur
         accuracy.plot(days, [p["rmspe"] for p in mine], marker="o", label=method)
         line = coverage.plot(days, [p["coverage_90"] for p in mine], marker="o", label=f"{method} 90%")[0]
         coverage.plot(days, [p["coverage_50"] for p in mine], marker="s", ls=":", color=line.get_color(), label=f"{method} 50%")
-    accuracy.axhline(established["rmspe"], color="0.3", ls="--", lw=1, label="established stores")
+    accuracy.axhline(full_history["rmspe"], color="0.3", ls="--", lw=1, label="same stores, whole history")
+    accuracy.axhline(established["rmspe"], color="0.6", ls=":", lw=1, label="established stores")
     accuracy.set_yscale("log")
     accuracy.set_ylabel("RMSPE")
     accuracy.set_title("Accuracy against days of history")

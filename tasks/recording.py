@@ -224,12 +224,21 @@ def record_backtest_suite(tracker: Tracker, suite: BacktestSuite) -> None:
 
 
 def record_cold_start_curve(tracker: Tracker, curve: ColdStartCurve) -> None:
-    """Each method's scores at N days of history as ``cold_<method>_<metric>`` at step N, the
-    established stores' as ``cold_established_<metric>``, and the curve's plot."""
+    """Each method's scores at N days of history as ``cold_<method>_<metric>`` at step N, the held-out
+    stores' on their whole history as ``cold_full_history_<metric>``, the established stores' as
+    ``cold_established_<metric>``, and the curve's plot."""
     client, run_id = tracker.client, tracker.run_id
     tracking.log_metrics(client, run_id, {f"cold_established_{k}": v for k, v in curve.established.items()})
+    tracking.log_metrics(client, run_id, {f"cold_full_history_{k}": v for k, v in curve.full_history.items()})
     for point in curve.points:
         scores = {k: v for k, v in point.items() if k not in ("method", "days")}
-        tracking.log_metrics(client, run_id, {f"cold_{point['method']}_{k}": v for k, v in scores.items()}, step=int(point["days"]))
+        tracking.log_metrics(
+            client, run_id, {f"cold_{point['method']}_{k}": v for k, v in scores.items()}, step=int(point["days"])
+        )
     client.set_tag(run_id, "cold_start_stores", ",".join(map(str, curve.held_out)))
-    tracking.log_figure(client, run_id, evaluation_plots.cold_start_curve(list(curve.points), curve.established), "cold_start_curve")
+    tracking.log_figure(
+        client,
+        run_id,
+        evaluation_plots.cold_start_curve(list(curve.points), curve.established, curve.full_history),
+        "cold_start_curve",
+    )

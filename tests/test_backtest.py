@@ -23,6 +23,7 @@ from tasks.backtest import (
     split_at,
 )
 from tasks.baselines import BASELINES, median_by_weekday
+from tasks.coldstart_curve import WINDOW_DAYS, first_days, held_out_stores
 from tasks.config import ChampionGates, FitConfig, ForecastConfig
 from tasks.encode import build_spec, encode
 from tasks.report import methods_table
@@ -94,6 +95,25 @@ def test_closed_and_zero_sales_days_are_not_scored() -> None:
     actual = actual.with_columns(pl.Series(n.OPEN, [1, 1, 0]))
     scores = score(score_rows(forecast, actual))
     assert scores["n_scored"] == 1 and scores["rmspe"] == 0.0
+
+
+def test_a_new_store_is_given_its_most_recent_days_and_nothing_from_the_horizon(inputs) -> None:
+    split = split_at(inputs.train, default_origin(inputs.train, 14), 14)
+    for n_days in (1, 7):
+        given = first_days(split.history, split.origin, n_days)
+        dates = sorted(set(given[n.DATE].to_list()))
+        assert dates == [split.origin - dt.timedelta(days=d) for d in range(n_days, 0, -1)]
+        assert given.height == split.history.filter(pl.col(n.DATE) >= dates[0]).height
+
+
+def test_held_out_stores_are_seeded_and_were_open_before_the_origin(inputs) -> None:
+    split = split_at(inputs.train, default_origin(inputs.train, 14), 14)
+    held = held_out_stores(split, 5, seed=3)
+    assert held.tolist() == held_out_stores(split, 5, seed=3).tolist() != held_out_stores(split, 5, seed=4).tolist()
+    window = split.history.filter(pl.col(n.STORE).is_in(held.tolist()), pl.col(n.DATE) >= split.origin - dt.timedelta(days=WINDOW_DAYS))
+    assert set(window.filter(pl.col(n.OPEN) == 1)[n.STORE].unique().to_list()) == set(held.tolist())
+    with pytest.raises(ValueError, match="can be held out"):
+        held_out_stores(split, split.history[n.STORE].n_unique(), seed=0)
 
 
 def test_champion_gates() -> None:

@@ -30,7 +30,6 @@ from flows.nightly import SUMMARY_ARTIFACT_KEY, nightly
 from flows.train import train
 from tasks import names as n
 from tasks import tracking
-from tasks.baselines import BASELINES
 from tasks.config import (
     BASELINE_NAMES,
     BacktestRunConfig,
@@ -181,7 +180,9 @@ def test_nightly_with_bad_input_publishes_the_report_and_fails(
 ) -> None:
     train = pl.read_csv(tiny_demo_files["train"], infer_schema=False)
     bad = tmp_path / "train.csv"
-    train.with_columns(pl.when(pl.int_range(pl.len()) == 4).then(pl.lit("-1")).otherwise(pl.col(n.SALES)).alias(n.SALES)).write_csv(bad)
+    train.with_columns(
+        pl.when(pl.int_range(pl.len()) == 4).then(pl.lit("-1")).otherwise(pl.col(n.SALES)).alias(n.SALES)
+    ).write_csv(bad)
     out = tmp_path / "forecast.parquet"
     with pytest.raises(InputValidationError):
         nightly(NightlyConfig(**{**tiny_demo_files, "train": bad}, out=out, fit=QUICK_FIT))
@@ -206,14 +207,18 @@ def test_flow_parameters_are_validated_before_a_run(tiny_demo_files: dict[str, P
 def test_train_cold_start_and_forecast_flows(
     nightly_run, tiny_demo_files: dict[str, Path], tiny_demo, client: MlflowClient, tmp_path: Path
 ) -> None:
-    trained = train(TrainConfig(train=tiny_demo_files["train"], stores=tiny_demo_files["stores"], state_dir=tmp_path / "m", fit=QUICK_FIT))
+    trained = train(
+        TrainConfig(train=tiny_demo_files["train"], stores=tiny_demo_files["stores"], state_dir=tmp_path / "m", fit=QUICK_FIT)
+    )
     assert (trained.fitted_dir / "params.npz").is_file()
     assert not trained.registration.alias_moved  # no backtest: the champion stays
     assert client.get_model_version_by_alias("bhm-forecast", "champion").version == nightly_run[1].registration.version
 
     new_store = int(pl.read_csv(tiny_demo_files["train"]).group_by(n.STORE).len().sort("len")[n.STORE][0])
     cold = cold_start(
-        ColdStartConfig(**tiny_demo_files, out=tmp_path / "cold.parquet", store_ids=(new_store,), fit=QUICK_FIT, forecast={"num_draws": 100})
+        ColdStartConfig(
+            **tiny_demo_files, out=tmp_path / "cold.parquet", store_ids=(new_store,), fit=QUICK_FIT, forecast={"num_draws": 100}
+        )
     )
     frame = pl.read_parquet(cold.forecast_path)
     assert cold.store_ids == (new_store,) and frame[n.STORE].unique().to_list() == [new_store]
@@ -221,7 +226,10 @@ def test_train_cold_start_and_forecast_flows(
 
     only = forecast(
         ForecastRunConfig(
-            stores=tiny_demo_files["stores"], future=tiny_demo_files["future"], out=tmp_path / "f.parquet", model={"path": cold.fitted_dir}
+            stores=tiny_demo_files["stores"],
+            future=tiny_demo_files["future"],
+            out=tmp_path / "f.parquet",
+            model={"path": cold.fitted_dir},
         )
     )
     assert pl.read_parquet(only.forecast_path).height == pl.read_csv(tiny_demo_files["future"]).height
@@ -268,9 +276,9 @@ def test_backtest_flow_scores_every_method_and_records_them(
     assert set(rows["method"].unique()) == {"model", *BASELINE_NAMES} and set(rows["origin"].unique()) == set(origins)
     table = (tmp_path / "scores" / "metrics.md").read_text()
     assert "| lightgbm |" in table and "Cold start: 2 held-out stores" in table
-    # The curve compares the baselines given the same days; the pooling variants are scored in the backtest only.
-    curve_methods = ("model", *BASELINES)
-    assert {(p["method"], p["days"]) for p in result.curve.points} == {(m, d) for m in curve_methods for d in (3, 7)}
+    # Every baseline, the pooling variants included, is given the same days as the model.
+    assert {(p["method"], p["days"]) for p in result.curve.points} == {(m, d) for m in ("model", *BASELINE_NAMES) for d in (3, 7)}
+    assert {p["n_scored"] for p in result.curve.points} == {result.curve.full_history["n_scored"]}
     assert result.suite.overall["pooled"]["rmspe"] > result.suite.overall["model"]["rmspe"]
 
     run = client.get_run(_run_id(result.mlflow_run))
@@ -280,7 +288,7 @@ def test_backtest_flow_scores_every_method_and_records_them(
         assert f"{method}_crps_scaled" in metrics and f"{method}_coverage_90" in metrics
     assert [m.step for m in client.get_metric_history(run.info.run_id, "origin_model_rmspe")] == [0, 1]
     assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "cold_model_rmspe")) == [3, 7]
-    assert "cold_established_rmspe" in metrics
+    assert "cold_established_rmspe" in metrics and "cold_full_history_rmspe" in metrics
     artifacts = _artifact_paths(client, run.info.run_id)
     expected = {
         "backtest/backtest_rows.parquet",
