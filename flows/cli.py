@@ -76,6 +76,7 @@ OPTION_OF_FIELD = {
     ("horizon_days",): "--horizon-days",
     ("baselines",): "--baselines",
     ("cold_start_stores",): "--cold-start-stores",
+    ("cold_start_days",): "--cold-start-days",
 }
 
 log = logging.getLogger("bhm")
@@ -262,6 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bt.add_argument("--out-dir", type=Path, metavar="DIR", default=None, help="write backtest_rows.parquet and metrics.md here")
     _add_count(bt, BacktestRunConfig, "cold_start_stores")
+    bt.add_argument(
+        "--cold-start-days",
+        metavar="N,N,...",
+        default=",".join(map(str, _field_default(BacktestRunConfig, "cold_start_days"))),
+        help=BacktestRunConfig.model_fields["cold_start_days"].description,
+    )
     _add_count(bt, BacktestRunConfig, "seed")
     bt.add_argument("--max-steps", type=int, metavar="N", default=_field_default(FitConfig, "max_steps"), help="step cap of the global fit")
     _add_count(bt, ForecastConfig, "num_draws")
@@ -593,6 +600,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         "baselines": baselines,
         "out_dir": args.out_dir,
         "cold_start_stores": args.cold_start_stores,
+        "cold_start_days": tuple(d.strip() for d in args.cold_start_days.split(",") if d.strip()),
         "seed": args.seed,
         "fit": {"max_steps": args.max_steps},
         "forecast": {"num_draws": args.num_draws},

@@ -166,6 +166,54 @@ def score(scored: pl.DataFrame) -> dict[str, float]:
     return result
 
 
+BOOTSTRAP_RESAMPLES = 1000
+
+
+def _store_sums(scored: pl.DataFrame, stores: np.ndarray) -> np.ndarray:
+    """Per store of ``stores`` [S, 4]: scored days, squared percentage errors, days inside the 50% and 90% intervals."""
+    rows = scored.filter(pl.col("scored")).with_columns(
+        (((pl.col(n.SALES) - pl.col(n.MEAN)) / pl.col(n.SALES)) ** 2).alias("_pe2"),
+        pl.col(n.SALES).is_between(pl.col(n.quantile_column(0.25)), pl.col(n.quantile_column(0.75))).alias("_in50"),
+        pl.col(n.SALES).is_between(pl.col(n.quantile_column(0.05)), pl.col(n.quantile_column(0.95))).alias("_in90"),
+    )
+    sums = rows.group_by(n.STORE).agg(pl.len().alias("_n"), pl.col("_pe2").sum(), pl.col("_in50").sum(), pl.col("_in90").sum())
+    frame = pl.DataFrame({n.STORE: stores}, schema={n.STORE: sums.schema[n.STORE]}).join(sums, on=n.STORE, how="left")
+    return frame.select("_n", "_pe2", "_in50", "_in90").fill_null(0).to_numpy().astype(np.float64)
+
+
+def _store_weights(n_stores: int, n_resamples: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).multinomial(n_stores, np.full(n_stores, 1.0 / n_stores), size=n_resamples).astype(np.float64)
+
+
+def store_bootstrap(scored: pl.DataFrame, n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> dict[str, float]:
+    """Standard errors of RMSPE and of the 50%/90% coverage when the stores are resampled with replacement.
+
+    A store's days are not independent draws (a store whose level the
+    forecast misses is missed on all of its days), so with 100 stores the
+    standard error of a coverage is a few points: the resampling unit is the store.
+    """
+    stores = scored.filter(pl.col("scored"))[n.STORE].unique().sort().to_numpy()
+    totals = _store_weights(stores.size, n_resamples, seed) @ _store_sums(scored, stores)  # [B, 4]
+    days = totals[:, 0]
+    return {
+        "rmspe_se": float(np.std(np.sqrt(totals[:, 1] / days), ddof=1)),
+        "coverage_50_se": float(np.std(totals[:, 2] / days, ddof=1)),
+        "coverage_90_se": float(np.std(totals[:, 3] / days, ddof=1)),
+    }
+
+
+def rmspe_ratio_interval(
+    scored: pl.DataFrame, reference: pl.DataFrame, level: float = 0.9, n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+) -> tuple[float, float]:
+    """Central ``level`` interval of RMSPE(scored) / RMSPE(reference) over the same resampled stores (paired)."""
+    stores = scored.filter(pl.col("scored"))[n.STORE].unique().sort().to_numpy()
+    weights = _store_weights(stores.size, n_resamples, seed)
+    a, b = weights @ _store_sums(scored, stores), weights @ _store_sums(reference, stores)
+    ratio = np.sqrt(a[:, 1] / a[:, 0]) / np.sqrt(b[:, 1] / b[:, 0])
+    low, high = np.quantile(ratio, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
+
+
 def panel_forecast_frame(panel: EncodedPanel, forecast: PanelForecast, levels: tuple[float, ...]) -> pl.DataFrame:
     """A baseline's forecast in the forecast file's columns, quantiles taken from its sample."""
     s_idx, t_idx = np.nonzero(np.isfinite(forecast.mean))
@@ -209,8 +257,10 @@ def score_methods(scored: dict[str, pl.DataFrame]) -> tuple[dict[str, dict[str, 
             (pl.col("scored") & pl.col("_common").fill_null(False)).alias("scored")
         ).drop("_common")
         results[method] = score(rows)
-        stacked.append(rows.select(*keys, n.MEAN, *[c for c in rows.columns if c.startswith("q")], n.SALES, "scored", "crps", "pit").with_columns(pl.lit(method).alias("method")))
-    return results, pl.concat(stacked, how="vertical_relaxed")
+        columns = [*keys, n.MEAN, *[c for c in rows.columns if c.startswith("q")], n.SALES, "scored"]
+        columns += [c for c in ("crps", "pit") if c in rows.columns]
+        stacked.append(rows.select(columns).with_columns(pl.lit(method).alias("method")))
+    return results, pl.concat(stacked, how="diagonal_relaxed")
 
 
 def run_backtest(

@@ -5,7 +5,9 @@ history before the origin. Each held-out store then opens N days before the
 origin: its window starts there, it is given the first N days of it (its N
 most recent days) and the rest of the window, the horizon from the origin, is
 forecast and scored. It is fitted locally against the globals fitted without
-it. Every N is scored on the same rows (the held-out stores' horizon), next to
+it. Every N is scored on the held-out stores' horizon, every method on the rows
+that all of them forecast (at N = 1, a Sunday before a Monday origin, the
+per-store baselines have nothing to go on for stores closed that day), next to
 
 - the same stores fitted locally on their whole history against the same
   globals (what their forecast costs once they are established),
@@ -25,7 +27,17 @@ import numpy as np
 import polars as pl
 
 from tasks import names as n
-from tasks.backtest import MODEL_VARIANTS, BacktestSplit, default_origin, panel_forecast_frame, score, score_rows, split_at
+from tasks.backtest import (
+    MODEL_VARIANTS,
+    BacktestSplit,
+    default_origin,
+    panel_forecast_frame,
+    score,
+    score_methods,
+    score_rows,
+    split_at,
+    store_bootstrap,
+)
 from tasks.baselines import BASELINES, PanelForecast
 from tasks.config import FitConfig, ForecastConfig
 from tasks.encode import EncodingSpec, build_spec, encode
@@ -45,8 +57,9 @@ class ColdStartCurve:
     origin: dt.date
     held_out: tuple[int, ...]
     established: dict[str, float]  # the other stores' scores over the same horizon
-    full_history: dict[str, float]  # the held-out stores fitted on their whole history, same rows as every point
-    points: tuple[dict[str, float | int | str], ...]  # one per (method, N): "method", "days" and the scores
+    full_history: dict[str, float]  # the held-out stores fitted on their whole history, all their horizon's rows
+    points: tuple[dict[str, float | int | str], ...]  # one per (method, N): "method", "days", the scores and their s.e.
+    rows: pl.DataFrame  # every scored row with "method" and "days" (null for the whole-history reference)
 
 
 def _no_progress(progress: FitProgress) -> None:
@@ -70,7 +83,7 @@ def first_days(history: pl.DataFrame, origin: dt.date, n_days: int) -> pl.DataFr
     return history.filter(pl.col(n.DATE).is_between(origin - dt.timedelta(days=n_days), origin - dt.timedelta(days=1)))
 
 
-def _local_scores(
+def _local_rows(
     fitted: FittedModel,
     given: pl.DataFrame,
     stores: pl.DataFrame,
@@ -82,18 +95,18 @@ def _local_scores(
     forecast_config: ForecastConfig,
     key: jax.Array,
 ) -> dict[str, float]:
-    """Local fits of the held-out stores on ``given`` against ``fitted``'s globals; their horizon's scores."""
+    """Local fits of the held-out stores on ``given`` against ``fitted``'s globals; their horizon's scored rows."""
     key_local, key_forecast = jax.random.split(key)
     inputs = ValidatedInputs(train=given, stores=stores, future=calendar, paths={})
     extended, _, _ = cold_start(fitted, inputs, tuple(held.tolist()), fit_config, key_local, _no_progress)
     held_encoded = encode(given, stores, calendar, spec, history_end=fitted.anchor)
     frame = forecast_frame(extended, held_encoded.future, calendar, forecast_config, key_forecast)
-    return score(score_rows(frame, actual))
+    return score_rows(frame, actual)
 
 
-def _baseline_scores(name: str, history, future, actual: pl.DataFrame, levels: tuple[float, ...]) -> dict[str, float]:
+def _baseline_rows(name: str, history, future, actual: pl.DataFrame, levels: tuple[float, ...]) -> pl.DataFrame:
     forecast: PanelForecast = BASELINES[name](history, future)
-    return score(score_rows(panel_forecast_frame(future, forecast, levels), actual))
+    return score_rows(panel_forecast_frame(future, forecast, levels), actual)
 
 
 def cold_start_curve(
@@ -129,7 +142,13 @@ def cold_start_curve(
         )
     )
     local = (stores, calendar, actual, held, spec, fit_config, forecast_config)
-    full_history = _local_scores(fitted, held_history, *local, jax.random.fold_in(key_local, 0))
+    reference = _local_rows(fitted, held_history, *local, jax.random.fold_in(key_local, 0))
+    full_history = {**score(reference), **store_bootstrap(reference, seed=seed)}
+    rows = [
+        reference.select(n.STORE, n.DATE, n.MEAN, *[n.quantile_column(q) for q in levels], n.SALES, "scored").with_columns(
+            pl.lit("model").alias("method"), pl.lit(None, pl.Int32).alias("days")
+        )
+    ]
 
     # The pooling variants are fitted without the held-out stores as the model is, then fitted locally the same way.
     variants = {"model": fitted}
@@ -143,13 +162,18 @@ def cold_start_curve(
     points: list[dict[str, float | int | str]] = []
     for i, n_days in enumerate(sorted(days), start=1):
         given = first_days(held_history, origin, n_days)
-        for name, model_fit in variants.items():
-            scores = _local_scores(model_fit, given, *local, jax.random.fold_in(key_local, i))
-            points.append({"method": name, "days": n_days, **scores})
+        scored = {name: _local_rows(model_fit, given, *local, jax.random.fold_in(key_local, i)) for name, model_fit in variants.items()}
         # The baselines see the same N days of these stores and, for the global one, every other store's history.
         for name in (b for b in baselines if b in BASELINES):
             pool = pl.concat([split.history.filter(~is_held), given], how="vertical_relaxed") if name == "lightgbm" else given
             both = encode(pool, stores, calendar, spec, history_end=fitted.anchor)
-            points.append({"method": name, "days": n_days, **_baseline_scores(name, both.history, both.future, actual, levels)})
+            scored[name] = _baseline_rows(name, both.history, both.future, actual, levels)
+        results, stacked = score_methods(scored)
+        for name, scores in results.items():
+            bootstrap = store_bootstrap(stacked.filter(pl.col("method") == name), seed=seed)
+            points.append({"method": name, "days": n_days, **scores, **bootstrap})
+        rows.append(stacked.with_columns(pl.lit(n_days, pl.Int32).alias("days")))
         log.info("cold-start curve: %d days done", n_days)
-    return ColdStartCurve(origin, tuple(int(s) for s in held), established, full_history, tuple(points))
+    return ColdStartCurve(
+        origin, tuple(int(s) for s in held), established, full_history, tuple(points), pl.concat(rows, how="diagonal_relaxed")
+    )

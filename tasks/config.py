@@ -264,7 +264,7 @@ class BacktestRunConfig(BaseModel):
     out_dir: Path | None = Field(None, description="folder for the per-row scores and the metrics table (optional)")
     cold_start_stores: int = Field(0, ge=0, description="stores held out for the cold-start curve (0: no curve)")
     cold_start_days: tuple[Annotated[int, Field(ge=1, le=28)], ...] = Field(
-        (1, 3, 7, 14, 28), min_length=1, description="days of history the held-out stores are given"
+        (1, 3, 7, 14, 28), min_length=1, description="days of history the held-out stores are given: each opens that many days before the origin"
     )
     seed: int = Field(0, ge=0, description="seed of the JAX random key and of the held-out stores")
     fit: FitConfig = FitConfig()

@@ -226,7 +226,7 @@ def record_backtest_suite(tracker: Tracker, suite: BacktestSuite) -> None:
 def record_cold_start_curve(tracker: Tracker, curve: ColdStartCurve) -> None:
     """Each method's scores at N days of history as ``cold_<method>_<metric>`` at step N, the held-out
     stores' on their whole history as ``cold_full_history_<metric>``, the established stores' as
-    ``cold_established_<metric>``, and the curve's plot."""
+    ``cold_established_<metric>``, the scored rows, and the curve's plot."""
     client, run_id = tracker.client, tracker.run_id
     tracking.log_metrics(client, run_id, {f"cold_established_{k}": v for k, v in curve.established.items()})
     tracking.log_metrics(client, run_id, {f"cold_full_history_{k}": v for k, v in curve.full_history.items()})
@@ -236,6 +236,10 @@ def record_cold_start_curve(tracker: Tracker, curve: ColdStartCurve) -> None:
             client, run_id, {f"cold_{point['method']}_{k}": v for k, v in scores.items()}, step=int(point["days"])
         )
     client.set_tag(run_id, "cold_start_stores", ",".join(map(str, curve.held_out)))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "cold_start_rows.parquet"
+        curve.rows.write_parquet(path)
+        tracking.log_artifact(client, run_id, path, "backtest")
     tracking.log_figure(
         client,
         run_id,

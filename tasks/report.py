@@ -88,21 +88,30 @@ def methods_table(methods: Mapping[str, Mapping[str, float]]) -> str:
 
 
 def cold_start_table(curve: ColdStartCurve) -> str:
-    """The cold-start curve as a markdown table: one row per method and days of history."""
+    """The cold-start curve as a markdown table: one row per method and days of history, with the
+    store-bootstrap standard errors of RMSPE and coverage."""
+
+    def rmspe(s: Mapping[str, float]) -> str:
+        return f"{s['rmspe']:.4f} ± {s['rmspe_se']:.4f}"
+
+    def cover(s: Mapping[str, float], key: str) -> str:
+        return f"{s[key]:.1%} ± {s[key + '_se'] * 100:.1f}"
 
     def scores(s: Mapping[str, float]) -> str:
-        return f"RMSPE {s['rmspe']:.4f}, coverage 50% {s['coverage_50']:.1%}, 90% {s['coverage_90']:.1%}"
+        return f"RMSPE {rmspe(s)}, coverage 50% {cover(s, 'coverage_50')}, 90% {cover(s, 'coverage_90')}"
 
     lines = [
         f"\nCold start: {len(curve.held_out)} held-out stores, each opened N days before {curve.origin} and forecast "
-        f"from it. The same stores fitted on their whole history: {scores(curve.full_history)}; "
-        f"the other (established) stores: {scores(curve.established)}\n",
+        f"from it. The same stores fitted on their whole history: {scores(curve.full_history)}; the other "
+        f"(established) stores: RMSPE {curve.established['rmspe']:.4f}, coverage 50% "
+        f"{curve.established['coverage_50']:.1%}, 90% {curve.established['coverage_90']:.1%}. "
+        "± is the standard error over resampled stores.\n",
         "| method | days of history | RMSPE | wQL | 50% coverage | 90% coverage | days scored |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for p in sorted(curve.points, key=lambda p: (p["method"] != "model", p["method"], p["days"])):
         lines.append(
-            f"| {p['method']} | {p['days']} | {p['rmspe']:.4f} | {p['wql']:.4f} | {p['coverage_50']:.1%} | "
-            f"{p['coverage_90']:.1%} | {p['n_scored']:,.0f} |"
+            f"| {p['method']} | {p['days']} | {rmspe(p)} | {p['wql']:.4f} | {cover(p, 'coverage_50')} | "
+            f"{cover(p, 'coverage_90')} | {p['n_scored']:,.0f} |"
         )
     return "\n".join(lines) + "\n"

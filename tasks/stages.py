@@ -143,6 +143,8 @@ def track_cold_start_curve(tracker: Tracker, curve: ColdStartCurve) -> None:
 @io_task("write the scores")
 def write_scores(suite: backtest.BacktestSuite, curve: ColdStartCurve | None, out_dir: Path) -> Path:
     pipeline.write_parquet_atomic(suite.rows, out_dir / "backtest_rows.parquet")
+    if curve is not None:
+        pipeline.write_parquet_atomic(curve.rows, out_dir / "cold_start_rows.parquet")
     text = report.methods_table(suite.overall) + (report.cold_start_table(curve) if curve is not None else "")
     pipeline.write_text_atomic(text, out_dir / "metrics.md")
     return out_dir

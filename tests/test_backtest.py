@@ -17,10 +17,12 @@ from tasks.backtest import (
     default_origin,
     pit_histogram,
     randomized_pit,
+    rmspe_ratio_interval,
     run_backtest,
     score,
     score_rows,
     split_at,
+    store_bootstrap,
 )
 from tasks.baselines import BASELINES, median_by_weekday
 from tasks.coldstart_curve import WINDOW_DAYS, first_days, held_out_stores
@@ -114,6 +116,42 @@ def test_held_out_stores_are_seeded_and_were_open_before_the_origin(inputs) -> N
     assert set(window.filter(pl.col(n.OPEN) == 1)[n.STORE].unique().to_list()) == set(held.tolist())
     with pytest.raises(ValueError, match="can be held out"):
         held_out_stores(split, split.history[n.STORE].n_unique(), seed=0)
+
+
+def _rows_per_store(n_stores: int, days: int, error: np.ndarray, inside: np.ndarray) -> pl.DataFrame:
+    """Scored rows: store s has sales 100 and mean 100 * (1 - error[s]); its intervals hold the sales when inside[s]."""
+    store = np.repeat(np.arange(n_stores), days)
+    mean = 100.0 * (1.0 - error[store])
+    half = np.where(inside[store], 1.0, -1.0)  # an interval that misses lies above the sales
+    return pl.DataFrame(
+        {
+            n.STORE: store,
+            n.DATE: [dt.date(2024, 1, 1) + dt.timedelta(days=int(d)) for d in np.tile(np.arange(days), n_stores)],
+            n.SALES: np.full(store.size, 100.0),
+            n.MEAN: mean,
+            **{n.quantile_column(q): 100.0 + (1.0 - half) * 5 + (q - 0.5) for q in (0.05, 0.25, 0.5, 0.75, 0.95)},
+            "scored": np.ones(store.size, bool),
+        }
+    )
+
+
+def test_store_bootstrap_resamples_stores_not_days() -> None:
+    same = _rows_per_store(50, 10, np.full(50, 0.1), np.ones(50, bool))
+    assert store_bootstrap(same) == {"rmspe_se": pytest.approx(0.0, abs=1e-12), "coverage_50_se": 0.0, "coverage_90_se": 0.0}
+    # Half the stores always inside, half never: coverage 0.5 with the standard error of a mean over
+    # 100 stores, sqrt(0.25 / 100) = 0.05, however many days each store has.
+    halves = _rows_per_store(100, 30, np.full(100, 0.1), np.arange(100) % 2 == 0)
+    assert score(halves)["coverage_50"] == 0.5
+    assert store_bootstrap(halves, seed=1)["coverage_50_se"] == pytest.approx(0.05, rel=0.15)
+
+
+def test_rmspe_ratio_interval_is_paired_over_stores() -> None:
+    rng = np.random.default_rng(0)
+    error = rng.uniform(0.0, 0.3, 40)
+    rows = _rows_per_store(40, 5, error, np.ones(40, bool))
+    assert rmspe_ratio_interval(rows, rows) == pytest.approx((1.0, 1.0))
+    doubled = _rows_per_store(40, 5, 2 * error, np.ones(40, bool))
+    assert rmspe_ratio_interval(doubled, rows) == pytest.approx((2.0, 2.0))
 
 
 def test_champion_gates() -> None:

@@ -343,10 +343,19 @@ def test_backtest_passes_the_options_through(tiny_demo_files: dict[str, Path], t
     monkeypatch.setattr(flows.backtest, "backtest", fake)
     argv = ["backtest", "--train", str(tiny_demo_files["train"]), "--stores", str(tiny_demo_files["stores"])]
     argv += ["--origin", "2023-04-01", "--origin", "2023-03-01", "--horizon-days", "7", "--baselines", "lightgbm"]
-    assert cli.main([*argv, "--cold-start-stores", "3", "--out-dir", str(tmp_path)]) == 3
+    assert cli.main([*argv, "--cold-start-stores", "3", "--cold-start-days", "2, 9", "--out-dir", str(tmp_path)]) == 3
     (config,) = seen
     assert config.origins == (dt.date(2023, 4, 1), dt.date(2023, 3, 1)) and config.horizon_days == 7
     assert config.baselines == ("lightgbm",) and config.cold_start_stores == 3 and config.out_dir == tmp_path
+    assert config.cold_start_days == (2, 9)
+
+
+def test_backtest_cold_start_days_beyond_the_window_names_the_option(
+    tiny_demo_files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["backtest", "--train", str(tiny_demo_files["train"]), "--stores", str(tiny_demo_files["stores"])]
+    assert cli.main([*argv, "--cold-start-days", "7,29"]) == 2
+    assert "--cold-start-days" in capsys.readouterr().err
 
 
 def test_backtest_unknown_baseline_names_the_option(tiny_demo_files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:

@@ -273,6 +273,8 @@ def test_backtest_flow_scores_every_method_and_records_them(
     assert [r.origin for r in result.suite.results] == list(origins)
     assert set(result.suite.overall) == {"model", *BASELINE_NAMES}
     rows = pl.read_parquet(tmp_path / "scores" / "backtest_rows.parquet")
+    curve_rows = pl.read_parquet(tmp_path / "scores" / "cold_start_rows.parquet")
+    assert set(curve_rows["days"].unique().to_list()) == {None, 3, 7}
     assert set(rows["method"].unique()) == {"model", *BASELINE_NAMES} and set(rows["origin"].unique()) == set(origins)
     table = (tmp_path / "scores" / "metrics.md").read_text()
     assert "| lightgbm |" in table and "Cold start: 2 held-out stores" in table
@@ -292,6 +294,7 @@ def test_backtest_flow_scores_every_method_and_records_them(
     artifacts = _artifact_paths(client, run.info.run_id)
     expected = {
         "backtest/backtest_rows.parquet",
+        "backtest/cold_start_rows.parquet",
         "backtest/metrics.md",
         "plots/coverage_vs_nominal.png",
         "plots/pit_histograms.png",
