@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import common
+import numpy as np
 import polars as pl
 
 from tasks import names as n
@@ -52,6 +53,31 @@ def _largest_errors(curve, days: int = 7, top: int = 5) -> list[str]:
         "|---:|---:|---:|",
     ]
     lines += [f"| {r[n.STORE]} | {r['new']:.1%} | {r['whole']:.1%} |" for r in table.iter_rows(named=True)]
+    return [*lines, ""]
+
+
+def _error_parts(curve) -> list[str]:
+    """The model's log errors (log sales - log median) split into a part per store, a part per store and weekday
+    on top of it, and the rest, at each N and on the whole history: which part a short history costs."""
+    rows = curve.rows.filter(pl.col("method") == "model", pl.col("scored")).with_columns(
+        (pl.col(n.SALES).log() - pl.col(n.quantile_column(0.5)).log()).alias("e"), pl.col(n.DATE).dt.weekday().alias("wd")
+    )
+    lines = [
+        "Where the model's error on the held-out stores comes from: the root mean square of its log error (log sales - "
+        "log median), and of three additive parts of it: each store's mean error (its level), each store and weekday's "
+        "mean error on top of that (its weekly profile), and the rest (promotions, holidays, days).",
+        "",
+        "| days of history | log error | store level | store weekday profile | rest |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for days in [*sorted({p["days"] for p in curve.points}), None]:
+        part = rows.filter(pl.col("days").is_null() if days is None else pl.col("days") == days)
+        part = part.with_columns(pl.col("e").mean().over(n.STORE).alias("store"))
+        part = part.with_columns((pl.col("e") - pl.col("store")).mean().over(n.STORE, "wd").alias("weekday"))
+        part = part.with_columns((pl.col("e") - pl.col("store") - pl.col("weekday")).alias("rest"))
+        rms = {c: float(np.sqrt((part[c].to_numpy().astype(float) ** 2).mean())) for c in ("e", "store", "weekday", "rest")}
+        label = "whole history" if days is None else str(days)
+        lines.append(f"| {label} | {rms['e']:.4f} | {rms['store']:.4f} | {rms['weekday']:.4f} | {rms['rest']:.4f} |")
     return [*lines, ""]
 
 
@@ -201,7 +227,7 @@ def main() -> None:
             "nothing learnt from other stores).",
             "",
         ]
-        + (["## Cold start", "", COLD_START_PROTOCOL, report.cold_start_table(curve), *_largest_errors(curve)] if curve is not None else [])
+        + (["## Cold start", "", COLD_START_PROTOCOL, report.cold_start_table(curve), *_largest_errors(curve), *_error_parts(curve)] if curve is not None else [])
         + ["## Goals (issue 5)", "", *_goals(suite.overall, curve), ""]
     )
     args.write.write_text(text)
