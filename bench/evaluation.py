@@ -20,15 +20,15 @@ import polars as pl
 
 from tasks import names as n
 from tasks import report
-from tasks.backtest import rmspe_ratio_interval, run_backtests
-from tasks.coldstart_curve import DEFAULT_DAYS, cold_start_curve
-from tasks.config import BASELINE_NAMES, ForecastConfig
+from tasks.backtest import rmspe_ratio_interval, run_backtests, squared_percentage_error
+from tasks.coldstart_curve import cold_start_curve
+from tasks.config import BASELINE_NAMES, COLD_START_DAYS, ForecastConfig
 from tasks.pipeline import RunKeys
 from tasks.validate import read_validated
 
 COLD_START_PROTOCOL = (
     "A seeded random set of stores is held out of the global fit. Each held-out store opens N days before the "
-    "origin: it is given only those N days, fitted locally against the globals fitted without it, and its 48-day "
+    "origin: it is given only those N days, fitted locally against the globals fitted without it, and its "
     "horizon is forecast. The baselines are given the same N days (LightGBM also every other store's history); the "
     "pooled and unpooled variants are fitted without the held-out stores and then locally, as the model is. At each "
     "N every method is scored on the rows that all of them forecast: N = 1 is the Sunday before the origin, when "
@@ -42,7 +42,7 @@ def _largest_errors(curve, days: int = 7, top: int = 5) -> list[str]:
     rows = curve.rows.filter(pl.col("method") == "model", pl.col("scored"))
     shares = []
     for label, part in (("new", rows.filter(pl.col("days") == days)), ("whole", rows.filter(pl.col("days").is_null()))):
-        pe2 = part.with_columns((((pl.col(n.SALES) - pl.col(n.MEAN)) / pl.col(n.SALES)) ** 2).alias("pe2"))
+        pe2 = part.with_columns(squared_percentage_error().alias("pe2"))
         shares.append(pe2.group_by(n.STORE).agg((pl.col("pe2").sum() / pe2["pe2"].sum()).alias(label)))
     table = shares[0].join(shares[1], on=n.STORE, how="left").sort("new", descending=True).head(top)
     lines = [
@@ -177,7 +177,7 @@ def main() -> None:
             forecast,
             keys.fit,
             args.cold_start_stores,
-            DEFAULT_DAYS,
+            COLD_START_DAYS,
             args.horizon_days,
             BASELINE_NAMES,
             args.seed,

@@ -488,9 +488,13 @@ def _model_source(args: argparse.Namespace) -> dict[str, Any]:
     return source
 
 
+def _comma_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
 def _store_ids(text: str) -> tuple[int, ...]:
     try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
+        return tuple(int(part) for part in _comma_list(text))
     except ValueError:
         raise UsageError(f"--store-ids: expected comma-separated store numbers, got {text!r}") from None
 
@@ -570,17 +574,15 @@ def _tracking_lines(registration: Any, mlflow_run: str | None) -> list[str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from tasks.report import scores_text
+
     config = _run_config(args)
     start = time.perf_counter()
 
     def describe(result: Any) -> list[str]:
         lines = [run_summary_text(result.run, time.perf_counter() - start)]
         if result.backtest:
-            b = result.backtest
-            lines.append(
-                f"backtest ({config.backtest_days} days): RMSPE {b['rmspe']:.4f}, wQL {b['wql']:.4f}, "
-                f"coverage 50% {b['coverage_50']:.1%}, 90% {b['coverage_90']:.1%}"
-            )
+            lines.append(f"backtest ({config.backtest_days} days): {scores_text(result.backtest)}")
         return lines + _tracking_lines(result.registration, result.mlflow_run)
 
     return _flow_command("nightly", config, describe)
@@ -591,7 +593,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from tasks.report import cold_start_table, methods_table
 
     _check_input_files(args, "train", "stores")
-    baselines = () if args.baselines.strip() == "none" else tuple(b.strip() for b in args.baselines.split(",") if b.strip())
+    baselines = () if args.baselines.strip() == "none" else _comma_list(args.baselines)
     raw = {
         "train": args.train,
         "stores": args.stores,
@@ -600,7 +602,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         "baselines": baselines,
         "out_dir": args.out_dir,
         "cold_start_stores": args.cold_start_stores,
-        "cold_start_days": tuple(d.strip() for d in args.cold_start_days.split(",") if d.strip()),
+        "cold_start_days": _comma_list(args.cold_start_days),
         "seed": args.seed,
         "fit": {"max_steps": args.max_steps},
         "forecast": {"num_draws": args.num_draws},

@@ -31,7 +31,7 @@ def cold_start(config: ColdStartConfig) -> ColdStartResult:
     keys = RunKeys.from_seed(config.seed)
     fitted = stages.load_model(config.model)
     inputs, summary = stages.read_inputs(config.train, config.stores, config.future)
-    with open_run(config.tracking, f"cold start {summary.last_date}", {**prefect_tags("cold_start")}) as tracker:
+    with open_run(config.tracking, f"cold start {summary.last_date}", prefect_tags("cold_start")) as tracker:
         fitted, local_fit, store_ids = stages.cold_start(fitted, inputs, config.store_ids, config.fit, keys.fit)
         rename_flow_run(f"cold-start {len(store_ids)} stores to {fitted.anchor}")
         fitted_dir = stages.save_state(fitted, config.fitted_dir)

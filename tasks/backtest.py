@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import jax
 import numpy as np
@@ -44,10 +44,14 @@ class BacktestSplit:
 class BacktestResult:
     origin: dt.date
     horizon_days: int
-    metrics: dict[str, float]  # the model's scores
     scored: pl.DataFrame  # one row per forecast row and method, with its actual sales
     fit: FitReport
-    methods: dict[str, dict[str, float]] = field(default_factory=dict)  # every method's scores, the model's included
+    methods: dict[str, dict[str, float]]  # every method's scores, the model's included
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The model's scores."""
+        return self.methods["model"]
 
 
 def default_origin(train: pl.DataFrame, horizon_days: int) -> dt.date:
@@ -169,10 +173,15 @@ def score(scored: pl.DataFrame) -> dict[str, float]:
 BOOTSTRAP_RESAMPLES = 1000
 
 
+def squared_percentage_error() -> pl.Expr:
+    """Each scored row's squared percentage error of the mean, the summand of RMSPE."""
+    return ((pl.col(n.SALES) - pl.col(n.MEAN)) / pl.col(n.SALES)) ** 2
+
+
 def _store_sums(scored: pl.DataFrame, stores: np.ndarray) -> np.ndarray:
     """Per store of ``stores`` [S, 4]: scored days, squared percentage errors, days inside the 50% and 90% intervals."""
     rows = scored.filter(pl.col("scored")).with_columns(
-        (((pl.col(n.SALES) - pl.col(n.MEAN)) / pl.col(n.SALES)) ** 2).alias("_pe2"),
+        squared_percentage_error().alias("_pe2"),
         pl.col(n.SALES).is_between(pl.col(n.quantile_column(0.25)), pl.col(n.quantile_column(0.75))).alias("_in50"),
         pl.col(n.SALES).is_between(pl.col(n.quantile_column(0.05)), pl.col(n.quantile_column(0.95))).alias("_in90"),
     )
@@ -232,14 +241,21 @@ def panel_forecast_frame(panel: EncodedPanel, forecast: PanelForecast, levels: t
 MODEL_VARIANTS = {"pooled": "complete", "unpooled": "none"}
 
 
-def _variant_rows(
+def _model_rows(
     encoded, split: BacktestSplit, fit_config: FitConfig, forecast_config: ForecastConfig, key: jax.Array, on_progress
-) -> pl.DataFrame:
-    key_fit, key_forecast = jax.random.split(jax.random.fold_in(key, len(fit_config.pooling)))
-    fitted, _ = fit_history(encoded, fit_config, key_fit, encoded.future.stores, on_progress)
+) -> tuple[pl.DataFrame, FitReport]:
+    """Fit the model (with ``fit_config``'s pooling) on the split's history; its horizon's scored rows with CRPS and PIT."""
+    key_fit, key_forecast = jax.random.split(key)
+    fitted, report = fit_history(encoded, fit_config, key_fit, encoded.future.stores, on_progress)
     draw_scores = DrawScores(encoded.future, split.actual)
     frame = forecast_frame(fitted, encoded.future, split.calendar, forecast_config, key_forecast, draw_scores)
-    return score_rows(frame, split.actual, draw_scores.frame())
+    return score_rows(frame, split.actual, draw_scores.frame()), report
+
+
+def score_columns(rows: pl.DataFrame) -> pl.DataFrame:
+    """Scored rows cut to what the scores read: keys, forecast, sales, ``scored`` (and CRPS and PIT when there)."""
+    columns = [n.STORE, n.DATE, n.MEAN, *[c for c in rows.columns if c.startswith("q")], n.SALES, "scored"]
+    return rows.select(columns + [c for c in ("crps", "pit") if c in rows.columns])
 
 
 def score_methods(scored: dict[str, pl.DataFrame]) -> tuple[dict[str, dict[str, float]], pl.DataFrame]:
@@ -257,9 +273,7 @@ def score_methods(scored: dict[str, pl.DataFrame]) -> tuple[dict[str, dict[str, 
             (pl.col("scored") & pl.col("_common").fill_null(False)).alias("scored")
         ).drop("_common")
         results[method] = score(rows)
-        columns = [*keys, n.MEAN, *[c for c in rows.columns if c.startswith("q")], n.SALES, "scored"]
-        columns += [c for c in ("crps", "pit") if c in rows.columns]
-        stacked.append(rows.select(columns).with_columns(pl.lit(method).alias("method")))
+        stacked.append(score_columns(rows).with_columns(pl.lit(method).alias("method")))
     return results, pl.concat(stacked, how="diagonal_relaxed")
 
 
@@ -284,16 +298,16 @@ def run_backtest(
     log.info("backtest: fit on %d rows before %s, score the %d days from it", split.history.height, origin, horizon_days)
     spec = build_spec(stores, fit_config.yearly_fourier_order, fit_config.monthly_fourier_order)
     encoded = encode(split.history, stores, split.calendar, spec)
-    key_fit, key_forecast = jax.random.split(key)
-    fitted, report = fit_history(encoded, fit_config, key_fit, encoded.future.stores, on_progress)
-    draw_scores = DrawScores(encoded.future, split.actual)
-    frame = forecast_frame(fitted, encoded.future, split.calendar, forecast_config, key_forecast, draw_scores)
-    scored = {"model": score_rows(frame, split.actual, draw_scores.frame())}
+    scored = {}
+    scored["model"], report = _model_rows(encoded, split, fit_config, forecast_config, key, on_progress)
     levels = tuple(forecast_config.quantiles)
     for name in baselines:
         log.info("backtest: baseline %s", name)
         if name in MODEL_VARIANTS:
-            scored[name] = _variant_rows(encoded, split, fit_config.model_copy(update={"pooling": MODEL_VARIANTS[name]}), forecast_config, key, on_progress)
+            variant = fit_config.model_copy(update={"pooling": MODEL_VARIANTS[name]})
+            # Each variant's key follows from its pooling, so that adding a variant leaves the others' draws alone.
+            variant_key = jax.random.fold_in(key, len(variant.pooling))
+            scored[name], _ = _model_rows(encoded, split, variant, forecast_config, variant_key, on_progress)
             continue
         baseline = BASELINES[name](encoded.history, encoded.future)
         sample_scores = DrawScores(encoded.future, split.actual)
@@ -303,9 +317,8 @@ def run_backtest(
         methods, rows = score_methods(scored)
     else:
         methods, rows = {"model": score(scored["model"])}, scored["model"]
-    result = methods["model"]
-    log.info("backtest from %s: %s", origin, ", ".join(f"{k} {v:.4g}" for k, v in result.items()))
-    return BacktestResult(origin, horizon_days, result, rows, report, methods)
+    log.info("backtest from %s: %s", origin, ", ".join(f"{k} {v:.4g}" for k, v in methods["model"].items()))
+    return BacktestResult(origin, horizon_days, rows, report, methods)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tasks.encode import EncodedPanel
+from tasks.forecast import DEFAULT_QUANTILES
 
 ENSEMBLE_SIZE = 200
 MEDIAN_WEEKS = 12
@@ -107,7 +108,7 @@ def _global_rows(panel: EncodedPanel, cells: tuple[np.ndarray, np.ndarray]) -> n
 
 
 def lightgbm_global(
-    history: EncodedPanel, future: EncodedPanel, levels: tuple[float, ...] = (0.05, 0.25, 0.5, 0.75, 0.95), seed: int = 0
+    history: EncodedPanel, future: EncodedPanel, levels: tuple[float, ...] = DEFAULT_QUANTILES, seed: int = 0
 ) -> PanelForecast:
     """One gradient-boosted model over all stores (calendar, store-day and store features, the store id as a
     category) on log sales: squared error for the point forecast, a quantile objective per level; the

@@ -33,23 +33,21 @@ from tasks.backtest import (
     default_origin,
     panel_forecast_frame,
     score,
+    score_columns,
     score_methods,
     score_rows,
     split_at,
     store_bootstrap,
 )
 from tasks.baselines import BASELINES, PanelForecast
-from tasks.config import FitConfig, ForecastConfig
-from tasks.encode import EncodingSpec, build_spec, encode
+from tasks.config import COLD_START_DAYS, COLD_START_WINDOW_DAYS, FitConfig, ForecastConfig
+from tasks.encode import EncodedData, EncodedPanel, build_spec, encode
 from tasks.inference import FitProgress
 from tasks.pipeline import cold_start, fit_history, forecast_frame
 from tasks.state import FittedModel
 from tasks.validate import ValidatedInputs
 
 log = logging.getLogger(__name__)
-
-WINDOW_DAYS = 28  # held-out stores must have been open in the 28 days before the origin
-DEFAULT_DAYS = (1, 3, 7, 14, 28)
 
 
 @dataclass(frozen=True)
@@ -67,9 +65,9 @@ def _no_progress(progress: FitProgress) -> None:
 
 
 def held_out_stores(split: BacktestSplit, n_stores: int, seed: int) -> np.ndarray:
-    """A seeded random choice of stores open on some day of the ``WINDOW_DAYS`` before the origin and with
+    """A seeded random choice of stores open on some day of the ``COLD_START_WINDOW_DAYS`` before the origin and with
     rows in the horizon."""
-    window_start = split.origin - dt.timedelta(days=WINDOW_DAYS)
+    window_start = split.origin - dt.timedelta(days=COLD_START_WINDOW_DAYS)
     in_window = split.history.filter(pl.col(n.DATE) >= window_start).group_by(n.STORE).agg(pl.col(n.OPEN).sum())
     open_stores = in_window.filter(pl.col(n.OPEN) > 0)[n.STORE].to_numpy()
     eligible = np.intersect1d(open_stores, split.actual[n.STORE].unique().to_numpy())
@@ -86,22 +84,21 @@ def first_days(history: pl.DataFrame, origin: dt.date, n_days: int) -> pl.DataFr
 def _local_rows(
     fitted: FittedModel,
     given: pl.DataFrame,
+    horizon: EncodedPanel,
     stores: pl.DataFrame,
     calendar: pl.DataFrame,
     actual: pl.DataFrame,
     held: np.ndarray,
-    spec: EncodingSpec,
     fit_config: FitConfig,
     forecast_config: ForecastConfig,
     key: jax.Array,
-) -> dict[str, float]:
-    """Local fits of the held-out stores on ``given`` against ``fitted``'s globals; their horizon's scored rows."""
+) -> pl.DataFrame:
+    """Local fits of the held-out stores on ``given`` against ``fitted``'s globals; the scored rows of their
+    ``horizon`` (the future panel of ``given`` encoded with the calendar)."""
     key_local, key_forecast = jax.random.split(key)
     inputs = ValidatedInputs(train=given, stores=stores, future=calendar, paths={})
     extended, _, _ = cold_start(fitted, inputs, tuple(held.tolist()), fit_config, key_local, _no_progress)
-    held_encoded = encode(given, stores, calendar, spec, history_end=fitted.anchor)
-    frame = forecast_frame(extended, held_encoded.future, calendar, forecast_config, key_forecast)
-    return score_rows(frame, actual)
+    return score_rows(forecast_frame(extended, horizon, calendar, forecast_config, key_forecast), actual)
 
 
 def _baseline_rows(name: str, history, future, actual: pl.DataFrame, levels: tuple[float, ...]) -> pl.DataFrame:
@@ -116,13 +113,13 @@ def cold_start_curve(
     forecast_config: ForecastConfig,
     key: jax.Array,
     n_stores: int = 100,
-    days: tuple[int, ...] = DEFAULT_DAYS,
+    days: tuple[int, ...] = COLD_START_DAYS,
     horizon_days: int = 48,
     baselines: tuple[str, ...] = (),
     seed: int = 0,
 ) -> ColdStartCurve:
-    if max(days) > WINDOW_DAYS or min(days) < 1:
-        raise ValueError(f"days must lie in 1..{WINDOW_DAYS}, got {days}")
+    if max(days) > COLD_START_WINDOW_DAYS or min(days) < 1:
+        raise ValueError(f"days must lie in 1..{COLD_START_WINDOW_DAYS}, got {days}")
     origin = default_origin(train, horizon_days)
     split = split_at(train, origin, horizon_days)
     held = held_out_stores(split, n_stores, seed)
@@ -141,14 +138,14 @@ def cold_start_curve(
             forecast_frame(fitted, encoded.future, split.calendar.filter(~is_held), forecast_config, key_forecast), split.actual
         )
     )
-    local = (stores, calendar, actual, held, spec, fit_config, forecast_config)
-    reference = _local_rows(fitted, held_history, *local, jax.random.fold_in(key_local, 0))
+    local = (stores, calendar, actual, held, fit_config, forecast_config)
+
+    def encode_held(rows: pl.DataFrame) -> EncodedData:
+        return encode(rows, stores, calendar, spec, history_end=fitted.anchor)
+
+    reference = _local_rows(fitted, held_history, encode_held(held_history).future, *local, jax.random.fold_in(key_local, 0))
     full_history = {**score(reference), **store_bootstrap(reference, seed=seed)}
-    rows = [
-        reference.select(n.STORE, n.DATE, n.MEAN, *[n.quantile_column(q) for q in levels], n.SALES, "scored").with_columns(
-            pl.lit("model").alias("method"), pl.lit(None, pl.Int32).alias("days")
-        )
-    ]
+    rows = [score_columns(reference).with_columns(pl.lit("model").alias("method"), pl.lit(None, pl.Int32).alias("days"))]
 
     # The pooling variants are fitted without the held-out stores as the model is, then fitted locally the same way.
     variants = {"model": fitted}
@@ -162,11 +159,12 @@ def cold_start_curve(
     points: list[dict[str, float | int | str]] = []
     for i, n_days in enumerate(sorted(days), start=1):
         given = first_days(held_history, origin, n_days)
-        scored = {name: _local_rows(model_fit, given, *local, jax.random.fold_in(key_local, i)) for name, model_fit in variants.items()}
+        own = encode_held(given)
+        key_n = jax.random.fold_in(key_local, i)
+        scored = {name: _local_rows(model_fit, given, own.future, *local, key_n) for name, model_fit in variants.items()}
         # The baselines see the same N days of these stores and, for the global one, every other store's history.
         for name in (b for b in baselines if b in BASELINES):
-            pool = pl.concat([split.history.filter(~is_held), given], how="vertical_relaxed") if name == "lightgbm" else given
-            both = encode(pool, stores, calendar, spec, history_end=fitted.anchor)
+            both = encode_held(pl.concat([split.history.filter(~is_held), given], how="vertical_relaxed")) if name == "lightgbm" else own
             scored[name] = _baseline_rows(name, both.history, both.future, actual, levels)
         results, stacked = score_methods(scored)
         for name, scores in results.items():

@@ -8,15 +8,29 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tasks.forecast import DEFAULT_QUANTILES
 from tasks.inference import FitSettings
 
 LOCAL_PARTICLES = 4
 Probability = Annotated[float, Field(gt=0.0, lt=1.0)]
+
+
+def _parquet_file(value: Path) -> Path:
+    if value.suffix.lower() not in (".parquet", ".pq"):
+        raise ValueError("must name a .parquet file")
+    return value
+
+
+ParquetFile = Annotated[Path, AfterValidator(_parquet_file)]
+
+
+def model_dir_beside(out: Path) -> Path:
+    """Where a run writes its fitted model by default: beside its forecast file."""
+    return out.with_name(out.stem + ".model")
 
 
 class FitConfig(BaseModel):
@@ -92,20 +106,15 @@ class RunConfig(BaseModel):
     train: Path = Field(description="Kaggle-format train file (CSV or Parquet)")
     stores: Path = Field(description="Kaggle-format store file (CSV or Parquet)")
     future: Path = Field(description="future calendar in Kaggle test.csv format (CSV or Parquet)")
-    out: Path = Field(description="forecast Parquet file to write")
+    out: ParquetFile = Field(description="forecast Parquet file to write")
     seed: int = Field(0, ge=0, description="seed of the JAX random key; same seed and data give the same forecast")
     state_dir: Path | None = Field(None, description="where to write the fitted model (default: next to --out)")
     fit: FitConfig = FitConfig()
     forecast: ForecastConfig = ForecastConfig()
 
-    @field_validator("out")
-    @classmethod
-    def _parquet_out(cls, value: Path) -> Path:
-        return _parquet_path(value, "--out")
-
     @property
     def fitted_dir(self) -> Path:
-        return self.state_dir or self.out.with_name(self.out.stem + ".model")
+        return self.state_dir or model_dir_beside(self.out)
 
 
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
@@ -179,10 +188,6 @@ class ModelSource(BaseModel):
         return str(self.path) if self.path is not None else self.uri
 
 
-def _parquet_path(value: Path, option: str = "out") -> Path:
-    if value.suffix.lower() not in (".parquet", ".pq"):
-        raise ValueError(f"{option} must name a .parquet file, got {value}")
-    return value
 
 
 class TrainConfig(BaseModel):
@@ -206,7 +211,7 @@ class ColdStartConfig(BaseModel):
     train: Path = Field(description="train file with the new stores' days (other stores' rows are ignored)")
     stores: Path = Field(description="Kaggle-format store file with the new stores' attributes")
     future: Path = Field(description="future calendar of the stores to forecast")
-    out: Path = Field(description="forecast Parquet file to write")
+    out: ParquetFile = Field(description="forecast Parquet file to write")
     store_ids: tuple[int, ...] = Field((), description="stores to fit (default: the train stores the model lacks)")
     model: ModelSource = ModelSource()
     state_dir: Path | None = Field(None, description="where to write the model with the new stores (default: beside out)")
@@ -215,14 +220,9 @@ class ColdStartConfig(BaseModel):
     forecast: ForecastConfig = ForecastConfig()
     tracking: TrackingConfig = TrackingConfig()
 
-    @field_validator("out")
-    @classmethod
-    def _parquet_out(cls, value: Path) -> Path:
-        return _parquet_path(value)
-
     @property
     def fitted_dir(self) -> Path:
-        return self.state_dir or self.out.with_name(self.out.stem + ".model")
+        return self.state_dir or model_dir_beside(self.out)
 
 
 class ForecastRunConfig(BaseModel):
@@ -232,19 +232,19 @@ class ForecastRunConfig(BaseModel):
 
     stores: Path = Field(description="Kaggle-format store file (CSV or Parquet)")
     future: Path = Field(description="future calendar in Kaggle test.csv format (CSV or Parquet)")
-    out: Path = Field(description="forecast Parquet file to write")
+    out: ParquetFile = Field(description="forecast Parquet file to write")
     model: ModelSource = ModelSource()
     seed: int = Field(0, ge=0, description="seed of the JAX random key")
     forecast: ForecastConfig = ForecastConfig()
     tracking: TrackingConfig = TrackingConfig()
 
-    @field_validator("out")
-    @classmethod
-    def _parquet_out(cls, value: Path) -> Path:
-        return _parquet_path(value)
 
-
-BASELINE_NAMES = ("median_by_weekday", "poisson_per_store", "lightgbm", "pooled", "unpooled")
+BaselineName = Literal["median_by_weekday", "poisson_per_store", "lightgbm", "pooled", "unpooled"]
+BASELINE_NAMES: tuple[str, ...] = get_args(BaselineName)
+# The cold-start curve: held-out stores open on some day of the window before the origin; they are
+# given N days of history for each N of the curve.
+COLD_START_WINDOW_DAYS = 28
+COLD_START_DAYS = (1, 3, 7, 14, 28)
 
 
 class BacktestRunConfig(BaseModel):
@@ -258,13 +258,13 @@ class BacktestRunConfig(BaseModel):
         (), description="first forecast day of each backtest (default: one, horizon_days before the history's end)"
     )
     horizon_days: int = Field(48, ge=1, le=366, description="days forecast and scored after each origin")
-    baselines: tuple[Literal["median_by_weekday", "poisson_per_store", "lightgbm", "pooled", "unpooled"], ...] = Field(
+    baselines: tuple[BaselineName, ...] = Field(
         BASELINE_NAMES, description="baselines scored on the same rows (need the eval extra)"
     )
     out_dir: Path | None = Field(None, description="folder for the per-row scores and the metrics table (optional)")
     cold_start_stores: int = Field(0, ge=0, description="stores held out for the cold-start curve (0: no curve)")
-    cold_start_days: tuple[Annotated[int, Field(ge=1, le=28)], ...] = Field(
-        (1, 3, 7, 14, 28), min_length=1, description="days of history the held-out stores are given: each opens that many days before the origin"
+    cold_start_days: tuple[Annotated[int, Field(ge=1, le=COLD_START_WINDOW_DAYS)], ...] = Field(
+        COLD_START_DAYS, min_length=1, description="days of history the held-out stores are given: each opens that many days before the origin"
     )
     seed: int = Field(0, ge=0, description="seed of the JAX random key and of the held-out stores")
     fit: FitConfig = FitConfig()

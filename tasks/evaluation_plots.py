@@ -7,7 +7,7 @@ import polars as pl
 from matplotlib.figure import Figure
 
 from tasks import names as n
-from tasks.backtest import pit_histogram
+from tasks.backtest import pit_histogram, squared_percentage_error
 
 NOMINAL = (0.5, 0.9)
 
@@ -50,7 +50,7 @@ def store_errors(scored: pl.DataFrame) -> Figure:
     per_store = (
         scored.filter(pl.col("scored"))
         .group_by("method", n.STORE)
-        .agg((((pl.col(n.SALES) - pl.col(n.MEAN)) / pl.col(n.SALES)) ** 2).mean().sqrt().alias("rmspe"))
+        .agg(squared_percentage_error().mean().sqrt().alias("rmspe"))
     )
     methods = per_store["method"].unique(maintain_order=True).to_list()
     fig = Figure(figsize=(7, 4), layout="constrained")

@@ -80,9 +80,7 @@ def panel_inputs(
 
 def panel_shock_covariates(panel: EncodedPanel) -> np.ndarray:
     """Shock-scale covariates of each day of the panel [T, C], from its calendar (all of the panel's stores)."""
-    holiday = np.zeros(panel.present.shape, bool)
-    if panel.store_day_x.shape[-1] == len(fx.STORE_DAY_FEATURES):
-        holiday = panel.store_day_x[..., fx.STORE_DAY_FEATURES.index(fx.STATE_HOLIDAY_FEATURE)] > 0.5
+    holiday = panel.store_day_x[..., fx.STORE_DAY_FEATURES.index(fx.STATE_HOLIDAY_FEATURE)] > 0.5
     return shock_covariates(panel.dates, panel.present, panel.open, holiday)
 
 

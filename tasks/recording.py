@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -117,14 +116,15 @@ def record_local_fit(tracker: Tracker, fit: FitResult, n_stores: int) -> None:
     tracking.log_loss_trace(tracker.client, tracker.run_id, "elbo_local", fit.losses)
 
 
+def _prefixed(prefix: str, scores: dict[str, float]) -> dict[str, float]:
+    return {f"{prefix}_{name}": value for name, value in scores.items()}
+
+
 def record_backtest(tracker: Tracker, result: BacktestResult) -> None:
     """Backtest scores as ``backtest_*`` metrics and the scored rows as a Parquet artifact."""
-    tracking.log_metrics(tracker.client, tracker.run_id, {f"backtest_{k}": v for k, v in result.metrics.items()})
+    tracking.log_metrics(tracker.client, tracker.run_id, _prefixed("backtest", result.metrics))
     tracker.client.set_tag(tracker.run_id, "backtest_origin", result.origin.isoformat())
-    with tempfile.TemporaryDirectory(prefix="bhm-backtest-") as tmp:
-        path = Path(tmp) / "backtest_rows.parquet"
-        result.scored.write_parquet(path)
-        tracking.log_artifact(tracker.client, tracker.run_id, path, "backtest")
+    tracking.log_frame(tracker.client, tracker.run_id, result.scored, "backtest_rows.parquet", "backtest")
 
 
 def _plot_stores(forecast: pl.DataFrame, count: int) -> list[int]:
@@ -204,15 +204,12 @@ def record_backtest_suite(tracker: Tracker, suite: BacktestSuite) -> None:
     the per-row scores as Parquet, a metrics table and the evaluation plots."""
     client, run_id = tracker.client, tracker.run_id
     for method, scores in suite.overall.items():
-        tracking.log_metrics(client, run_id, {f"{method}_{k}": v for k, v in scores.items()})
+        tracking.log_metrics(client, run_id, _prefixed(method, scores))
     for step, result in enumerate(suite.results):
         for method, scores in result.methods.items():
-            tracking.log_metrics(client, run_id, {f"origin_{method}_{k}": v for k, v in scores.items()}, step=step)
+            tracking.log_metrics(client, run_id, _prefixed(f"origin_{method}", scores), step=step)
     client.set_tag(run_id, "backtest_origins", ",".join(r.origin.isoformat() for r in suite.results))
-    with tempfile.TemporaryDirectory(prefix="bhm-backtest-") as tmp:
-        path = Path(tmp) / "backtest_rows.parquet"
-        suite.rows.write_parquet(path)
-        tracking.log_artifact(client, run_id, path, "backtest")
+    tracking.log_frame(client, run_id, suite.rows, "backtest_rows.parquet", "backtest")
     client.log_text(run_id, methods_table(suite.overall), "backtest/metrics.md")
     figures = {
         "coverage_vs_nominal": evaluation_plots.coverage_vs_nominal(suite.overall),
@@ -228,18 +225,15 @@ def record_cold_start_curve(tracker: Tracker, curve: ColdStartCurve) -> None:
     stores' on their whole history as ``cold_full_history_<metric>``, the established stores' as
     ``cold_established_<metric>``, the scored rows, and the curve's plot."""
     client, run_id = tracker.client, tracker.run_id
-    tracking.log_metrics(client, run_id, {f"cold_established_{k}": v for k, v in curve.established.items()})
-    tracking.log_metrics(client, run_id, {f"cold_full_history_{k}": v for k, v in curve.full_history.items()})
+    tracking.log_metrics(client, run_id, _prefixed("cold_established", curve.established))
+    tracking.log_metrics(client, run_id, _prefixed("cold_full_history", curve.full_history))
     for point in curve.points:
         scores = {k: v for k, v in point.items() if k not in ("method", "days")}
         tracking.log_metrics(
-            client, run_id, {f"cold_{point['method']}_{k}": v for k, v in scores.items()}, step=int(point["days"])
+            client, run_id, _prefixed(f"cold_{point['method']}", scores), step=int(point["days"])
         )
     client.set_tag(run_id, "cold_start_stores", ",".join(map(str, curve.held_out)))
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "cold_start_rows.parquet"
-        curve.rows.write_parquet(path)
-        tracking.log_artifact(client, run_id, path, "backtest")
+    tracking.log_frame(client, run_id, curve.rows, "cold_start_rows.parquet", "backtest")
     tracking.log_figure(
         client,
         run_id,

@@ -73,14 +73,6 @@ def register_version(client: MlflowClient, name: str, run_id: str, tags: dict[st
     )
 
 
-def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
-    """The version that ``alias`` points to, None when the model or the alias does not exist."""
-    try:
-        return client.get_model_version_by_alias(name, alias).version
-    except MlflowException:
-        return None
-
-
 def set_alias(client: MlflowClient, name: str, alias: str, version: str) -> None:
     client.set_registered_model_alias(name, alias, version)
 

@@ -24,6 +24,14 @@ def _fit_rows(label: str, fit: FitResult, n_stores: int) -> list[str]:
     ]
 
 
+def scores_text(scores: Mapping[str, float]) -> str:
+    """A backtest's headline scores in one line."""
+    return (
+        f"RMSPE {scores['rmspe']:.4f}, wQL {scores['wql']:.4f}, "
+        f"coverage 50% {scores['coverage_50']:.1%}, 90% {scores['coverage_90']:.1%}"
+    )
+
+
 def run_markdown(
     title: str,
     summary: DataSummary | None = None,
@@ -47,13 +55,7 @@ def run_markdown(
         lines += _fit_rows(label, fit, n_stores)
     if backtest:
         where = f" (from {backtest_origin})" if backtest_origin else ""
-        lines.append(
-            _row(
-                f"backtest{where}",
-                f"RMSPE {backtest['rmspe']:.4f}, wQL {backtest['wql']:.4f}, "
-                f"coverage 50% {backtest['coverage_50']:.1%}, 90% {backtest['coverage_90']:.1%}",
-            )
-        )
+        lines.append(_row(f"backtest{where}", scores_text(backtest)))
     for name, value in (outputs or {}).items():
         lines.append(_row(name, f"`{value}`"))
     if registration:

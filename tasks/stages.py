@@ -9,6 +9,8 @@ file, a broken rule.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -63,22 +65,26 @@ def publish_validation_failure(err: InputValidationError) -> None:
     )
 
 
-@io_task("read and validate")
-def read_inputs(train: Path, stores: Path, future: Path | None) -> tuple[ValidatedInputs, DataSummary]:
+@contextmanager
+def publishing_validation_failure() -> Iterator[None]:
+    """A failed validation's report becomes a table artifact of the flow run, then the error goes on."""
     try:
-        return pipeline.read_inputs(train, stores, future)
+        yield
     except InputValidationError as err:
         publish_validation_failure(err)
         raise
+
+
+@io_task("read and validate")
+def read_inputs(train: Path, stores: Path, future: Path | None) -> tuple[ValidatedInputs, DataSummary]:
+    with publishing_validation_failure():
+        return pipeline.read_inputs(train, stores, future)
 
 
 @io_task("read and validate the calendar")
 def read_calendar(stores: Path, future: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
-    try:
+    with publishing_validation_failure():
         return read_validated_calendar(stores, future)
-    except InputValidationError as err:
-        publish_validation_failure(err)
-        raise
 
 
 @compute_task("encode")

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import re
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import polars as pl
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 from pydantic import BaseModel
@@ -234,6 +236,14 @@ def log_figure(client: MlflowClient, run_id: str, fig: Figure, name: str) -> str
     artifact = f"{PLOTS_DIR}/{file_name}"
     client.log_figure(run_id, fig, artifact)
     return artifact
+
+
+def log_frame(client: MlflowClient, run_id: str, frame: pl.DataFrame, file_name: str, artifact_path: str) -> None:
+    """Log ``frame`` as the Parquet file ``<artifact_path>/<file_name>``."""
+    with tempfile.TemporaryDirectory(prefix="bhm-frame-") as tmp:
+        path = Path(tmp) / file_name
+        frame.write_parquet(path)
+        client.log_artifact(run_id, str(path), artifact_path=artifact_path)
 
 
 def log_artifact(client: MlflowClient, run_id: str, path: Path | str, artifact_path: str | None = None) -> None:

@@ -25,8 +25,8 @@ from tasks.backtest import (
     store_bootstrap,
 )
 from tasks.baselines import BASELINES, median_by_weekday
-from tasks.coldstart_curve import WINDOW_DAYS, first_days, held_out_stores
-from tasks.config import ChampionGates, FitConfig, ForecastConfig
+from tasks.coldstart_curve import first_days, held_out_stores
+from tasks.config import COLD_START_WINDOW_DAYS, ChampionGates, FitConfig, ForecastConfig
 from tasks.encode import build_spec, encode
 from tasks.report import methods_table
 from tasks.validate import read_validated
@@ -112,7 +112,7 @@ def test_held_out_stores_are_seeded_and_were_open_before_the_origin(inputs) -> N
     split = split_at(inputs.train, default_origin(inputs.train, 14), 14)
     held = held_out_stores(split, 5, seed=3)
     assert held.tolist() == held_out_stores(split, 5, seed=3).tolist() != held_out_stores(split, 5, seed=4).tolist()
-    window = split.history.filter(pl.col(n.STORE).is_in(held.tolist()), pl.col(n.DATE) >= split.origin - dt.timedelta(days=WINDOW_DAYS))
+    window = split.history.filter(pl.col(n.STORE).is_in(held.tolist()), pl.col(n.DATE) >= split.origin - dt.timedelta(days=COLD_START_WINDOW_DAYS))
     assert set(window.filter(pl.col(n.OPEN) == 1)[n.STORE].unique().to_list()) == set(held.tolist())
     with pytest.raises(ValueError, match="can be held out"):
         held_out_stores(split, split.history[n.STORE].n_unique(), seed=0)
