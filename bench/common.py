@@ -31,12 +31,12 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tasks import metrics  # noqa: E402
 from tasks import names as n  # noqa: E402
 from tasks.config import FitConfig, ForecastConfig  # noqa: E402
-from tasks.encode import EncodedData, build_spec, encode  # noqa: E402
-from tasks.inference import FitProgress, log_progress  # noqa: E402
-from tasks.validate import ValidatedInputs, read_validated  # noqa: E402
+from tasks.data.encode import EncodedData, build_spec, encode  # noqa: E402
+from tasks.data.validate import ValidatedInputs, read_validated  # noqa: E402
+from tasks.evaluate import metrics  # noqa: E402
+from tasks.model.inference import FitProgress, log_progress  # noqa: E402
 
 DATA_ENV = "BHM_ROSSMANN_DIR"
 DEFAULT_CUT = dt.date(2015, 4, 26)
@@ -251,7 +251,7 @@ def fit_config(max_steps: int | None) -> FitConfig:
 
 
 def read_encode(train: Path, stores: Path, future: Path | None, config: FitConfig) -> tuple[ValidatedInputs, EncodedData, dict]:
-    """tasks.validate.read_validated then tasks.encode.encode, as the main job does; with seconds per stage."""
+    """tasks.data.validate.read_validated then tasks.data.encode.encode, as the main job does; with seconds per stage."""
     t0 = time.perf_counter()
     inputs = read_validated(train, stores, future)
     t1 = time.perf_counter()
@@ -332,7 +332,7 @@ def job_keys(seed: int):
 
 
 def score(frame: pl.DataFrame, actual: pl.DataFrame, stores: np.ndarray | None = None, exclude: bool = False) -> dict:
-    """tasks.metrics on open days with positive sales; optionally only (or all but) ``stores``."""
+    """tasks.evaluate.metrics on open days with positive sales; optionally only (or all but) ``stores``."""
     scored = frame.join(actual, on=[n.STORE, n.DATE], how="inner").filter(pl.col(n.OPEN) == 1)
     if stores is not None:
         chosen = pl.col(n.STORE).is_in(np.asarray(stores).tolist())

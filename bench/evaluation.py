@@ -19,12 +19,12 @@ import numpy as np
 import polars as pl
 
 from tasks import names as n
-from tasks import report
-from tasks.backtest import rmspe_ratio_interval, run_backtests, squared_percentage_error
-from tasks.coldstart_curve import cold_start_curve
 from tasks.config import BASELINE_NAMES, COLD_START_DAYS, ForecastConfig
+from tasks.data.validate import read_validated
+from tasks.evaluate.backtest import rmspe_ratio_interval, run_backtests, squared_percentage_error
+from tasks.evaluate.coldstart_curve import cold_start_curve
 from tasks.pipeline import RunKeys
-from tasks.validate import read_validated
+from tasks.track import report
 
 COLD_START_PROTOCOL = (
     "A seeded random set of stores is held out of the global fit. Each held-out store opens N days before the "

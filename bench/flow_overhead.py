@@ -45,7 +45,7 @@ def child(args) -> dict:
     environment.configure()
     from flows.nightly import nightly
     from tasks.config import NightlyConfig
-    from tasks.demo import generate_demo
+    from tasks.data.demo import generate_demo
 
     imports = time.perf_counter() - t
     data = Path(os.environ["BHM_HOME"]) / "data"

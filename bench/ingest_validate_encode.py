@@ -19,7 +19,7 @@ FIELDS = [
 
 
 def child(args) -> dict:
-    from tasks.summary import summarize
+    from tasks.data.summary import summarize
 
     train, stores = common.rossmann_files(args.data)
     t0 = time.perf_counter()

@@ -1,7 +1,7 @@
 """Cold start: global fit without --stores random stores, then one local fit of them on their last --days days.
 
 In each fresh process: the global fit (history to --cut, default FitConfig)
-on all stores but the chosen ones; tasks.inference.fit_local for the chosen
+on all stores but the chosen ones; tasks.model.inference.fit_local for the chosen
 stores in one call (compile and run seconds), a second call with another key
 (compiled programs are cached per shape, so compile should be ~0); then the
 48-day forecast of every store, scored for the new stores and the

@@ -1,6 +1,6 @@
 """Divergence check: the global fit (default FitConfig) for each seed, on Rossmann and/or the demo data.
 
-A seed diverged when the fit raised tasks.inference.FitDivergedError or left
+A seed diverged when the fit raised tasks.model.inference.FitDivergedError or left
 a non-finite loss or parameter. The seeds run one after another in one
 process (compiled programs are reused); the data sets are encoded by the
 main job's path (read_validated, build_spec, encode).
@@ -29,7 +29,7 @@ FIELDS = [
 def encoded_data(dataset: str, args, config):
     if dataset == "rossmann":
         return common.load_backtest(args.data, args.cut, config).encoded
-    from tasks.demo import generate_demo
+    from tasks.data.demo import generate_demo
 
     with tempfile.TemporaryDirectory(prefix="bhm-bench-demo-") as tmp:
         paths = generate_demo(seed=0).write(Path(tmp))
@@ -37,7 +37,7 @@ def encoded_data(dataset: str, args, config):
 
 
 def fit_seed(encoded, config, seed: int, progress) -> dict:
-    from tasks.inference import FitDivergedError
+    from tasks.model.inference import FitDivergedError
     from tasks.pipeline import fit_history
 
     t0 = time.perf_counter()

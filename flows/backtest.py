@@ -9,12 +9,13 @@ from pathlib import Path
 from prefect import flow
 
 from flows.runtime import prefect_tags, rename_flow_run
-from tasks import report, stages
-from tasks.backtest import BacktestSuite
-from tasks.coldstart_curve import ColdStartCurve
+from tasks import stages
 from tasks.config import BacktestRunConfig
+from tasks.evaluate.backtest import BacktestSuite
+from tasks.evaluate.coldstart_curve import ColdStartCurve
 from tasks.pipeline import RunKeys
-from tasks.recording import open_run
+from tasks.track import report
+from tasks.track.recording import open_run
 
 SUMMARY_ARTIFACT_KEY = "backtest-summary"
 

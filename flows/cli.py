@@ -381,7 +381,7 @@ def _add_flow_commands(commands: Any, formatter: type[argparse.HelpFormatter]) -
 
 
 def _check_input_file(path: Path, option: str) -> None:
-    from tasks.ingest import SUPPORTED_SUFFIXES
+    from tasks.data.ingest import SUPPORTED_SUFFIXES
 
     if not path.is_file():
         raise UsageError(f"{option}: file not found: {path}")
@@ -408,7 +408,7 @@ def _validation_messages(err: Any) -> list[str]:
 
 
 def _demo_inputs() -> dict[str, Path]:
-    from tasks.demo import generate_demo
+    from tasks.data.demo import generate_demo
 
     folder = environment.bhm_home() / DEMO_FOLDER
     log.info("no data options given: writing the built-in demo data (seed %d) to %s", DEMO_SEED, folder)
@@ -450,8 +450,8 @@ def run_summary_text(result: RunResult, total_seconds: float) -> str:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from tasks.summary import summarize
-    from tasks.validate import check_inputs
+    from tasks.data.summary import summarize
+    from tasks.data.validate import check_inputs
 
     _check_input_files(args, "train", "stores")
     if args.future is not None:
@@ -539,8 +539,8 @@ def _run_config(args: argparse.Namespace) -> NightlyConfig:
 
 def _run_flow(flow_fn: Callable[[Any], Any], config: BaseModel) -> tuple[int, Any]:
     """Run a flow in process (Prefect's temporary server when no PREFECT_API_URL); (exit code, result)."""
-    from tasks.inference import FitDivergedError
-    from tasks.validate import InputValidationError
+    from tasks.data.validate import InputValidationError
+    from tasks.model.inference import FitDivergedError
 
     try:
         return EXIT_OK, flow_fn(config)
@@ -574,7 +574,7 @@ def _tracking_lines(registration: Any, mlflow_run: str | None) -> list[str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from tasks.report import scores_text
+    from tasks.track.report import scores_text
 
     config = _run_config(args)
     start = time.perf_counter()
@@ -590,7 +590,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_backtest(args: argparse.Namespace) -> int:
     from tasks.config import BacktestRunConfig
-    from tasks.report import cold_start_table, methods_table
+    from tasks.track.report import cold_start_table, methods_table
 
     _check_input_files(args, "train", "stores")
     baselines = () if args.baselines.strip() == "none" else _comma_list(args.baselines)
@@ -622,7 +622,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from tasks.demo import generate_demo
+    from tasks.data.demo import generate_demo
 
     paths = generate_demo(seed=DEMO_SEED).write(args.out)
     print("\n".join(f"{role}: {path.resolve()}" for role, path in paths.items()))

@@ -9,10 +9,11 @@ from pathlib import Path
 from prefect import flow
 
 from flows.runtime import prefect_tags, rename_flow_run
-from tasks import report, stages
+from tasks import stages
 from tasks.config import ForecastRunConfig
 from tasks.pipeline import RunKeys, calendar_span
-from tasks.recording import open_run
+from tasks.track import report
+from tasks.track.recording import open_run
 
 SUMMARY_ARTIFACT_KEY = "forecast-summary"
 

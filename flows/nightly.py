@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from prefect import flow
 
 from flows.runtime import prefect_tags, rename_flow_run
-from tasks import report, stages
+from tasks import stages
 from tasks.config import NightlyConfig
 from tasks.pipeline import RunKeys, RunResult
-from tasks.recording import Registration, open_run
+from tasks.track import report
+from tasks.track.recording import Registration, open_run
 
 SUMMARY_ARTIFACT_KEY = "nightly-summary"
 

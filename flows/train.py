@@ -9,10 +9,11 @@ from pathlib import Path
 from prefect import flow
 
 from flows.runtime import prefect_tags, rename_flow_run
-from tasks import report, stages
+from tasks import stages
 from tasks.config import TrainConfig
 from tasks.pipeline import FitReport, RunKeys
-from tasks.recording import Registration, open_run
+from tasks.track import report
+from tasks.track.recording import Registration, open_run
 
 SUMMARY_ARTIFACT_KEY = "train-summary"
 

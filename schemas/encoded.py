@@ -2,7 +2,7 @@
 
 The inputs were validated already, so a failure here is a bug in the
 encoding, not in the data: it stops the run before anything is fitted. The
-feature columns come from the registry (``tasks.features``), so the schemas
+feature columns come from the registry (``tasks.data.features``), so the schemas
 are built from the encoding spec rather than written out by hand.
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 import pandera.polars as pa
 import polars as pl
 
-from tasks import features as fx
 from tasks import names as n
+from tasks.data import features as fx
 
 IS_FUTURE = n.IS_FUTURE
 OBSERVED = n.OBSERVED

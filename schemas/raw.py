@@ -1,4 +1,4 @@
-"""pandera models of the typed input frames, as ``tasks.ingest.cast_typed`` makes them.
+"""pandera models of the typed input frames, as ``tasks.data.ingest.cast_typed`` makes them.
 
 One model per FileRole. Validate COLLECTED polars DataFrames with
 ``lazy=True``: on a LazyFrame pandera checks only names and types, and
@@ -7,7 +7,7 @@ without ``lazy`` it stops at the first failure.
 The ingest row-number column (``names.ROW``) and the future calendar's
 ``names.OPEN_WAS_MISSING`` flag are no part of the rules: ``strict = False``
 lets them through unchecked, and a failure's frame position maps back to ROW
-in ``tasks.validate``.
+in ``tasks.data.validate``.
 
 Every check here is a vectorised polars expression: pandera's element-wise
 checks run a Python function per value and would cost seconds on a million

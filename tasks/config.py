@@ -12,8 +12,8 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from tasks.forecast import DEFAULT_QUANTILES
-from tasks.inference import FitSettings
+from tasks.forecast.draws import DEFAULT_QUANTILES
+from tasks.model.inference import FitSettings
 
 LOCAL_PARTICLES = 4
 Probability = Annotated[float, Field(gt=0.0, lt=1.0)]
@@ -121,7 +121,7 @@ MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 
 
 class TrackingConfig(BaseModel):
-    """Where a run is recorded in MLflow (the tracking URI comes from the environment, see tasks.tracking)."""
+    """Where a run is recorded in MLflow (the tracking URI comes from the environment, see tasks.track.tracking)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -146,7 +146,7 @@ class ChampionGates(BaseModel):
     )
 
     def failures(self, scores: dict[str, float]) -> list[str]:
-        """The gates that ``scores`` (tasks.backtest.score) fail, in words; empty when all pass."""
+        """The gates that ``scores`` (tasks.evaluate.backtest.score) fail, in words; empty when all pass."""
         failed = []
         if self.max_rmspe is not None and not scores["rmspe"] <= self.max_rmspe:
             failed.append(f"RMSPE {scores['rmspe']:.4f} > {self.max_rmspe}")

@@ -19,17 +19,17 @@ import jax
 import numpy as np
 import polars as pl
 
-from tasks import features as fx
 from tasks import names as n
-from tasks import state
 from tasks.config import FitConfig, ForecastConfig, RunConfig
-from tasks.encode import EncodedData, EncodedPanel, build_spec, encode, encode_future
-from tasks.forecast import forecast, select_store_params
-from tasks.inference import FitProgress, FitResult, Params, fit_global, fit_local, log_progress
-from tasks.model import ModelInputs, ModelStructure, Site, calendar_basis, model_inputs, shock_covariates
+from tasks.data import features as fx
+from tasks.data.encode import EncodedData, EncodedPanel, build_spec, encode, encode_future
+from tasks.data.summary import DataSummary, summarize
+from tasks.data.validate import ValidatedInputs, read_validated
+from tasks.forecast.draws import forecast, select_store_params
+from tasks.model import state
+from tasks.model.inference import FitProgress, FitResult, Params, fit_global, fit_local, log_progress
+from tasks.model.store_day import ModelInputs, ModelStructure, Site, calendar_basis, model_inputs, shock_covariates
 from tasks.names import FileRole
-from tasks.summary import DataSummary, summarize
-from tasks.validate import ValidatedInputs, read_validated
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +258,7 @@ def forecast_frame(
 ) -> pl.DataFrame:
     """One row per future calendar row: the contract columns plus open flags and model version.
 
-    ``on_draws`` sees the sales draws of each chunk of stores (``tasks.forecast.forecast``).
+    ``on_draws`` sees the sales draws of each chunk of stores (``tasks.forecast.draws.forecast``).
     """
     params = select_store_params(fitted.params, fitted.positions(future_panel.stores))
     inputs = panel_inputs(future_panel, fitted.anchor, fitted.structure, with_sales=False)

@@ -21,15 +21,18 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from tasks import backtest, pipeline, recording, registry, report, state
-from tasks.coldstart_curve import ColdStartCurve, cold_start_curve
+from tasks import pipeline
 from tasks.config import BacktestRunConfig, ChampionGates, FitConfig, ForecastConfig, ModelSource, TrackingConfig
-from tasks.encode import EncodedData, EncodedPanel
-from tasks.inference import FitResult
-from tasks.recording import Tracker
-from tasks.summary import DataSummary
-from tasks.tracking import tracking_uri
-from tasks.validate import InputValidationError, ValidatedInputs, read_validated_calendar
+from tasks.data.encode import EncodedData, EncodedPanel
+from tasks.data.summary import DataSummary
+from tasks.data.validate import InputValidationError, ValidatedInputs, read_validated_calendar
+from tasks.evaluate import backtest
+from tasks.evaluate.coldstart_curve import ColdStartCurve, cold_start_curve
+from tasks.model import state
+from tasks.model.inference import FitResult
+from tasks.track import recording, registry, report
+from tasks.track.recording import Tracker
+from tasks.track.tracking import tracking_uri
 
 VALIDATION_ARTIFACT_KEY = "validation-report"
 IO_RETRIES = 2

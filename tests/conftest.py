@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.demo import DemoData, generate_demo
+from tasks.data.demo import DemoData, generate_demo
 
 # Small enough that a whole run (validate, fit, forecast) takes seconds on 2 cores.
 TINY_DEMO = {"seed": 0, "n_stores": 8, "n_history_days": 120, "horizon": 14, "n_new_stores": 1, "n_gapped_stores": 1}

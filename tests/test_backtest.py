@@ -1,4 +1,4 @@
-"""tasks.backtest and tasks.baselines: the split keeps the scored days out of the fit; scores on hand-computed
+"""tasks.evaluate.backtest and tasks.evaluate.baselines: the split keeps the scored days out of the fit; scores on hand-computed
 cases; PIT and CRPS from draws; baselines on the same rows; champion gates."""
 
 from __future__ import annotations
@@ -12,7 +12,10 @@ import polars as pl
 import pytest
 
 from tasks import names as n
-from tasks.backtest import (
+from tasks.config import COLD_START_WINDOW_DAYS, ChampionGates, FitConfig, ForecastConfig
+from tasks.data.encode import build_spec, encode
+from tasks.data.validate import read_validated
+from tasks.evaluate.backtest import (
     DrawScores,
     default_origin,
     pit_histogram,
@@ -24,12 +27,9 @@ from tasks.backtest import (
     split_at,
     store_bootstrap,
 )
-from tasks.baselines import BASELINES, median_by_weekday
-from tasks.coldstart_curve import first_days, held_out_stores
-from tasks.config import COLD_START_WINDOW_DAYS, ChampionGates, FitConfig, ForecastConfig
-from tasks.encode import build_spec, encode
-from tasks.report import methods_table
-from tasks.validate import read_validated
+from tasks.evaluate.baselines import BASELINES, median_by_weekday
+from tasks.evaluate.coldstart_curve import first_days, held_out_stores
+from tasks.track.report import methods_table
 
 FIT = FitConfig(max_steps=300, local_max_steps=200)
 FORECAST = ForecastConfig(num_draws=100)

@@ -16,7 +16,7 @@ import flows.nightly
 from flows import cli, environment
 from tasks import names as n
 from tasks.config import FitConfig, ForecastConfig, NightlyConfig
-from tasks.inference import FitDivergedError
+from tasks.model.inference import FitDivergedError
 
 
 @pytest.fixture(autouse=True)

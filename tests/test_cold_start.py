@@ -1,5 +1,5 @@
 """tasks.pipeline: cold start of new stores against fixed globals, a calendar forecast without history, and
-tasks.encode.encode_future (the future encoded without its history)."""
+tasks.data.encode.encode_future (the future encoded without its history)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tasks import features as fx
 from tasks import names as n
 from tasks.config import FitConfig, ForecastConfig
-from tasks.encode import build_spec, encode, encode_future
-from tasks.model import Site
+from tasks.data import features as fx
+from tasks.data.encode import build_spec, encode, encode_future
+from tasks.data.validate import read_validated
+from tasks.model.store_day import Site
 from tasks.pipeline import cold_start, encode_inputs, fit_history, forecast_calendar, with_stores
-from tasks.validate import read_validated
 
 FIT = FitConfig(max_steps=300, local_max_steps=200)
 CLOSURE_FEATURES = {

@@ -1,4 +1,4 @@
-"""tasks.encode: contrasts, calendar alignment, the observed mask, fixed categories, and the
+"""tasks.data.encode: contrasts, calendar alignment, the observed mask, fixed categories, and the
 promise that a future calendar encodes exactly like the same days inside history."""
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.encoded import store_day_rows_schema
-from tasks import encode as enc
-from tasks import features as fx
-from tasks import ingest
 from tasks import names as n
-from tasks.demo import DemoData, generate_demo
+from tasks.data import encode as enc
+from tasks.data import features as fx
+from tasks.data import ingest
+from tasks.data.demo import DemoData, generate_demo
 from tasks.names import FileRole
 
 MONDAY = dt.date(2015, 6, 1)

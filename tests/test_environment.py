@@ -1,4 +1,4 @@
-"""flows.environment and tasks.report: defaults that never override the user's settings; the run summary text."""
+"""flows.environment and tasks.track.report: defaults that never override the user's settings; the run summary text."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from flows import environment
-from tasks.inference import FitResult
-from tasks.report import run_markdown
+from tasks.model.inference import FitResult
+from tasks.track.report import run_markdown
 
 
 def test_configure_fills_in_defaults_under_bhm_home(tmp_path: Path) -> None:

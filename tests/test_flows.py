@@ -29,7 +29,6 @@ from flows.forecast import forecast
 from flows.nightly import SUMMARY_ARTIFACT_KEY, nightly
 from flows.train import train
 from tasks import names as n
-from tasks import tracking
 from tasks.config import (
     BASELINE_NAMES,
     BacktestRunConfig,
@@ -38,8 +37,9 @@ from tasks.config import (
     NightlyConfig,
     TrainConfig,
 )
+from tasks.data.validate import InputValidationError
 from tasks.stages import VALIDATION_ARTIFACT_KEY
-from tasks.validate import InputValidationError
+from tasks.track import tracking
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 

@@ -1,4 +1,4 @@
-"""tasks.ingest: CSV and Parquet read alike, types are explicit, bad values are reported, not raised."""
+"""tasks.data.ingest: CSV and Parquet read alike, types are explicit, bad values are reported, not raised."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tasks import ingest
 from tasks import names as n
+from tasks.data import ingest
 from tasks.names import FileRole
 
 # Kaggle's own quoting: header quoted, StateHoliday and SchoolHoliday quoted.

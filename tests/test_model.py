@@ -1,7 +1,7 @@
 """The statistical core: likelihood, samplers, time structure, fitting, recovery and calibration.
 
 The slow tests fit the model to the built-in demo, whose sales were drawn from
-the model's own likelihood with known parameters (tasks.demo), and check what
+the model's own likelihood with known parameters (tasks.data.demo), and check what
 a statistician would: the truth inside the posterior intervals, store effects
 found, held-out intervals that cover what they claim, cold-start fits that
 beat a per-store regression, and no divergence for any of 10 seeds.
@@ -18,15 +18,22 @@ import polars as pl
 import pytest
 from scipy import stats
 
-from tasks import metrics
 from tasks import names as n
 from tasks.config import FitConfig, ForecastConfig
-from tasks.demo import DemoData, generate_demo
-from tasks.encode import build_spec, encode
-from tasks.forecast import select_store_params
-from tasks.inference import FitDivergedError, FitSettings, fit_global, point_estimate, relative_improvement, store_coefficients
-from tasks.model import ModelStructure, Site, model, model_inputs, time_blocks
-from tasks.negbin import NegativeBinomialLogMean, draw_counts
+from tasks.data.demo import DemoData, generate_demo
+from tasks.data.encode import build_spec, encode
+from tasks.evaluate import metrics
+from tasks.forecast.draws import select_store_params
+from tasks.model.inference import (
+    FitDivergedError,
+    FitSettings,
+    fit_global,
+    point_estimate,
+    relative_improvement,
+    store_coefficients,
+)
+from tasks.model.negbin import NegativeBinomialLogMean, draw_counts
+from tasks.model.store_day import ModelStructure, Site, model, model_inputs, time_blocks
 from tasks.pipeline import fit_history, fit_new_stores, forecast_frame, panel_inputs
 
 # --- likelihood and samplers ---------------------------------------------------
@@ -249,7 +256,7 @@ def test_no_divergence_for_ten_seeds(demo: DemoData) -> None:
 def test_boosted_gamma_draws_follow_the_gamma_law(shape: float) -> None:
     from scipy import stats
 
-    from tasks.negbin import gamma_boosted
+    from tasks.model.negbin import gamma_boosted
 
     draws = np.asarray(gamma_boosted(jax.random.key(11), jnp.full((100_000,), shape, jnp.float32)))
     assert stats.kstest(draws, stats.gamma(shape).cdf).pvalue > 1e-3

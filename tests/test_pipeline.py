@@ -12,11 +12,11 @@ import polars as pl
 import pytest
 
 from tasks import names as n
-from tasks import state
 from tasks.config import FitConfig, ForecastConfig, RunConfig
-from tasks.demo import DemoData, generate_demo
+from tasks.data.demo import DemoData, generate_demo
+from tasks.data.validate import InputValidationError
+from tasks.model import state
 from tasks.pipeline import RunResult, run
-from tasks.validate import InputValidationError
 
 QUANTILES = ("q05", "q25", "q50", "q75", "q95")
 CONTRACT_COLUMNS = {n.ID, n.STORE, n.DATE, n.OPEN_WAS_MISSING, n.MEAN, *QUANTILES, n.WAS_OPEN, n.MODEL_VERSION}

@@ -1,4 +1,4 @@
-"""tasks.plots: pure functions that return matplotlib Figures and render headless."""
+"""tasks.track.plots: pure functions that return matplotlib Figures and render headless."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import polars as pl
 import pytest
 from matplotlib.figure import Figure
 
-from tasks import plots
-from tasks.demo import DemoData
-from tasks.encode import build_spec
-from tasks.inference import Params
-from tasks.model import ModelStructure, Site
+from tasks.data.demo import DemoData
+from tasks.data.encode import build_spec
+from tasks.model.inference import Params
+from tasks.model.state import FittedModel
+from tasks.model.store_day import ModelStructure, Site
 from tasks.pipeline import prior_store_params
-from tasks.state import FittedModel
+from tasks.track import plots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NAMES = ("intercept", "weekday_2", "weekday_3", "weekday_4", "weekday_5", "weekday_6", "weekday_7", "promo", "school_holiday")

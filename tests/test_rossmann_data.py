@@ -19,9 +19,8 @@ import pytest
 
 from schemas.raw import NO_SALES_WHEN_CLOSED
 from tasks import names as n
-from tasks.names import FileRole
-from tasks.summary import DataSummary, summarize
-from tasks.validate import (
+from tasks.data.summary import DataSummary, summarize
+from tasks.data.validate import (
     RULE_AFTER_HISTORY,
     RULE_STORE_KNOWN,
     RULE_UNIQUE,
@@ -30,6 +29,7 @@ from tasks.validate import (
     ValidationReport,
     check_inputs,
 )
+from tasks.names import FileRole
 
 ENV_DIR = "BHM_ROSSMANN_DIR"
 

@@ -8,8 +8,8 @@ import pytest
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.data.validate import InputValidationError, ValidationReport
 from tasks.stages import transient_io_error
-from tasks.validate import InputValidationError, ValidationReport
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""tasks.state: a fitted model is a folder of plain arrays and JSON, written atomically."""
+"""tasks.model.state: a fitted model is a folder of plain arrays and JSON, written atomically."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks import state
-from tasks.demo import DemoData
-from tasks.encode import build_spec
-from tasks.model import ModelStructure, Site
+from tasks.data.demo import DemoData
+from tasks.data.encode import build_spec
+from tasks.model import state
+from tasks.model.store_day import ModelStructure, Site
 from tasks.pipeline import prior_store_params
 
 

@@ -1,4 +1,4 @@
-"""tasks.tracking: MLflow runs on a local SQLite backend, batched metrics, run status."""
+"""tasks.track.tracking: MLflow runs on a local SQLite backend, batched metrics, run status."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 from matplotlib.figure import Figure
 from mlflow.tracking import MlflowClient
 
-from tasks import tracking
 from tasks.config import FitConfig, RunConfig
-from tasks.inference import FitResult
+from tasks.model.inference import FitResult
 from tasks.pipeline import FitReport
+from tasks.track import tracking
 
 
 @pytest.fixture(scope="module")

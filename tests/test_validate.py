@@ -1,4 +1,4 @@
-"""tasks.validate: a good fixture passes; every rule, broken alone, is reported where it was broken;
+"""tasks.data.validate: a good fixture passes; every rule, broken alone, is reported where it was broken;
 many faults are reported at once."""
 
 from __future__ import annotations
@@ -14,11 +14,10 @@ import polars as pl
 import pytest
 
 from schemas.raw import DAY_OF_WEEK_MATCHES_DATE, NO_SALES_WHEN_CLOSED, TrainRows
-from tasks import ingest
 from tasks import names as n
-from tasks.names import FileRole
-from tasks.summary import summarize
-from tasks.validate import (
+from tasks.data import ingest
+from tasks.data.summary import summarize
+from tasks.data.validate import (
     RULE_AFTER_HISTORY,
     RULE_COLUMN_PRESENT,
     RULE_NOT_EMPTY,
@@ -31,6 +30,7 @@ from tasks.validate import (
     check_inputs,
     read_validated,
 )
+from tasks.names import FileRole
 
 # ---------------------------------------------------------------------------
 # fixture: a small Kaggle-format data set, held as raw field text per row
@@ -672,7 +672,7 @@ def test_missing_column_report_shows_the_near_miss(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------
-# the summary of validated inputs (tasks.summary)
+# the summary of validated inputs (tasks.data.summary)
 
 
 def test_summary_of_the_good_fixture(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ Pure: no Prefect, no MLflow. Bad data never raises here; it becomes a
 ``ValidationReport`` that names file, column, rule, how many rows, example
 values and 1-based data row numbers (``names.ROW``), so that a person can
 find and fix the lines. Only a missing file or an unsupported suffix raises
-(from ``tasks.ingest``), because then there is nothing to report on.
+(from ``tasks.data.ingest``), because then there is nothing to report on.
 
 Three layers of rules, each vectorised:
 1. per file, before types: required columns present, values parse;
@@ -24,8 +24,8 @@ import pandera.polars as pa
 import polars as pl
 
 from schemas.raw import CHECK_CONTEXT_COLUMNS, schema_for
-from tasks import ingest
 from tasks import names as n
+from tasks.data import ingest
 from tasks.names import FileRole
 
 MAX_EXAMPLES = 5

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tasks.model import DISPERSION_COMPONENTS, SHOCK_COVARIATES, ModelInputs, ModelStructure, Site
+from tasks.model.store_day import DISPERSION_COMPONENTS, SHOCK_COVARIATES, ModelInputs, ModelStructure, Site
 
 RIDGE = 1.0  # pseudo-observations pulling a store's effects to the population mean
 MIN_SCALE = 0.02

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from tasks.encode import EncodingSpec
-from tasks.inference import Params
-from tasks.model import ModelStructure, Site
+from tasks.data.encode import EncodingSpec
+from tasks.model.inference import Params
+from tasks.model.store_day import ModelStructure, Site
 
 STATE_VERSION = 2  # 2: scale mixture over the dispersion, shock-scale covariates
 PARAMS_FILE = "params.npz"

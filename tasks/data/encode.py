@@ -23,8 +23,8 @@ import pandera.polars as pa
 import polars as pl
 
 from schemas import encoded as encoded_schemas
-from tasks import features as fx
 from tasks import names as n
+from tasks.data import features as fx
 
 log = logging.getLogger(__name__)
 

@@ -45,8 +45,8 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
-from tasks.features import Feature, Scope
-from tasks.negbin import NegativeBinomialScaleMixture
+from tasks.data.features import Feature, Scope
+from tasks.model.negbin import NegativeBinomialScaleMixture
 
 
 class Site:
@@ -357,7 +357,7 @@ def model(inputs: ModelInputs, structure: ModelStructure, subsample_size: int | 
         likelihood = NegativeBinomialScaleMixture(log_mu, log_concentration, component_offsets, component_logits)
         with numpyro.plate("days", n_days, dim=-1):
             if sales is None:
-                # Forecasts draw the counts outside the model (tasks.forecast): the mean, each store's
+                # Forecasts draw the counts outside the model (tasks.forecast.draws): the mean, each store's
                 # core concentration and the mixture's weights and offsets are all they need.
                 numpyro.deterministic(Site.EXPECTED_SALES, jnp.exp(log_mu))
                 numpyro.deterministic(Site.CONCENTRATION, jnp.exp(log_concentration))

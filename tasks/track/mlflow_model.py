@@ -22,7 +22,7 @@ STORES_ARTIFACT = "stores"
 
 class StoreForecastModel(PythonModel):
     def load_context(self, context: Any) -> None:
-        from tasks import state
+        from tasks.model import state
 
         self.fitted = state.load(context.artifacts[FITTED_ARTIFACT])
         self.stores_path = Path(context.artifacts[STORES_ARTIFACT])
@@ -31,8 +31,8 @@ class StoreForecastModel(PythonModel):
         import jax
 
         from tasks.config import ForecastConfig
+        from tasks.data.validate import read_validated_calendar
         from tasks.pipeline import forecast_calendar
-        from tasks.validate import read_validated_calendar
 
         params = params or {}
         config = ForecastConfig(num_draws=int(params.get("num_draws", ForecastConfig().num_draws)))

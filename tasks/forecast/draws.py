@@ -17,9 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.infer import Predictive
 
-from tasks.inference import Params, guide
-from tasks.model import ModelInputs, ModelStructure, Site, model
-from tasks.negbin import draw_counts, mixture_concentration
+from tasks.model.inference import Params, guide
+from tasks.model.negbin import draw_counts, mixture_concentration
+from tasks.model.store_day import ModelInputs, ModelStructure, Site, model
 
 DEFAULT_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 

@@ -17,12 +17,12 @@ import numpy as np
 import polars as pl
 import scoringrules as sr
 
-from tasks import metrics
 from tasks import names as n
-from tasks.baselines import BASELINES, PanelForecast
 from tasks.config import FitConfig, ForecastConfig
-from tasks.encode import EncodedPanel, build_spec, encode
-from tasks.inference import FitProgress, log_progress
+from tasks.data.encode import EncodedPanel, build_spec, encode
+from tasks.evaluate import metrics
+from tasks.evaluate.baselines import BASELINES, PanelForecast
+from tasks.model.inference import FitProgress, log_progress
 from tasks.pipeline import FitReport, fit_history, forecast_frame
 
 log = logging.getLogger(__name__)
@@ -289,7 +289,7 @@ def run_backtest(
     baselines: tuple[str, ...] = (),
 ) -> BacktestResult:
     """Fit on the history before ``origin`` (default: ``horizon_days`` before the end), forecast, score;
-    with ``baselines`` (names in tasks.baselines.BASELINES), score those too, all on the same rows."""
+    with ``baselines`` (names in tasks.evaluate.baselines.BASELINES), score those too, all on the same rows."""
     unknown = [b for b in baselines if b not in BASELINES and b not in MODEL_VARIANTS]
     if unknown:
         raise ValueError(f"unknown baselines {unknown}; known: {sorted([*BASELINES, *MODEL_VARIANTS])}")

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from tasks import encode
-from tasks import features as fx
 from tasks import names as n
-from tasks.model import ModelStructure, time_blocks
+from tasks.data import encode
+from tasks.data import features as fx
+from tasks.model.store_day import ModelStructure, time_blocks
 
 DEFAULT_START = dt.date(2023, 1, 2)
 BLOCK_DAYS = 28

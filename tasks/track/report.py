@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from tasks.coldstart_curve import ColdStartCurve
-from tasks.inference import FitResult
-from tasks.summary import DataSummary
+from tasks.data.summary import DataSummary
+from tasks.evaluate.coldstart_curve import ColdStartCurve
+from tasks.model.inference import FitResult
 
 
 def _row(name: str, value: object) -> str:

@@ -27,7 +27,10 @@ import numpy as np
 import polars as pl
 
 from tasks import names as n
-from tasks.backtest import (
+from tasks.config import COLD_START_DAYS, COLD_START_WINDOW_DAYS, FitConfig, ForecastConfig
+from tasks.data.encode import EncodedData, EncodedPanel, build_spec, encode
+from tasks.data.validate import ValidatedInputs
+from tasks.evaluate.backtest import (
     MODEL_VARIANTS,
     BacktestSplit,
     default_origin,
@@ -39,13 +42,10 @@ from tasks.backtest import (
     split_at,
     store_bootstrap,
 )
-from tasks.baselines import BASELINES, PanelForecast
-from tasks.config import COLD_START_DAYS, COLD_START_WINDOW_DAYS, FitConfig, ForecastConfig
-from tasks.encode import EncodedData, EncodedPanel, build_spec, encode
-from tasks.inference import FitProgress
+from tasks.evaluate.baselines import BASELINES, PanelForecast
+from tasks.model.inference import FitProgress
+from tasks.model.state import FittedModel
 from tasks.pipeline import cold_start, fit_history, forecast_frame
-from tasks.state import FittedModel
-from tasks.validate import ValidatedInputs
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Baseline forecasters, scored on exactly the rows the model is scored on (tasks.backtest).
+"""Baseline forecasters, scored on exactly the rows the model is scored on (tasks.evaluate.backtest).
 
 Each sees the encoded history and future panels (arrays, never frames) and
 returns a ``PanelForecast``: a point forecast and a predictive sample per
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tasks.encode import EncodedPanel
-from tasks.forecast import DEFAULT_QUANTILES
+from tasks.data.encode import EncodedPanel
+from tasks.forecast.draws import DEFAULT_QUANTILES
 
 ENSEMBLE_SIZE = 200
 MEDIAN_WEEKS = 12

@@ -28,8 +28,8 @@ from numpyro import handlers
 from numpyro.infer import SVI, Trace_ELBO
 from numpyro.optim import ClippedAdam
 
-from tasks.model import ModelInputs, ModelStructure, Site, model
-from tasks.warm_start import warm_start
+from tasks.model.store_day import ModelInputs, ModelStructure, Site, model
+from tasks.model.warm_start import warm_start
 
 log = logging.getLogger(__name__)
 

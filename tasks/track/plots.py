@@ -13,9 +13,9 @@ import numpy as np
 import polars as pl
 from matplotlib.figure import Figure
 
-from tasks import inference
 from tasks import names as n
-from tasks.state import FittedModel
+from tasks.model import inference
+from tasks.model.state import FittedModel
 
 WEEKDAY_PREFIX = "weekday_"
 PROMO_NAME = "promo"

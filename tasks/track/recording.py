@@ -1,7 +1,7 @@
 """What a flow run records in MLflow: config, fit, backtest, plots, files, the registered model.
 
-Composes the isolated helpers of ``tasks.tracking`` (runs, metrics,
-artifacts), ``tasks.registry`` (model versions, aliases) and ``tasks.plots``
+Composes the isolated helpers of ``tasks.track.tracking`` (runs, metrics,
+artifacts), ``tasks.track.registry`` (model versions, aliases) and ``tasks.track.plots``
 (figures). No Prefect here: the flows pass in the ids they want as tags.
 """
 
@@ -19,21 +19,22 @@ import polars as pl
 from mlflow.tracking import MlflowClient
 from pydantic import BaseModel
 
-from tasks import evaluation_plots, plots, registry, tracking
 from tasks import names as n
-from tasks.backtest import BacktestResult, BacktestSuite
-from tasks.coldstart_curve import ColdStartCurve
 from tasks.config import ChampionGates, TrackingConfig
-from tasks.encode import EncodedPanel
-from tasks.forecast import select_store_params
-from tasks.inference import FitResult, store_coefficients
+from tasks.data.encode import EncodedPanel
+from tasks.evaluate import plots as evaluation_plots
+from tasks.evaluate.backtest import BacktestResult, BacktestSuite
+from tasks.evaluate.coldstart_curve import ColdStartCurve
+from tasks.forecast.draws import select_store_params
+from tasks.model.inference import FitResult, store_coefficients
+from tasks.model.state import FittedModel
 from tasks.pipeline import FitReport
-from tasks.report import methods_table
-from tasks.state import FittedModel
+from tasks.track import plots, registry, tracking
+from tasks.track.report import methods_table
 
 log = logging.getLogger(__name__)
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)

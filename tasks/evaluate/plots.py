@@ -7,7 +7,7 @@ import polars as pl
 from matplotlib.figure import Figure
 
 from tasks import names as n
-from tasks.backtest import pit_histogram, squared_percentage_error
+from tasks.evaluate.backtest import pit_histogram, squared_percentage_error
 
 NOMINAL = (0.5, 0.9)
 

@@ -1,7 +1,7 @@
 """What the validated inputs hold: the facts a person checks before trusting a fit.
 
 Pure: no Prefect, no MLflow. Works on the typed frames of
-``tasks.validate.ValidatedInputs``.
+``tasks.data.validate.ValidatedInputs``.
 
 A "gapped" store is one with calendar days missing BETWEEN its first and last
 train date (Rossmann: 180 stores lack 2014-07-01..2014-12-31). Days missing

@@ -1,6 +1,6 @@
 """The MLflow model registry: log a fitted model as a models-from-code pyfunc, register it, move aliases, load.
 
-With ``tasks.tracking`` and ``tasks.mlflow_model``, the only modules that
+With ``tasks.track.tracking`` and ``tasks.track.mlflow_model``, the only modules that
 import MLflow. Calls go through an explicit ``MlflowClient``; loading by
 ``models:/`` URI needs MLflow's global registry URI, set here per call.
 """
@@ -19,8 +19,9 @@ from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import ParamSchema, ParamSpec
 
-from tasks import mlflow_model, state
 from tasks.config import ForecastConfig, ModelSource
+from tasks.model import state
+from tasks.track import mlflow_model
 
 log = logging.getLogger(__name__)
 
