@@ -15,6 +15,12 @@ class FileRole(str, Enum):
     TRAIN = "train"
     STORES = "stores"
     FUTURE = "future"
+    # The generic contract's files (tasks.data.spec): the sales table, the product table, the calendar,
+    # and the spec itself.
+    SALES = "sales"
+    PRODUCTS = "products"
+    CALENDAR = "calendar"
+    SPEC = "spec"
 
 
 # Raw input columns (Kaggle Rossmann format).
@@ -63,6 +69,19 @@ STORE_COLUMNS = (
     PROMO2_SINCE_YEAR,
     PROMO_INTERVAL,
 )
+
+# Canonical columns of the generic contract's validated tables (tasks.data.panel_ingest): whatever
+# the input calls its keys, period and target, the pipeline sees these names; the forecast file
+# gets the input's own names back.
+SERIES_STORE = "store"
+SERIES_PRODUCT = "product"
+PERIOD = "period"
+TARGET = "target"
+# The rows of the forecast file that hold an aggregate: its level ("series" for a series' own row,
+# a level named in the spec's aggregates otherwise) and the group's value at that level.
+LEVEL = "level"
+GROUP = "group"
+SERIES_LEVEL = "series"
 
 # Fixed category sets. The first level of each is the reference level of its
 # contrasts; the encoding spec persists them so tomorrow's run encodes alike.

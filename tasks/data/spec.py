@@ -1,0 +1,389 @@
+"""The dataset spec: one YAML file, validated by pydantic, that says how a retailer's files map onto the
+model's roles.
+
+A spec names the files (relative to a data folder), the period column and its frequency, the series
+keys (a store key, and optionally a product key), the target and its kind, the known covariates, the
+dimension tables with their hierarchy levels and attributes, an optional calendar, the aggregate levels
+the forecast file carries, and which effects are pooled through which hierarchy.
+
+Two layouts: ``panel`` (the generic contract: any store x product series, daily or weekly) and
+``rossmann`` (Kaggle's Rossmann files, modelled by the tuned store-day model of
+``tasks.model.store_day``). Built-in specs for the three shared data sets are in ``BUILTIN_SPECS``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+# An identifier a spec gives to a covariate, a hierarchy level or an aggregate: it becomes a feature
+# name, an MLflow parameter and a column value, so keep it plain.
+Name = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$", max_length=64)]
+# ``price{product}``: the column is chosen per row by the row's product key.
+PRODUCT_PLACEHOLDER = "{product}"
+TOTAL = "total"
+STORE_SIDE = "store"
+PRODUCT_SIDE = "product"
+Side = Literal["store", "product"]
+# Effects of the panel model whose pooling a spec can choose (covariates are named by their own name).
+LEVEL = "level"
+SEASON = "season"
+WEEKDAY = "weekday"
+EFFECTS_ALWAYS = (LEVEL, SEASON)
+
+
+class SpecError(ValueError):
+    """A spec file that cannot be used: names the file and every problem in it."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Covariate(_Strict):
+    """A known covariate of the sales and future tables.
+
+    kind: ``flag`` (0/1, true/false), ``numeric`` (standardised over the history), ``price`` (> 0;
+    enters as the log of the price relative to the series' median: its coefficient is an elasticity).
+    """
+
+    name: Name
+    column: str = Field(min_length=1, description="column of the sales and future tables, or a pattern with {product}")
+    kind: Literal["flag", "numeric", "price"] = "flag"
+    pooled: bool = Field(True, description="a coefficient per series, pooled through the hierarchies; else one shared")
+    fill: float | None = Field(None, description="value for a blank cell; None: a blank is a validation error")
+
+    @property
+    def per_product(self) -> bool:
+        return PRODUCT_PLACEHOLDER in self.column
+
+
+class Attribute(_Strict):
+    """A column of a dimension table that shifts the population mean of a new series' coefficients."""
+
+    column: str = Field(min_length=1)
+    kind: Literal["category", "numeric"] = "numeric"
+    transform: Literal["none", "log", "log1p"] = "none"
+    fill: float | None = Field(None, description="value for a blank numeric cell; None: a blank is an error")
+
+
+class DimensionTable(_Strict):
+    """One key's table: its hierarchy levels (finest first) and attributes."""
+
+    file: str = Field(min_length=1)
+    key: str = Field(min_length=1, description="the key's column in this file")
+    hierarchy: tuple[str, ...] = Field((), description="columns of coarser groups, finest first (e.g. department, category)")
+    attributes: tuple[Attribute, ...] = ()
+
+
+class CalendarTable(_Strict):
+    """Events by period, optionally by a column of the store table (a state) or the store key itself."""
+
+    file: str = Field(min_length=1)
+    period: str = Field(min_length=1)
+    by: str | None = Field(None, description="store-level column the events depend on (None: chain-wide)")
+    covariates: tuple[Covariate, ...] = Field(min_length=1)
+
+
+class SalesTable(_Strict):
+    file: str = Field(min_length=1)
+    period: str = Field(min_length=1, description="the period column (a date; for weekly data, the same weekday)")
+    store: str = Field(min_length=1, description="the store key column")
+    product: str | None = Field(None, description="the product key column; None: one series per store")
+    target: str = Field(min_length=1)
+    covariates: tuple[Covariate, ...] = ()
+
+
+class CrossPrice(_Strict):
+    """Cannibalisation: each series responds to the prices of the other products of its group."""
+
+    price: Name = Field(description="name of the price covariate (kind price, with a {product} pattern)")
+    within: str | None = Field(None, description="product hierarchy level that groups substitutes (None: all products)")
+
+
+class PanelSpec(_Strict):
+    """The generic contract: series keyed by store (and product), daily or weekly."""
+
+    name: Name
+    layout: Literal["panel"] = "panel"
+    frequency: Literal["day", "week"]
+    target_kind: Literal["units", "amount"] = Field(description="units: counts; amount: money, may be fractional")
+    negative_target: Literal["reject", "mask"] = Field(
+        "reject", description="a negative target (returns): a validation error, or counted and left out of the fit"
+    )
+    key_type: Literal["int", "str"] = Field("int", description="type of the store and product keys")
+    sales: SalesTable
+    stores: DimensionTable | None = None
+    products: DimensionTable | None = None
+    calendar: CalendarTable | None = None
+    aggregates: tuple[str, ...] = Field(
+        (TOTAL,), description="aggregate levels of the forecast file: 'store', 'product', a hierarchy column, or 'total'"
+    )
+    pooling: dict[str, tuple[Side, ...]] = Field(
+        default_factory=dict,
+        description="effect (level, season, weekday or a covariate name) -> hierarchies it is pooled through",
+    )
+    cross_price: CrossPrice | None = None
+    yearly_fourier_order: int = Field(6, ge=0, le=26)
+
+    @field_validator("aggregates")
+    @classmethod
+    def _unique_aggregates(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"aggregates are listed twice: {list(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PanelSpec:
+        problems = []
+        names = [c.name for c in self.covariates]
+        if len(set(names)) != len(names):
+            problems.append(f"covariate names are not unique: {names}")
+        levels = set(self.aggregate_sides())
+        for level in self.aggregates:
+            if level not in levels:
+                problems.append(f"aggregate {level!r} is not a key, a hierarchy column or 'total': {sorted(levels)}")
+        effects = {LEVEL, SEASON, WEEKDAY, *names}
+        for effect, sides in self.pooling.items():
+            if effect not in effects:
+                problems.append(f"pooling names {effect!r}, which is not an effect {sorted(effects)}")
+            if PRODUCT_SIDE in sides and self.sales.product is None:
+                problems.append(f"pooling of {effect!r} through 'product' needs a product key (sales.product)")
+        if self.products is not None and self.sales.product is None:
+            problems.append("a products table needs a product key in the sales table (sales.product)")
+        for covariate in self.covariates:
+            if covariate.per_product and self.sales.product is None:
+                problems.append(f"covariate {covariate.name!r} picks a column per product but there is no product key")
+        if self.cross_price is not None:
+            price = next((c for c in self.covariates if c.name == self.cross_price.price), None)
+            if price is None or price.kind != "price" or not price.per_product:
+                problems.append(
+                    f"cross_price.price {self.cross_price.price!r} must name a price covariate whose column has {PRODUCT_PLACEHOLDER}"
+                )
+            within = self.cross_price.within
+            if within is not None and within not in self.hierarchy_levels(PRODUCT_SIDE):
+                problems.append(f"cross_price.within {within!r} is not a level of the product hierarchy")
+        if self.calendar is not None and self.calendar.by is not None:
+            store_columns = {*self.hierarchy_levels(STORE_SIDE), self.sales.store}
+            if self.stores is not None:
+                store_columns |= {a.column for a in self.stores.attributes}
+            if self.calendar.by not in store_columns:
+                problems.append(f"calendar.by {self.calendar.by!r} is neither the store key nor a column of the store table")
+        if self.frequency == "week" and WEEKDAY in self.pooling:
+            problems.append("weekly data has no weekday profile: remove 'weekday' from pooling")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def covariates(self) -> tuple[Covariate, ...]:
+        """Every covariate: the sales table's, then the calendar's."""
+        return self.sales.covariates + (self.calendar.covariates if self.calendar else ())
+
+    def aggregate_sides(self) -> dict[str, tuple[Side | None, str | None]]:
+        """Every level a forecast can be aggregated to -> (its side, its column in the side's table);
+        'total' -> (None, None). A key counts under its column name and as 'store' / 'product'."""
+        levels: dict[str, tuple[Side | None, str | None]] = {TOTAL: (None, None)}
+        levels[STORE_SIDE] = levels[self.sales.store] = (STORE_SIDE, None)
+        if self.sales.product is not None:
+            levels[PRODUCT_SIDE] = levels[self.sales.product] = (PRODUCT_SIDE, None)
+        for side in (STORE_SIDE, PRODUCT_SIDE):
+            for column in self.hierarchy_levels(side):
+                levels[column] = (side, column)
+        return levels
+
+    def hierarchy_levels(self, side: Side) -> tuple[str, ...]:
+        table = self.stores if side == STORE_SIDE else self.products
+        return table.hierarchy if table is not None else ()
+
+    def pooled_through(self, effect: str) -> tuple[Side, ...]:
+        """The hierarchies an effect is pooled through: the spec's choice, else both sides that exist."""
+        if effect in self.pooling:
+            return self.pooling[effect]
+        return (STORE_SIDE, PRODUCT_SIDE) if self.sales.product is not None else (STORE_SIDE,)
+
+    @property
+    def period_days(self) -> int:
+        return 7 if self.frequency == "week" else 1
+
+    @property
+    def season_length(self) -> int:
+        return 52 if self.frequency == "week" else 7
+
+    @property
+    def key_columns(self) -> tuple[str, ...]:
+        """The sales table's key columns, as the input names them."""
+        return (self.sales.store, *((self.sales.product,) if self.sales.product else ()))
+
+    def files(self) -> dict[str, str]:
+        """Role -> file name (relative to the data folder) of every file the spec reads, besides the future."""
+        files = {"sales": self.sales.file}
+        for role, table in (("stores", self.stores), ("products", self.products), ("calendar", self.calendar)):
+            if table is not None:
+                files[role] = table.file
+        return files
+
+
+class RossmannFiles(_Strict):
+    sales: str = "train.csv"
+    stores: str = "store.csv"
+
+
+class RossmannSpec(_Strict):
+    """Kaggle's Rossmann layout (README, Data contract), modelled by the tuned store-day model."""
+
+    name: Name = "rossmann"
+    layout: Literal["rossmann"]
+    files: RossmannFiles = RossmannFiles()
+
+    def files_dict(self) -> dict[str, str]:
+        return {"sales": self.files.sales, "stores": self.files.stores}
+
+
+DatasetSpec = PanelSpec | RossmannSpec
+
+
+def _pydantic_problems(err: ValidationError) -> list[str]:
+    problems = []
+    for item in err.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        problems.append(f"{where}: {re.sub(r'^Value error, ', '', item['msg'])}")
+    return problems
+
+
+def parse_spec(text: str, source: str = "<spec>") -> DatasetSpec:
+    """A spec from YAML text; a SpecError naming ``source`` and every problem otherwise."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise SpecError(f"{source}: not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise SpecError(f"{source}: a spec is a YAML mapping (name, frequency, sales, ...), got {type(raw).__name__}")
+    layout = raw.get("layout", "panel")
+    model = {"panel": PanelSpec, "rossmann": RossmannSpec}.get(layout)
+    if model is None:
+        raise SpecError(f"{source}: layout: must be 'panel' or 'rossmann', got {layout!r}")
+    try:
+        return model.model_validate({**raw, "layout": layout})
+    except ValidationError as err:
+        lines = "\n".join(f"  - {p}" for p in _pydantic_problems(err))
+        raise SpecError(f"{source}: the spec is invalid:\n{lines}") from err
+
+
+def load_spec(path: str | Path) -> DatasetSpec:
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"spec file not found: {path}")
+    return parse_spec(path.read_text(), str(path))
+
+
+def spec_files(spec: DatasetSpec, data_dir: str | Path) -> dict[str, Path]:
+    """Role -> path of every file the spec names, under ``data_dir``; a SpecError listing the missing ones."""
+    data_dir = Path(data_dir)
+    names = spec.files_dict() if isinstance(spec, RossmannSpec) else spec.files()
+    paths = {role: data_dir / name for role, name in names.items()}
+    missing = [f"{role}: {path}" for role, path in paths.items() if not path.is_file()]
+    if missing:
+        raise SpecError(f"spec {spec.name!r}: file(s) not found in {data_dir}: " + "; ".join(missing))
+    return paths
+
+
+def dump_spec(spec: DatasetSpec) -> str:
+    return yaml.safe_dump(spec.model_dump(mode="json", exclude_defaults=False), sort_keys=False)
+
+
+BUILTIN_SPECS: dict[str, str] = {
+    "rossmann": """\
+# Kaggle's Rossmann Store Sales files, as Kaggle ships them (README: Data contract).
+# This layout runs the tuned store-day model (tasks/model/store_day.py).
+name: rossmann
+layout: rossmann
+files:
+  sales: train.csv
+  stores: store.csv
+""",
+    "walmart": """\
+# Kaggle's Walmart store x department weekly sales (shared/data/walmart), as Kaggle ships them.
+name: walmart
+layout: panel
+frequency: week
+target_kind: amount
+# 0.3% of the weeks are returns (negative dollars): counted, and left out of the fit.
+negative_target: mask
+sales:
+  file: train.csv
+  period: Date
+  store: Store
+  product: Dept
+  target: Weekly_Sales
+  covariates:
+    - {name: holiday, column: IsHoliday, kind: flag}
+stores:
+  file: stores.csv
+  key: Store
+  hierarchy: [Type]
+  attributes:
+    - {column: Size, kind: numeric, transform: log}
+aggregates: [Store, Dept, Type, total]
+pooling:
+  level: [store, product]
+  season: [store, product]
+  holiday: [store, product]
+yearly_fourier_order: 10
+""",
+    "dominicks_oj": """\
+# Dominick's refrigerated orange juice, store x brand weekly (shared/data/dominicks_oj).
+name: dominicks_oj
+layout: panel
+frequency: week
+target_kind: units
+sales:
+  file: oj.csv
+  period: week_start
+  store: store
+  product: brand
+  target: units
+  covariates:
+    # each row's own shelf price is the column of its brand: price1 ... price11
+    - {name: price, column: "price{product}", kind: price}
+    - {name: deal, column: deal, kind: flag}
+    - {name: feat, column: feat, kind: numeric}
+stores:
+  file: stores.csv
+  key: STORE
+  attributes:
+    - {column: INCOME, kind: numeric}
+    - {column: AGE60, kind: numeric}
+    - {column: EDUC, kind: numeric}
+    - {column: ETHNIC, kind: numeric}
+    - {column: HHLARGE, kind: numeric}
+    - {column: WORKWOM, kind: numeric}
+    - {column: SSTRDIST, kind: numeric}
+    - {column: CPDIST5, kind: numeric}
+products:
+  file: brands.csv
+  key: brand
+  hierarchy: [manufacturer]
+  attributes:
+    - {column: size_oz, kind: numeric, transform: log}
+aggregates: [store, brand, manufacturer, total]
+pooling:
+  level: [store, product]
+  season: [product]
+  price: [store, product]
+  deal: [product]
+  feat: [product]
+cross_price: {price: price}
+yearly_fourier_order: 3
+""",
+}
+
+
+def builtin_spec(name: str) -> DatasetSpec:
+    if name not in BUILTIN_SPECS:
+        raise SpecError(f"no built-in spec {name!r}; built-in: {', '.join(BUILTIN_SPECS)}")
+    return parse_spec(BUILTIN_SPECS[name], f"built-in spec {name!r}")
