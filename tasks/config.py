@@ -270,3 +270,57 @@ class BacktestRunConfig(BaseModel):
     fit: FitConfig = FitConfig()
     forecast: ForecastConfig = ForecastConfig()
     tracking: TrackingConfig = TrackingConfig()
+
+
+class PanelFitConfig(BaseModel):
+    """How the panel model (a dataset spec's store x product series) is fitted."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    learning_rate: float = Field(0.02, gt=0.0, le=1.0, description="Adam step size")
+    max_steps: int = Field(4000, ge=100, description="step cap of the fit")
+    chunk_steps: int = Field(100, ge=10, description="steps per compiled chunk; convergence is checked between chunks")
+    tolerance: float = Field(1e-4, gt=0.0, description="converged when the loss trend predicts less relative improvement per chunk")
+    patience: int = Field(2, ge=1, description="consecutive converged checks before stopping")
+    window_chunks: int = Field(5, ge=2, description="chunks in the window whose loss trend decides convergence")
+    subsample_size: int | None = Field(512, ge=1, description="series per step (all when fewer); None uses all")
+    block_periods: int | None = Field(
+        None, ge=1, le=366, description="periods per step of each series' level walk (default: 13 weeks, 28 days)"
+    )
+
+    def settings(self) -> FitSettings:
+        return FitSettings(
+            learning_rate=self.learning_rate,
+            max_steps=self.max_steps,
+            chunk_steps=self.chunk_steps,
+            tolerance=self.tolerance,
+            patience=self.patience,
+            window_chunks=self.window_chunks,
+            subsample_size=self.subsample_size,
+        )
+
+    @model_validator(mode="after")
+    def _chunks_fit_the_cap(self) -> PanelFitConfig:
+        if self.chunk_steps > self.max_steps:
+            raise ValueError(f"chunk_steps={self.chunk_steps} exceeds max_steps={self.max_steps}")
+        return self
+
+
+class PanelRunConfig(BaseModel):
+    """The main job on a dataset spec's data: read, validate, encode, fit, forecast series and aggregates, export."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    spec: Path = Field(description="dataset spec (YAML); `bhm spec NAME` prints a built-in one")
+    data: Path = Field(description="folder holding the files the spec names")
+    future: Path = Field(description="future table: the keys and periods to forecast, with their known covariates")
+    out: ParquetFile = Field(description="forecast Parquet file to write")
+    seed: int = Field(0, ge=0, description="seed of the JAX random key; same seed and data give the same forecast")
+    state_dir: Path | None = Field(None, description="where to write the fitted model (default: next to --out)")
+    fit: PanelFitConfig = PanelFitConfig()
+    forecast: ForecastConfig = ForecastConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @property
+    def fitted_dir(self) -> Path:
+        return self.state_dir or model_dir_beside(self.out)

@@ -256,45 +256,21 @@ def _svi_program(structure: ModelStructure, settings: FitSettings, subsample_siz
     values, fixed globals) is an argument, so a second fit reuses the
     compiled programs.
     """
-
-    def step_size(step):
-        return settings.learning_rate * 0.5 ** (step / settings.learning_rate_half_life)
-
-    optimizer = ClippedAdam(step_size=step_size, clip_norm=settings.clip_norm)
     if local:
         model_fn, guide_fn = partial(_local_model, structure=structure), partial(_local_guide, structure=structure)
     else:
         model_fn = partial(model, structure=structure, subsample_size=subsample_size)
         guide_fn = partial(guide, structure=structure, subsample_size=subsample_size)
-    svi = SVI(model_fn, guide_fn, optimizer, Trace_ELBO(num_particles=settings.num_particles))
-
-    @jax.jit
-    def init_state(key, init, args):
-        return svi.init(key, *args, init_params=init)
-
-    @jax.jit
-    def run_chunk(state, args, scale):
-        def body(state, _):
-            state, loss = svi.update(state, *args)
-            return state, loss * scale
-
-        return jax.lax.scan(body, state, None, length=settings.chunk_steps)
-
-    return svi, init_state, run_chunk
+    return compiled_svi(model_fn, guide_fn, settings)
 
 
-def _run_svi(
-    args: tuple,
-    init: Params,
-    n_observed: int,
-    settings: FitSettings,
-    key: jax.Array,
-    on_progress: Callable[[FitProgress], None],
-    subsample_size: int | None,
-    structure: ModelStructure,
-    local: bool,
-) -> FitResult:
-    svi, init_state, run_chunk = _svi_program(structure, settings, subsample_size, local)
+def drive_svi(svi, init_state, run_chunk, args: tuple, init: Params, n_observed: int, settings: FitSettings,
+              key: jax.Array, on_progress: Callable[[FitProgress], None]) -> FitResult:
+    """Run compiled chunks of SVI steps until the loss trend converges or the step cap is reached.
+
+    ``init_state(key, init, args)`` and ``run_chunk(state, args, scale)`` are the jitted programs of
+    ``svi``; every model of the project (store-day, panel) is fitted through this one loop.
+    """
     scale = jnp.float32(1.0 / max(n_observed, 1))
 
     t0 = time.perf_counter()
@@ -324,6 +300,45 @@ def _run_svi(
     params = {k: np.asarray(v) for k, v in svi.get_params(state).items()}
     losses = np.concatenate(chunks)
     return FitResult(params, losses, len(losses), converged, compile_seconds, time.perf_counter() - t0)
+
+
+def compiled_svi(model_fn, guide_fn, settings: FitSettings):
+    """SVI with its jitted init and chunk programs (Adam with a halving step size, clipped gradients)."""
+
+    def step_size(step):
+        return settings.learning_rate * 0.5 ** (step / settings.learning_rate_half_life)
+
+    optimizer = ClippedAdam(step_size=step_size, clip_norm=settings.clip_norm)
+    svi = SVI(model_fn, guide_fn, optimizer, Trace_ELBO(num_particles=settings.num_particles))
+
+    @jax.jit
+    def init_state(key, init, args):
+        return svi.init(key, *args, init_params=init)
+
+    @jax.jit
+    def run_chunk(state, args, scale):
+        def body(state, _):
+            state, loss = svi.update(state, *args)
+            return state, loss * scale
+
+        return jax.lax.scan(body, state, None, length=settings.chunk_steps)
+
+    return svi, init_state, run_chunk
+
+
+def _run_svi(
+    args: tuple,
+    init: Params,
+    n_observed: int,
+    settings: FitSettings,
+    key: jax.Array,
+    on_progress: Callable[[FitProgress], None],
+    subsample_size: int | None,
+    structure: ModelStructure,
+    local: bool,
+) -> FitResult:
+    svi, init_state, run_chunk = _svi_program(structure, settings, subsample_size, local)
+    return drive_svi(svi, init_state, run_chunk, args, init, n_observed, settings, key, on_progress)
 
 
 def fit_global(

@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -82,24 +83,16 @@ def file_fingerprint(*paths: str | Path) -> str:
     return digest.hexdigest()
 
 
-def save(model: FittedModel, directory: str | Path) -> Path:
-    """Write the model folder atomically; an existing folder is replaced."""
+def replace_folder(directory: str | Path, fill: Callable[[Path], object]) -> Path:
+    """``fill`` a temporary folder beside ``directory``, then rename it into place, replacing any previous
+    folder whole: a reader sees the old folder or the new one, never a half-written one."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = directory.with_name(f".{directory.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    extra = {} if model.history_shock_x is None else {"history_shock_x": model.history_shock_x}
-    np.savez(tmp / PARAMS_FILE, store_ids=model.store_ids, day_basis=model.day_basis, **extra, **model.params)
-    meta = {
-        "state_version": STATE_VERSION,
-        "structure": asdict(model.structure),
-        "spec": json.loads(model.spec.to_json()),
-        "anchor": model.anchor.isoformat(),
-        "info": model.info,
-    }
-    (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+    fill(tmp)
     if directory.exists():
         old = directory.with_name(f".{directory.name}.old")
         if old.exists():
@@ -110,6 +103,24 @@ def save(model: FittedModel, directory: str | Path) -> Path:
     else:
         tmp.rename(directory)
     return directory
+
+
+def save(model: FittedModel, directory: str | Path) -> Path:
+    """Write the model folder atomically; an existing folder is replaced."""
+
+    def fill(tmp: Path) -> None:
+        extra = {} if model.history_shock_x is None else {"history_shock_x": model.history_shock_x}
+        np.savez(tmp / PARAMS_FILE, store_ids=model.store_ids, day_basis=model.day_basis, **extra, **model.params)
+        meta = {
+            "state_version": STATE_VERSION,
+            "structure": asdict(model.structure),
+            "spec": json.loads(model.spec.to_json()),
+            "anchor": model.anchor.isoformat(),
+            "info": model.info,
+        }
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+
+    return replace_folder(directory, fill)
 
 
 def load(directory: str | Path) -> FittedModel:

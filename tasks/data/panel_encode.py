@@ -1,0 +1,447 @@
+"""Encode validated panel tables (``tasks.data.panel_ingest.PanelTables``) into arrays for the panel model.
+
+Series are (store, product) pairs; periods lie on the spec's grid (a day or a week apart), aligned by
+date, so a series with a gap has unobserved periods in the middle of its row. ``PanelEncoding`` fixes
+everything a later encoding must repeat (the key sets, hierarchy groups, attribute scaling, covariate
+scaling, reference prices) and is stored as JSON with a fitted model: tomorrow's history and a
+future table encode exactly like today's.
+
+Features:
+- time: yearly Fourier terms of the period's day of year, and weekday contrasts for daily data;
+- series x period: every covariate of the spec (flags as 0/1, numeric standardised over the history,
+  prices as the log of the price relative to the product's median history price, so that the
+  coefficient is an elasticity) and, with ``cross_price``, the mean relative log price of the other
+  products of the series' group (its coefficient a cross-price elasticity).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import polars as pl
+
+from tasks import names as n
+from tasks.data.panel_ingest import PanelTables
+from tasks.data.spec import (
+    PRODUCT_PLACEHOLDER,
+    PRODUCT_SIDE,
+    STORE_SIDE,
+    Covariate,
+    DimensionTable,
+    PanelSpec,
+)
+
+ENCODING_VERSION = 1
+CROSS_PRICE = "cross_price"
+DAYS_PER_YEAR = 365.25
+
+
+def season_names(order: int) -> tuple[str, ...]:
+    return tuple(f"year_{kind}{k}" for k in range(1, order + 1) for kind in ("sin", "cos"))
+
+
+WEEKDAY_NAMES = tuple(f"weekday_{d}" for d in range(2, 8))  # ISO weekdays, Monday the reference
+
+
+@dataclass(frozen=True)
+class PanelEncoding:
+    """How rows become arrays; JSON round-trips it exactly."""
+
+    period_days: int
+    anchor: str  # ISO date of the last history period
+    first_period: str  # ISO date of the first history period
+    store_keys: tuple  # key values, in code order
+    product_keys: tuple  # (None,) when the spec has no product key
+    series: tuple[tuple[int, int], ...]  # (store code, product code) of each series, in series order
+    store_groups: dict[str, tuple[str, ...]]  # hierarchy level -> group values, in code order
+    product_groups: dict[str, tuple[str, ...]]
+    store_attributes: dict[str, tuple[float, float]]  # feature -> (mean, sd) of the transformed value
+    product_attributes: dict[str, tuple[float, float]]
+    categories: dict[str, tuple[str, ...]]  # category attribute -> its levels (first one the reference)
+    covariate_scaling: dict[str, tuple[float, float]]  # numeric covariate -> (mean, sd) over the history
+    reference_log_price: dict[str, dict[str, float]] = field(default_factory=dict)  # price -> product key -> log median
+    fourier_order: int = 0
+    weekday: bool = False
+    cross_price: bool = False
+    version: int = ENCODING_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), default=str)
+
+    @classmethod
+    def from_json(cls, text: str) -> PanelEncoding:
+        raw = json.loads(text)
+        if raw.get("version") != ENCODING_VERSION:
+            raise ValueError(f"panel encoding version {raw.get('version')!r} is not supported ({ENCODING_VERSION})")
+        for key in ("store_keys", "product_keys"):
+            raw[key] = tuple(raw[key])
+        raw["series"] = tuple(tuple(pair) for pair in raw["series"])
+        for key in ("store_groups", "product_groups", "categories"):
+            raw[key] = {k: tuple(v) for k, v in raw[key].items()}
+        for key in ("store_attributes", "product_attributes", "covariate_scaling"):
+            raw[key] = {k: tuple(v) for k, v in raw[key].items()}
+        return cls(**raw)
+
+    @property
+    def anchor_date(self) -> dt.date:
+        return dt.date.fromisoformat(self.anchor)
+
+    @property
+    def time_names(self) -> tuple[str, ...]:
+        return season_names(self.fourier_order) + (WEEKDAY_NAMES if self.weekday else ())
+
+    def series_names(self, spec: PanelSpec) -> tuple[str, ...]:
+        return tuple(c.name for c in spec.covariates) + ((CROSS_PRICE,) if self.cross_price else ())
+
+    @property
+    def n_series(self) -> int:
+        return len(self.series)
+
+
+@dataclass(frozen=True)
+class PanelArrays:
+    """Arrays of one stretch of periods (the history, or the future), indexed [series, period]."""
+
+    periods: np.ndarray  # datetime64[D] [T]
+    x_time: np.ndarray  # float32 [T, Pt]
+    x_series: np.ndarray  # float32 [S, T, Ps]
+    y: np.ndarray  # float32 [S, T]; 0 where unobserved
+    observed: np.ndarray  # bool [S, T]: enters the likelihood
+    present: np.ndarray  # bool [S, T]: the input has a row for the cell
+
+    @property
+    def n_periods(self) -> int:
+        return len(self.periods)
+
+
+@dataclass(frozen=True)
+class Dimensions:
+    """Per store and per product: hierarchy group codes and attribute features."""
+
+    series_store: np.ndarray  # int32 [S]
+    series_product: np.ndarray  # int32 [S]
+    store_groups: np.ndarray  # int32 [L_s, n_stores]: level 0 is the store itself
+    product_groups: np.ndarray  # int32 [L_p, n_products]: level 0 is the product itself
+    store_attributes: np.ndarray  # float32 [n_stores, A_s]
+    product_attributes: np.ndarray  # float32 [n_products, A_p]
+
+
+@dataclass(frozen=True)
+class EncodedPanelData:
+    encoding: PanelEncoding
+    dims: Dimensions
+    history: PanelArrays
+    future: PanelArrays | None
+    n_masked: int  # history cells left out of the likelihood although the input has a target (masked, <= 0 amounts)
+
+
+# --- keys, groups, attributes -------------------------------------------------
+
+
+def _keys(frame: pl.DataFrame, column: str) -> tuple:
+    return tuple(frame[column].unique().sort().to_list())
+
+
+def _series_keys(tables: PanelTables, has_product: bool) -> pl.DataFrame:
+    keys = [n.SERIES_STORE, *([n.SERIES_PRODUCT] if has_product else [])]
+    frames = [tables.sales.select(keys)] + ([tables.future.select(keys)] if tables.future is not None else [])
+    return pl.concat(frames).unique().sort(keys)
+
+
+def _transform(values: np.ndarray, transform: str) -> np.ndarray:
+    if transform == "log":
+        return np.log(values)
+    if transform == "log1p":
+        return np.log1p(values)
+    return values
+
+
+def _attribute_block(
+    frame: pl.DataFrame | None, table: DimensionTable | None, key_column: str, keys: tuple, prefix: str
+) -> tuple[dict[str, np.ndarray], dict[str, tuple[str, ...]]]:
+    """Raw attribute features per key (numeric transformed, categories as contrasts) and category levels."""
+    if frame is None or table is None:
+        return {}, {}
+    ordered = pl.DataFrame({key_column: list(keys)}, schema={key_column: frame.schema[key_column]}).join(
+        frame, on=key_column, how="left"
+    )
+    features: dict[str, np.ndarray] = {}
+    categories: dict[str, tuple[str, ...]] = {}
+    for attribute in table.attributes:
+        column = ordered[attribute.column]
+        if attribute.kind == "category":
+            levels = tuple(sorted(str(v) for v in column.drop_nulls().unique().to_list()))
+            categories[f"{prefix}{attribute.column}"] = levels
+            values = np.array([str(v) for v in column.to_list()])
+            for level in levels[1:]:
+                features[f"{prefix}{attribute.column}={level}"] = (values == level).astype(np.float64)
+        else:
+            raw = column.cast(pl.Float64).fill_null(attribute.fill if attribute.fill is not None else float("nan"))
+            features[f"{prefix}{attribute.column}"] = _transform(raw.to_numpy(), attribute.transform)
+    return features, categories
+
+
+def _standardise(features: dict[str, np.ndarray], stats: dict[str, tuple[float, float]] | None) -> tuple[np.ndarray, dict]:
+    """Features as a [K, A] block, standardised with ``stats`` (computed here when None)."""
+    if not features:
+        return np.zeros((0, 0), np.float32), {}
+    if stats is None:
+        stats = {}
+        for name, values in features.items():
+            mean = float(np.nanmean(values))
+            sd = float(np.nanstd(values))
+            stats[name] = (mean, sd if sd > 1e-9 else 1.0)
+    columns = [np.nan_to_num((features[name] - mean) / sd) for name, (mean, sd) in stats.items()]
+    return np.stack(columns, axis=1).astype(np.float32), stats
+
+
+def _group_codes(
+    frame: pl.DataFrame | None, levels: tuple[str, ...], key_column: str, keys: tuple, known: dict[str, tuple[str, ...]] | None
+) -> tuple[np.ndarray, dict[str, tuple[str, ...]]]:
+    """[1 + len(levels), n_keys] codes: the key itself, then each hierarchy level's group."""
+    codes = [np.arange(len(keys), dtype=np.int32)]
+    groups: dict[str, tuple[str, ...]] = {}
+    if frame is not None and levels:
+        ordered = pl.DataFrame({key_column: list(keys)}, schema={key_column: frame.schema[key_column]}).join(
+            frame, on=key_column, how="left"
+        )
+        for level in levels:
+            values = [str(v) for v in ordered[level].to_list()]
+            names = known[level] if known is not None else tuple(sorted(set(values)))
+            lookup = {v: i for i, v in enumerate(names)}
+            unknown = sorted({v for v in values if v not in lookup})
+            if unknown:
+                # A group the model has never seen: it joins the list, and starts from its prior.
+                names = names + tuple(unknown)
+                lookup = {v: i for i, v in enumerate(names)}
+            groups[level] = names
+            codes.append(np.array([lookup[v] for v in values], dtype=np.int32))
+    return np.stack(codes), groups
+
+
+# --- periods and features ------------------------------------------------------
+
+
+def period_grid(first: dt.date, last: dt.date, period_days: int) -> np.ndarray:
+    n_periods = (last - first).days // period_days + 1
+    return np.datetime64(first, "D") + np.arange(n_periods) * np.timedelta64(period_days, "D")
+
+
+def time_features(periods: np.ndarray, fourier_order: int, weekday: bool) -> np.ndarray:
+    periods = np.asarray(periods, dtype="datetime64[D]")
+    day_of_year = (periods - periods.astype("datetime64[Y]")).astype(np.float64)
+    columns = []
+    for k in range(1, fourier_order + 1):
+        angle = 2.0 * math.pi * k * day_of_year / DAYS_PER_YEAR
+        columns += [np.sin(angle), np.cos(angle)]
+    if weekday:
+        iso = (periods.astype(np.int64) + 3) % 7 + 1  # 1970-01-01 was a Thursday
+        columns += [(iso == d).astype(np.float64) for d in range(2, 8)]
+    if not columns:
+        return np.zeros((len(periods), 0), np.float32)
+    return np.stack(columns, axis=1).astype(np.float32)
+
+
+def _covariate_values(frame: pl.DataFrame, covariate: Covariate, encoding_scaling: dict, reference: dict) -> np.ndarray:
+    values = frame[covariate.name].cast(pl.Float64)
+    if covariate.fill is not None:
+        values = values.fill_null(covariate.fill)
+    raw = values.to_numpy()
+    if covariate.kind == "price":
+        ref = reference[covariate.name]
+        products = frame[n.SERIES_PRODUCT].cast(pl.String).to_list() if n.SERIES_PRODUCT in frame.columns else None
+        base = np.array([ref.get(p, np.nan) for p in products]) if products is not None else np.full(len(raw), ref.get("", np.nan))
+        return np.log(raw) - base
+    if covariate.kind == "numeric":
+        mean, sd = encoding_scaling[covariate.name]
+        return (raw - mean) / sd
+    return raw
+
+
+def _cross_price_values(frame: pl.DataFrame, spec: PanelSpec, encoding: PanelEncoding, products: pl.DataFrame | None) -> np.ndarray:
+    """Mean relative log price of the other products of each row's group (0 when it has none)."""
+    cross = spec.cross_price
+    price = next(c for c in spec.covariates if c.name == cross.price)
+    reference = encoding.reference_log_price[price.name]
+    keys = [str(k) for k in encoding.product_keys]
+    group_of = {k: "" for k in keys}
+    if cross.within is not None and products is not None:
+        for key, group in zip(products[n.SERIES_PRODUCT].cast(pl.String).to_list(), products[cross.within].to_list(), strict=True):
+            group_of[key] = str(group)
+    relative = np.stack(
+        [np.log(frame[price.column.replace(PRODUCT_PLACEHOLDER, k)].cast(pl.Float64).to_numpy()) - reference[k] for k in keys], axis=1
+    )  # [rows, products]
+    own = frame[n.SERIES_PRODUCT].cast(pl.String).to_list()
+    position = {k: i for i, k in enumerate(keys)}
+    same_group = np.array([[group_of[k] == group_of[o] for k in keys] for o in keys], dtype=bool)
+    np.fill_diagonal(same_group, False)
+    mask = same_group[[position[o] for o in own]]  # [rows, products]
+    counts = mask.sum(axis=1)
+    total = np.where(mask, np.nan_to_num(relative), 0.0).sum(axis=1)
+    return np.where(counts > 0, total / np.maximum(counts, 1), 0.0)
+
+
+def _reference_prices(sales: pl.DataFrame, spec: PanelSpec) -> dict[str, dict[str, float]]:
+    """Log median history price of each product, per price covariate ("" for all when no product key)."""
+    reference: dict[str, dict[str, float]] = {}
+    for covariate in spec.covariates:
+        if covariate.kind != "price":
+            continue
+        if spec.sales.product is None:
+            reference[covariate.name] = {"": float(np.log(sales[covariate.name].median()))}
+            continue
+        per_product = sales.group_by(pl.col(n.SERIES_PRODUCT).cast(pl.String)).agg(pl.col(covariate.name).median())
+        reference[covariate.name] = {
+            str(k): float(np.log(v)) for k, v in per_product.iter_rows()
+        }
+        if covariate.per_product:
+            # Products seen only through their pattern column (a competitor never sold in the history).
+            for column in sales.columns:
+                prefix, _, suffix = covariate.column.partition(PRODUCT_PLACEHOLDER)
+                if column.startswith(prefix) and column.endswith(suffix) and len(column) > len(prefix) + len(suffix):
+                    key = column[len(prefix) : len(column) - len(suffix)]
+                    if key not in reference[covariate.name]:
+                        reference[covariate.name][key] = float(np.log(sales[column].median()))
+    return reference
+
+
+def _scatter(
+    frame: pl.DataFrame, encoding: PanelEncoding, spec: PanelSpec, periods: np.ndarray, products: pl.DataFrame | None, with_target: bool
+) -> PanelArrays:
+    """Arrays [series, period] of one stretch of periods from its rows."""
+    n_series, n_periods = encoding.n_series, len(periods)
+    store_code = {k: i for i, k in enumerate(encoding.store_keys)}
+    product_code = {k: i for i, k in enumerate(encoding.product_keys)}
+    series_code = {pair: i for i, pair in enumerate(encoding.series)}
+    stores = frame[n.SERIES_STORE].to_list()
+    products_col = frame[n.SERIES_PRODUCT].to_list() if spec.sales.product is not None else [None] * frame.height
+    s_idx = np.array([series_code[(store_code[s], product_code[p])] for s, p in zip(stores, products_col, strict=True)], np.int64)
+    t_idx = ((frame[n.PERIOD].to_numpy().astype("datetime64[D]") - periods[0]).astype(np.int64) // encoding.period_days).astype(np.int64)
+
+    names = encoding.series_names(spec)
+    x_series = np.zeros((n_series, n_periods, len(names)), np.float32)
+    for j, covariate in enumerate(spec.covariates):
+        values = _covariate_values(frame, covariate, encoding.covariate_scaling, encoding.reference_log_price)
+        x_series[s_idx, t_idx, j] = np.nan_to_num(values)
+    if encoding.cross_price:
+        x_series[s_idx, t_idx, len(spec.covariates)] = _cross_price_values(frame, spec, encoding, products)
+
+    present = np.zeros((n_series, n_periods), bool)
+    present[s_idx, t_idx] = True
+    y = np.zeros((n_series, n_periods), np.float32)
+    observed = np.zeros((n_series, n_periods), bool)
+    if with_target:
+        target = frame[n.TARGET].cast(pl.Float64).to_numpy()
+        usable = np.isfinite(target)
+        if spec.target_kind == "amount":
+            usable &= target > 0  # the log-scale likelihood needs a positive amount
+        y[s_idx[usable], t_idx[usable]] = target[usable]
+        observed[s_idx[usable], t_idx[usable]] = True
+    return PanelArrays(
+        periods=periods,
+        x_time=time_features(periods, encoding.fourier_order, encoding.weekday),
+        x_series=x_series,
+        y=y,
+        observed=observed,
+        present=present,
+    )
+
+
+def build_encoding(tables: PanelTables) -> PanelEncoding:
+    spec = tables.spec
+    has_product = spec.sales.product is not None
+    series = _series_keys(tables, has_product)
+    store_keys = _keys(series, n.SERIES_STORE)
+    product_keys = _keys(series, n.SERIES_PRODUCT) if has_product else (None,)
+    store_code = {k: i for i, k in enumerate(store_keys)}
+    product_code = {k: i for i, k in enumerate(product_keys)}
+    pairs = tuple(
+        (store_code[row[0]], product_code[row[1] if has_product else None]) for row in series.iter_rows()
+    )
+    _, store_groups = _group_codes(tables.stores, spec.hierarchy_levels(STORE_SIDE), n.SERIES_STORE, store_keys, None)
+    _, product_groups = _group_codes(tables.products, spec.hierarchy_levels(PRODUCT_SIDE), n.SERIES_PRODUCT, product_keys, None)
+    store_features, store_categories = _attribute_block(tables.stores, spec.stores, n.SERIES_STORE, store_keys, "store:")
+    product_features, product_categories = _attribute_block(
+        tables.products, spec.products, n.SERIES_PRODUCT, product_keys, "product:"
+    )
+    _, store_stats = _standardise(store_features, None)
+    _, product_stats = _standardise(product_features, None)
+    scaling = {}
+    for covariate in spec.covariates:
+        if covariate.kind == "numeric":
+            values = tables.sales[covariate.name].cast(pl.Float64)
+            if covariate.fill is not None:
+                values = values.fill_null(covariate.fill)
+            sd = float(values.std() or 0.0)
+            scaling[covariate.name] = (float(values.mean() or 0.0), sd if sd > 1e-9 else 1.0)
+    periods = tables.sales[n.PERIOD]
+    return PanelEncoding(
+        period_days=spec.period_days,
+        anchor=periods.max().isoformat(),
+        first_period=periods.min().isoformat(),
+        store_keys=store_keys,
+        product_keys=product_keys,
+        series=pairs,
+        store_groups=store_groups,
+        product_groups=product_groups,
+        store_attributes=store_stats,
+        product_attributes=product_stats,
+        categories={**store_categories, **product_categories},
+        covariate_scaling=scaling,
+        reference_log_price=_reference_prices(tables.sales, spec),
+        fourier_order=spec.yearly_fourier_order,
+        weekday=spec.frequency == "day",
+        cross_price=spec.cross_price is not None,
+    )
+
+
+def dimensions(tables: PanelTables, encoding: PanelEncoding) -> Dimensions:
+    spec = tables.spec
+    store_codes, _ = _group_codes(
+        tables.stores, spec.hierarchy_levels(STORE_SIDE), n.SERIES_STORE, encoding.store_keys, encoding.store_groups
+    )
+    product_codes, _ = _group_codes(
+        tables.products, spec.hierarchy_levels(PRODUCT_SIDE), n.SERIES_PRODUCT, encoding.product_keys, encoding.product_groups
+    )
+    store_features, _ = _attribute_block(tables.stores, spec.stores, n.SERIES_STORE, encoding.store_keys, "store:")
+    product_features, _ = _attribute_block(tables.products, spec.products, n.SERIES_PRODUCT, encoding.product_keys, "product:")
+    store_attr, _ = _standardise(store_features, encoding.store_attributes or None)
+    product_attr, _ = _standardise(product_features, encoding.product_attributes or None)
+    series = np.array(encoding.series, dtype=np.int32).reshape(-1, 2)
+    return Dimensions(
+        series_store=series[:, 0],
+        series_product=series[:, 1],
+        store_groups=store_codes,
+        product_groups=product_codes,
+        store_attributes=store_attr.reshape(len(encoding.store_keys), -1),
+        product_attributes=product_attr.reshape(len(encoding.product_keys), -1),
+    )
+
+
+def encode_panel(tables: PanelTables, encoding: PanelEncoding | None = None) -> EncodedPanelData:
+    """History and future arrays of ``tables`` (a new encoding from the history when none is given).
+
+    With a given encoding (a fitted model's), the tables' series must be among its series.
+    """
+    spec = tables.spec
+    encoding = encoding or build_encoding(tables)
+    history_periods = period_grid(
+        dt.date.fromisoformat(encoding.first_period), encoding.anchor_date, encoding.period_days
+    )
+    history = _scatter(tables.sales, encoding, spec, history_periods, tables.products, with_target=True)
+    n_with_target = int(tables.sales.height)
+    n_masked = n_with_target - int(history.observed.sum())
+    future = None
+    if tables.future is not None and tables.future.height:
+        last = tables.future[n.PERIOD].max()
+        first = encoding.anchor_date + dt.timedelta(days=encoding.period_days)
+        future = _scatter(
+            tables.future, encoding, spec, period_grid(first, last, encoding.period_days), tables.products, with_target=False
+        )
+    return EncodedPanelData(
+        encoding=encoding, dims=dimensions(tables, encoding), history=history, future=future, n_masked=n_masked
+    )

@@ -1,0 +1,157 @@
+"""Posterior predictive draws of the panel model, per series and per aggregate, in bounded memory.
+
+Joint draws: every global latent variable and every shock of the periods ahead (chain-wide and per
+store) is drawn once per draw for all series, then the series are processed in chunks, each drawing
+its own series-level variables. So the draws of two series in different chunks share their draw's
+globals and shocks, and the sum of the series' draws within a draw is a draw of the aggregate's
+demand: aggregate means and quantiles come from those sums, never from adding quantiles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tasks.forecast.draws import DEFAULT_QUANTILES
+from tasks.model.inference import Params
+from tasks.model.negbin import draw_counts, mixture_concentration
+from tasks.model.panel import PanelInputs, PanelSite, PanelStructure, log_mean, mixture_parameters
+from tasks.model.panel_inference import global_sites, series_sites
+
+
+@dataclass(frozen=True)
+class AggregateLevel:
+    """A grouping of series: each series' group code (-1: in no group of the level)."""
+
+    name: str
+    labels: tuple  # the groups' values, in code order
+    codes: np.ndarray  # int [S]
+
+
+@dataclass(frozen=True)
+class PanelForecastArrays:
+    mean: np.ndarray  # [S, T] predictive mean per series and period
+    quantiles: np.ndarray  # [Q, S, T]
+    levels: tuple[float, ...]
+    aggregates: dict[str, tuple[np.ndarray, np.ndarray]]  # level -> (mean [G, T], quantiles [Q, G, T])
+
+
+def _draw_site(key: jax.Array, loc: jnp.ndarray, scale: jnp.ndarray, positive: bool, num_draws: int) -> jnp.ndarray:
+    value = loc + scale * jax.random.normal(key, (num_draws, *loc.shape))
+    return jnp.exp(value) if positive else value
+
+
+def draw_globals(params: Params, structure: PanelStructure, key: jax.Array, num_draws: int, n_periods: int) -> dict:
+    """Every global latent of ``num_draws`` draws, and the shocks of the ``n_periods`` periods ahead."""
+    sites = global_sites(structure)
+    keys = jax.random.split(key, len(sites) + 2)
+    latent = {
+        site: _draw_site(k, jnp.asarray(params[f"{site}.loc"]), jnp.asarray(params[f"{site}.scale"]), positive, num_draws)
+        for k, (site, (_, positive)) in zip(keys, sites.items(), strict=False)
+    }
+    chain = latent[PanelSite.SHOCK_SCALE][:, None] * jax.random.normal(keys[-2], (num_draws, n_periods))
+    stores = latent[PanelSite.STORE_SHOCK_SCALE][:, None, None] * jax.random.normal(
+        keys[-1], (num_draws, structure.n_stores, n_periods)
+    )
+    latent["future_shocks"] = (chain, stores)
+    return latent
+
+
+@partial(jax.jit, static_argnames=("structure", "num_draws"))
+def _chunk_draws(globals_: dict, params: Params, inputs: PanelInputs, idx: jnp.ndarray, key: jax.Array, structure: PanelStructure, num_draws: int):
+    """log mu [D, s, T], each draw's log dispersion [D, s] of the series at ``idx``."""
+    keys = jax.random.split(key, len(series_sites(structure)) + 1)
+    latent = {k: v for k, v in globals_.items() if k != "future_shocks"}
+    for k, site in zip(keys, series_sites(structure), strict=False):
+        latent[site] = _draw_site(k, params[f"{site}.loc"][idx], params[f"{site}.scale"][idx], False, num_draws)
+    if structure.n_future_blocks:
+        latent[PanelSite.LEVEL_STEPS_FUTURE] = jax.random.normal(keys[-1], (num_draws, idx.shape[0], structure.n_future_blocks))
+    one_draw = partial(log_mean, inputs=inputs, structure=structure, idx=idx)
+    log_mu = jax.vmap(lambda lat, shocks: one_draw(lat, future_shocks=shocks))(latent, globals_["future_shocks"])
+    log_dispersion = (
+        latent[PanelSite.DISPERSION_MEAN][:, None] + latent[PanelSite.DISPERSION_SCALE][:, None] * latent[PanelSite.DISPERSION_RAW]
+    )
+    return log_mu, log_dispersion
+
+
+def _draw_target(key: jax.Array, structure: PanelStructure, globals_: dict, log_mu: jnp.ndarray, log_dispersion: jnp.ndarray) -> np.ndarray:
+    """Draws of the target [D, s, T] given the means and dispersions of each draw."""
+    logits, offsets = mixture_parameters(globals_[PanelSite.TAIL_LOGIT], globals_[PanelSite.TAIL_GAP], structure.likelihood)
+    key_component, key_value = jax.random.split(key)
+    log_weights = jax.nn.log_softmax(logits, axis=-1)
+    if structure.likelihood == "nb":
+        concentration = mixture_concentration(
+            key_component, jnp.exp(log_dispersion)[..., None], log_weights, offsets, log_mu.shape
+        )
+        return draw_counts(key_value, log_mu, concentration)
+    sd = mixture_concentration(key_component, jnp.exp(log_dispersion)[..., None], log_weights, offsets, log_mu.shape)
+    normal = jax.random.normal(key_value, log_mu.shape)
+    return np.asarray(jnp.exp(log_mu - 0.5 * sd**2 + sd * normal))
+
+
+def forecast_panel(
+    params: Params,
+    structure: PanelStructure,
+    inputs: PanelInputs,
+    key: jax.Array,
+    num_draws: int = 1000,
+    quantiles: tuple[float, ...] = DEFAULT_QUANTILES,
+    chunk_series: int = 256,
+    aggregates: tuple[AggregateLevel, ...] = (),
+    wanted: np.ndarray | None = None,
+    on_draws: Callable[[np.ndarray, np.ndarray], None] | None = None,
+) -> PanelForecastArrays:
+    """Predictive mean and quantiles per series and period of ``inputs`` (the periods after the anchor),
+    and per group of each aggregate level.
+
+    ``wanted`` [S, T] marks the cells the forecast is asked for (the future table's rows): aggregates
+    sum those only (default: every cell). ``on_draws(series positions, draws [D, s, T])`` sees each
+    chunk's draws (scores that need every draw).
+    """
+    if num_draws < 1:
+        raise ValueError(f"num_draws must be >= 1, got {num_draws}")
+    if not all(0.0 < q < 1.0 for q in quantiles):
+        raise ValueError(f"quantiles must lie strictly between 0 and 1, got {quantiles}")
+    n_series, n_periods = inputs.observed.shape
+    if params[f"{PanelSite.SERIES_RAW}.loc"].shape[0] != n_series:
+        raise ValueError(f"params hold {params[f'{PanelSite.SERIES_RAW}.loc'].shape[0]} series, inputs {n_series}")
+    wanted = np.ones((n_series, n_periods), bool) if wanted is None else np.asarray(wanted, bool)
+    key_globals, key_chunks = jax.random.split(key)
+    globals_ = draw_globals(params, structure, key_globals, num_draws, n_periods)
+    jparams = {k: jnp.asarray(v) for k, v in params.items()}
+
+    n_chunks = -(-n_series // max(1, chunk_series))
+    chunk = -(-n_series // n_chunks)
+    mean = np.empty((n_series, n_periods), np.float32)
+    quants = np.empty((len(quantiles), n_series, n_periods), np.float32)
+    sums = {a.name: np.zeros((len(a.labels), n_periods, num_draws)) for a in aggregates}
+    mean_sums = {a.name: np.zeros((len(a.labels), n_periods)) for a in aggregates}
+    for number, start in enumerate(range(0, n_series, chunk)):
+        rows = np.arange(start, start + chunk)
+        valid = rows < n_series
+        rows = np.where(valid, rows, n_series - 1)  # pad the last chunk: one compiled shape
+        key_mu, key_y = jax.random.split(jax.random.fold_in(key_chunks, number))
+        log_mu, log_dispersion = _chunk_draws(globals_, jparams, inputs, jnp.asarray(rows), key_mu, structure, num_draws)
+        draws = _draw_target(key_y, structure, globals_, log_mu, log_dispersion)[:, valid]  # [D, s, T]
+        expected = np.asarray(jnp.exp(log_mu))[:, valid]
+        keep = rows[valid]
+        mean[keep] = expected.mean(axis=0)
+        quants[:, keep] = np.quantile(np.moveaxis(draws, 0, -1), quantiles, axis=-1)
+        cells = wanted[keep]  # [s, T]
+        for level in aggregates:
+            codes = level.codes[keep]
+            inside = codes >= 0
+            np.add.at(sums[level.name], codes[inside], np.moveaxis(draws[:, inside] * cells[inside][None], 0, -1))
+            np.add.at(mean_sums[level.name], codes[inside], (expected.mean(axis=0) * cells)[inside])
+        if on_draws is not None:
+            on_draws(keep, draws)
+    aggregate_arrays = {
+        name: (mean_sums[name].astype(np.float32), np.quantile(sums[name], quantiles, axis=-1).astype(np.float32))
+        for name in sums
+    }
+    return PanelForecastArrays(mean=mean, quantiles=quants, levels=tuple(quantiles), aggregates=aggregate_arrays)

@@ -1,0 +1,398 @@
+"""The panel model: store x product series, daily or weekly, pooled through both hierarchies at once.
+
+For series s of store i and product j, in period t:
+
+    log mu[s,t] = offset + theta[s] . (1, x_time[t], x_series[s,t]) + level[s,t] + shock[t] + store_shock[i,t]
+
+    theta[s,c] = m[c] + a_store[i] . B_store[:,c] + a_product[j] . B_product[:,c]
+                 + sum over store levels l (store, region, ...)       of tau_l[c] * u_l[group_l(i), c]
+                 + sum over product levels l (product, department, ...) of tau_l[c] * v_l[group_l(j), c]
+                 + sigma[c] * z[s,c]
+
+Each coefficient column c (the level, each seasonal term, each covariate) is pooled through the store
+side, the product side, both, or neither (then one coefficient is shared by every series), as the spec
+says. The group effects are crossed: a series sits in one group of every level of both hierarchies,
+and a new series starts from the sum of its groups' effects and its attributes' shift (z = 0), a new
+product in a known store from its store's and department's effects. Everything is non-centred.
+
+- level: each series' level walks in blocks of ``block_periods`` back from the anchor (the last
+  history period), so that recent periods count more; after the anchor the walk goes on from its prior.
+- shocks: one per history period shared by all series, and one per store and period shared by the
+  store's series (traffic), kept orthogonal to the time design and to the covariates' period means so
+  that they cannot absorb a season or promotion effect; after the anchor they are drawn from their
+  prior. They carry the correlation between series that aggregate intervals need.
+- likelihood: units: a scale mixture of negative binomials with a common mean (``tasks.model.negbin``);
+  amounts (money): a scale mixture of log-normals with a common mean. Unobserved cells (absent rows,
+  masked targets, amounts <= 0) are left out.
+
+This module is pure: no Prefect, no MLflow. ``log_mean`` is the one formula: the model and the
+forecast (``tasks.forecast.panel_draws``) both call it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+from numpyro.distributions import constraints
+from numpyro.distributions.util import promote_shapes
+
+from tasks.model.negbin import NegativeBinomialScaleMixture
+
+INTERCEPT = "intercept"
+STORE_SIDE, PRODUCT_SIDE = "store", "product"
+MIXTURE_COMPONENTS = 3
+
+
+class PanelSite:
+    """Sample-site names of the panel model, in one place."""
+
+    COEF_MEAN = "coef_mean"
+    STORE_ATTR = "store_attr_coef"
+    PRODUCT_ATTR = "product_attr_coef"
+    SERIES_SCALE = "series_scale"
+    SERIES_RAW = "series_raw"
+    LEVEL_SCALE = "level_scale"
+    LEVEL_STEPS = "level_steps"
+    LEVEL_STEPS_FUTURE = "level_steps_future"
+    SHOCK_SCALE = "shock_scale"
+    SHOCK_RAW = "shock_raw"
+    STORE_SHOCK_SCALE = "store_shock_scale"
+    STORE_SHOCK_RAW = "store_shock_raw"
+    DISPERSION_MEAN = "dispersion_mean"
+    DISPERSION_SCALE = "dispersion_scale"
+    DISPERSION_RAW = "dispersion_raw"
+    TAIL_LOGIT = "tail_logit"
+    TAIL_GAP = "tail_gap"
+    Y = "y"
+    SERIES_PLATE = "series"
+    PERIODS_PLATE = "periods"
+
+    @staticmethod
+    def group_scale(side: str, level: int) -> str:
+        return f"group_scale_{side}{level}"
+
+    @staticmethod
+    def group_raw(side: str, level: int) -> str:
+        return f"group_raw_{side}{level}"
+
+
+# Sites with one entry per series (the first axis of their guide parameters); the rest are global.
+SERIES_SITES = (PanelSite.SERIES_RAW, PanelSite.LEVEL_STEPS, PanelSite.DISPERSION_RAW)
+
+
+@dataclass(frozen=True)
+class PanelStructure:
+    """Shapes and choices of a panel model: hashable, so compiled programs are reused per structure."""
+
+    coef_names: tuple[str, ...]  # intercept, time features, series features
+    n_time: int
+    store_pooled: tuple[bool, ...]  # per coefficient
+    product_pooled: tuple[bool, ...]
+    varies: tuple[bool, ...]  # per coefficient: a series-level deviation (False: one shared coefficient)
+    store_level_sizes: tuple[int, ...]  # groups per store level, the store itself first
+    product_level_sizes: tuple[int, ...]
+    n_store_attributes: int
+    n_product_attributes: int
+    n_history: int
+    block_periods: int
+    likelihood: Literal["nb", "lognormal"]
+    log_offset: float
+    n_future_blocks: int = 0
+    n_future: int = 0
+
+    @property
+    def n_coef(self) -> int:
+        return len(self.coef_names)
+
+    @property
+    def n_past_blocks(self) -> int:
+        return (self.n_history - 1) // self.block_periods
+
+    @property
+    def n_stores(self) -> int:
+        return self.store_level_sizes[0]
+
+    def group_sites(self) -> list[tuple[str, int, int, tuple[bool, ...]]]:
+        """(side, level, number of groups, pooled mask) of every group effect."""
+        sites = [(STORE_SIDE, lvl, size, self.store_pooled) for lvl, size in enumerate(self.store_level_sizes)]
+        sites += [(PRODUCT_SIDE, lvl, size, self.product_pooled) for lvl, size in enumerate(self.product_level_sizes)]
+        return [site for site in sites if any(site[3])]
+
+
+class PanelInputs(NamedTuple):
+    """Arrays the model sees (a pytree). History periods have ``history_index`` >= 0; future ones -1."""
+
+    x_time: jnp.ndarray  # [T, Pt]
+    x_series: jnp.ndarray  # [S, T, Ps]
+    observed: jnp.ndarray  # bool [S, T]
+    y: jnp.ndarray | None  # float32 [S, T]
+    series_store: jnp.ndarray  # int32 [S]
+    series_product: jnp.ndarray  # int32 [S]
+    store_groups: jnp.ndarray  # int32 [L_s, n_stores]
+    product_groups: jnp.ndarray  # int32 [L_p, n_products]
+    store_attributes: jnp.ndarray  # [n_stores, A_s]
+    product_attributes: jnp.ndarray  # [n_products, A_p]
+    block: jnp.ndarray  # int32 [T]: level block relative to the anchor's (0)
+    history_index: jnp.ndarray  # int32 [T]
+    shock_basis: jnp.ndarray  # [n_history, K] orthonormal
+
+
+# --- priors -------------------------------------------------------------------------------------
+
+PRIOR_INTERCEPT = 1.0
+PRIOR_EFFECT = 0.5
+PRIOR_COVARIATE = 1.0
+PRIOR_GROUP_INTERCEPT = 1.5
+PRIOR_GROUP_EFFECT = 0.25
+PRIOR_SERIES_INTERCEPT = 1.0
+PRIOR_SERIES_EFFECT = 0.25
+PRIOR_LEVEL_SCALE = 0.1
+PRIOR_SHOCK_SCALE = 0.1
+PRIOR_TAIL_LOGIT = dist.Normal(-2.0, 1.5)
+PRIOR_TAIL_GAP = dist.HalfNormal(1.5)
+# Dispersion: log concentration for counts; log of the log-scale sd for amounts.
+PRIOR_DISPERSION = {"nb": (3.0, 2.0), "lognormal": (-1.5, 1.0)}
+
+
+def coef_prior_scales(structure: PanelStructure) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Prior scales of the population means, the group scales and the series scales, per coefficient."""
+    is_covariate = np.array([i > structure.n_time for i in range(structure.n_coef)])
+    mean = np.where(is_covariate, PRIOR_COVARIATE, PRIOR_EFFECT)
+    mean[0] = PRIOR_INTERCEPT
+    group = np.full(structure.n_coef, PRIOR_GROUP_EFFECT)
+    group[0] = PRIOR_GROUP_INTERCEPT
+    series = np.full(structure.n_coef, PRIOR_SERIES_EFFECT)
+    series[0] = PRIOR_SERIES_INTERCEPT
+    return mean.astype(np.float32), group.astype(np.float32), series.astype(np.float32)
+
+
+# --- the formula ----------------------------------------------------------------------------------
+
+
+def coefficients(latent: dict[str, jnp.ndarray], inputs: PanelInputs, structure: PanelStructure, idx: jnp.ndarray) -> jnp.ndarray:
+    """theta [s, P] of the series at ``idx``, from one draw of every latent variable.
+
+    Series-level latents in ``latent`` hold the selected series only ([s, P]); globals are whole.
+    """
+    store = inputs.series_store[idx]
+    product = inputs.series_product[idx]
+    theta = latent[PanelSite.COEF_MEAN][None, :]
+    if structure.n_store_attributes:
+        theta = theta + inputs.store_attributes[store] @ latent[PanelSite.STORE_ATTR]
+    if structure.n_product_attributes:
+        theta = theta + inputs.product_attributes[product] @ latent[PanelSite.PRODUCT_ATTR]
+    for side, level, _, pooled in structure.group_sites():
+        groups = (inputs.store_groups if side == STORE_SIDE else inputs.product_groups)[level]
+        member = groups[store if side == STORE_SIDE else product]
+        effect = latent[PanelSite.group_scale(side, level)] * latent[PanelSite.group_raw(side, level)][member]
+        theta = theta + effect * jnp.asarray(pooled, jnp.float32)
+    deviation = latent[PanelSite.SERIES_SCALE] * latent[PanelSite.SERIES_RAW]
+    return theta + deviation * jnp.asarray(structure.varies, jnp.float32)
+
+
+def _level_path(steps_past: jnp.ndarray, steps_future: jnp.ndarray | None, block: jnp.ndarray, n_past: int) -> jnp.ndarray:
+    """Level [s, T], zero in the anchor's block: past blocks walk backwards, future ones forwards."""
+    backwards = -jnp.cumsum(steps_past[:, ::-1], axis=1)[:, ::-1]
+    parts = [backwards, jnp.zeros((steps_past.shape[0], 1), steps_past.dtype)]
+    if steps_future is not None:
+        parts.append(jnp.cumsum(steps_future, axis=1))
+    return jnp.concatenate(parts, axis=1)[:, block + n_past]
+
+
+def orthogonal_shocks(raw: jnp.ndarray, scale: jnp.ndarray, basis: jnp.ndarray) -> jnp.ndarray:
+    """Shocks over the history periods (last axis), with what the basis spans removed."""
+    shock = scale * raw
+    return shock - (shock @ basis) @ basis.T
+
+
+def log_mean(
+    latent: dict[str, jnp.ndarray],
+    inputs: PanelInputs,
+    structure: PanelStructure,
+    idx: jnp.ndarray,
+    future_shocks: tuple[jnp.ndarray, jnp.ndarray] | None = None,
+) -> jnp.ndarray:
+    """log mu [s, T] of the series at ``idx`` over the periods of ``inputs``.
+
+    ``future_shocks``: (chain [T], per store [n_stores, T]) shocks of the periods after the anchor,
+    drawn by the caller so that every series of a draw shares them.
+    """
+    theta = coefficients(latent, inputs, structure, idx)
+    n_time = structure.n_time
+    x_series = inputs.x_series[idx]
+    value = (
+        structure.log_offset
+        + theta[:, :1]
+        + theta[:, 1 : 1 + n_time] @ inputs.x_time.T
+        + jnp.einsum("stf,sf->st", x_series, theta[:, 1 + n_time :])
+    )
+    steps = latent[PanelSite.LEVEL_SCALE] * latent[PanelSite.LEVEL_STEPS]
+    steps_future = latent.get(PanelSite.LEVEL_STEPS_FUTURE)
+    if steps_future is not None:
+        steps_future = latent[PanelSite.LEVEL_SCALE] * steps_future
+    value = value + _level_path(steps, steps_future, inputs.block, structure.n_past_blocks)
+
+    chain = orthogonal_shocks(latent[PanelSite.SHOCK_RAW], latent[PanelSite.SHOCK_SCALE], inputs.shock_basis)
+    stores = orthogonal_shocks(latent[PanelSite.STORE_SHOCK_RAW], latent[PanelSite.STORE_SHOCK_SCALE], inputs.shock_basis)
+    in_history = inputs.history_index >= 0
+    position = jnp.maximum(inputs.history_index, 0)
+    chain_t = jnp.where(in_history, chain[position], 0.0)
+    store_t = jnp.where(in_history[None, :], stores[:, position], 0.0)
+    if future_shocks is not None:
+        chain_t = jnp.where(in_history, chain_t, future_shocks[0])
+        store_t = jnp.where(in_history[None, :], store_t, future_shocks[1])
+    return value + chain_t[None, :] + store_t[inputs.series_store[idx]]
+
+
+# --- likelihoods -----------------------------------------------------------------------------------
+
+
+class LogNormalScaleMixture(dist.Distribution):
+    """A scale mixture of log-normals with a common mean exp(log_mean): for amounts (money).
+
+    Component k (weights softmax(logits)) has log-scale sd exp(log_sd + offsets[k]) and location
+    log_mean - sd^2 / 2, so every component, and the mixture, has mean exp(log_mean).
+    """
+
+    arg_constraints = {
+        "log_mean": constraints.real,
+        "log_sd": constraints.real,
+        "component_offsets": constraints.real_vector,
+        "component_logits": constraints.real_vector,
+    }
+    support = constraints.positive
+
+    def __init__(self, log_mean, log_sd, component_offsets, component_logits, *, validate_args=None):
+        self.log_mean, self.log_sd = promote_shapes(log_mean, log_sd)
+        self.component_offsets = jnp.asarray(component_offsets)
+        self.component_logits = jnp.asarray(component_logits)
+        batch_shape = jax.lax.broadcast_shapes(jnp.shape(log_mean), jnp.shape(log_sd))
+        super().__init__(batch_shape=batch_shape, validate_args=validate_args)
+
+    @property
+    def mean(self):
+        return jnp.broadcast_to(jnp.exp(self.log_mean), self.batch_shape)
+
+    def sample(self, key, sample_shape=()):
+        shape = sample_shape + self.batch_shape
+        key_component, key_normal = jax.random.split(key)
+        component = jax.random.categorical(key_component, self.component_logits, shape=shape)
+        sd = jnp.exp(self.log_sd + self.component_offsets[component])
+        return jnp.exp(self.log_mean - 0.5 * sd**2 + sd * jax.random.normal(key_normal, shape))
+
+    def log_prob(self, value):
+        # Masked cells hold 0; a safe stand-in keeps their (discarded) terms and gradients finite.
+        log_value = jnp.log(jnp.where(value > 0, value, 1.0))
+        log_weights = jax.nn.log_softmax(self.component_logits)
+        parts = []
+        for k in range(self.component_offsets.shape[-1]):
+            sd = jnp.exp(self.log_sd + self.component_offsets[k])
+            parts.append(log_weights[k] + dist.Normal(self.log_mean - 0.5 * sd**2, sd).log_prob(log_value))
+        return jax.nn.logsumexp(jnp.stack(parts), axis=0) - log_value
+
+
+def mixture_parameters(tail_logit: jnp.ndarray, tail_gap: jnp.ndarray, likelihood: str) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """(component logits, component offsets) of the scale mixture: component 0 is the core; each further
+    one is wider (a lower NB concentration, a higher log-normal sd) by its cumulative gap."""
+    logits = jnp.concatenate([jnp.zeros(tail_logit.shape[:-1] + (1,)), tail_logit], axis=-1)
+    gaps = jnp.concatenate([jnp.zeros(tail_gap.shape[:-1] + (1,)), jnp.cumsum(tail_gap, axis=-1)], axis=-1)
+    return logits, (-gaps if likelihood == "nb" else gaps)
+
+
+def likelihood(structure: PanelStructure, log_mu, log_dispersion, tail_logit, tail_gap) -> dist.Distribution:
+    logits, offsets = mixture_parameters(tail_logit, tail_gap, structure.likelihood)
+    if structure.likelihood == "nb":
+        return NegativeBinomialScaleMixture(log_mu, log_dispersion, offsets, logits)
+    return LogNormalScaleMixture(log_mu, log_dispersion, offsets, logits)
+
+
+# --- the model ------------------------------------------------------------------------------------
+
+
+def sample_globals(structure: PanelStructure, n_history: int) -> dict[str, jnp.ndarray]:
+    """Every global latent variable, sampled from its prior (under the guide when fitting)."""
+    mean_scale, group_scale, series_scale = coef_prior_scales(structure)
+    latent = {
+        PanelSite.COEF_MEAN: numpyro.sample(PanelSite.COEF_MEAN, dist.Normal(0.0, mean_scale).to_event(1)),
+        PanelSite.SERIES_SCALE: numpyro.sample(PanelSite.SERIES_SCALE, dist.HalfNormal(series_scale).to_event(1)),
+        PanelSite.LEVEL_SCALE: numpyro.sample(PanelSite.LEVEL_SCALE, dist.HalfNormal(PRIOR_LEVEL_SCALE)),
+        PanelSite.SHOCK_SCALE: numpyro.sample(PanelSite.SHOCK_SCALE, dist.HalfNormal(PRIOR_SHOCK_SCALE)),
+        PanelSite.STORE_SHOCK_SCALE: numpyro.sample(PanelSite.STORE_SHOCK_SCALE, dist.HalfNormal(PRIOR_SHOCK_SCALE)),
+    }
+    latent[PanelSite.SHOCK_RAW] = numpyro.sample(PanelSite.SHOCK_RAW, dist.Normal(0.0, 1.0).expand([n_history]).to_event(1))
+    latent[PanelSite.STORE_SHOCK_RAW] = numpyro.sample(
+        PanelSite.STORE_SHOCK_RAW, dist.Normal(0.0, 1.0).expand([structure.n_stores, n_history]).to_event(2)
+    )
+    if structure.n_store_attributes:
+        latent[PanelSite.STORE_ATTR] = numpyro.sample(
+            PanelSite.STORE_ATTR, dist.Normal(0.0, PRIOR_EFFECT).expand([structure.n_store_attributes, structure.n_coef]).to_event(2)
+        )
+    if structure.n_product_attributes:
+        latent[PanelSite.PRODUCT_ATTR] = numpyro.sample(
+            PanelSite.PRODUCT_ATTR,
+            dist.Normal(0.0, PRIOR_EFFECT).expand([structure.n_product_attributes, structure.n_coef]).to_event(2),
+        )
+    for side, level, size, _ in structure.group_sites():
+        latent[PanelSite.group_scale(side, level)] = numpyro.sample(
+            PanelSite.group_scale(side, level), dist.HalfNormal(group_scale).to_event(1)
+        )
+        latent[PanelSite.group_raw(side, level)] = numpyro.sample(
+            PanelSite.group_raw(side, level), dist.Normal(0.0, 1.0).expand([size, structure.n_coef]).to_event(2)
+        )
+    loc, scale = PRIOR_DISPERSION[structure.likelihood]
+    latent[PanelSite.DISPERSION_MEAN] = numpyro.sample(PanelSite.DISPERSION_MEAN, dist.Normal(loc, scale))
+    latent[PanelSite.DISPERSION_SCALE] = numpyro.sample(PanelSite.DISPERSION_SCALE, dist.HalfNormal(1.0))
+    n_tails = MIXTURE_COMPONENTS - 1
+    latent[PanelSite.TAIL_LOGIT] = numpyro.sample(PanelSite.TAIL_LOGIT, PRIOR_TAIL_LOGIT.expand([n_tails]).to_event(1))
+    latent[PanelSite.TAIL_GAP] = numpyro.sample(PanelSite.TAIL_GAP, PRIOR_TAIL_GAP.expand([n_tails]).to_event(1))
+    return latent
+
+
+def model(inputs: PanelInputs, structure: PanelStructure, subsample_size: int | None = None) -> None:
+    """The panel model over the history (``inputs.y`` given): the likelihood of every observed cell."""
+    n_series, n_periods = inputs.observed.shape
+    latent = sample_globals(structure, structure.n_history)
+    with numpyro.plate(PanelSite.SERIES_PLATE, n_series, subsample_size=subsample_size, dim=-2) as idx:
+        series = {
+            PanelSite.SERIES_RAW: numpyro.sample(
+                PanelSite.SERIES_RAW, dist.Normal(0.0, 1.0).expand([1, structure.n_coef]).to_event(1)
+            )[:, 0, :],
+            PanelSite.LEVEL_STEPS: numpyro.sample(
+                PanelSite.LEVEL_STEPS, dist.Normal(0.0, 1.0).expand([1, structure.n_past_blocks]).to_event(1)
+            )[:, 0, :],
+            PanelSite.DISPERSION_RAW: numpyro.sample(PanelSite.DISPERSION_RAW, dist.Normal(0.0, 1.0)),
+        }
+        log_mu = log_mean({**latent, **series}, inputs, structure, idx)
+        log_dispersion = latent[PanelSite.DISPERSION_MEAN] + latent[PanelSite.DISPERSION_SCALE] * series[PanelSite.DISPERSION_RAW]
+        observed = inputs.observed[idx]
+        y = None if inputs.y is None else inputs.y[idx]
+        law = likelihood(structure, log_mu, log_dispersion, latent[PanelSite.TAIL_LOGIT], latent[PanelSite.TAIL_GAP])
+        with numpyro.plate(PanelSite.PERIODS_PLATE, n_periods, dim=-1):
+            numpyro.sample(PanelSite.Y, law.mask(observed), obs=y)
+
+
+# --- inputs --------------------------------------------------------------------------------------
+
+
+def time_blocks(offsets: np.ndarray, block_periods: int) -> np.ndarray:
+    """Signed level block of periods given as offsets from the anchor (anchor = 0, in periods)."""
+    offsets = np.asarray(offsets, dtype=np.int64)
+    past = -((-offsets) // block_periods)
+    future = (offsets - 1) // block_periods + 1
+    return np.where(offsets <= 0, past, future).astype(np.int32)
+
+
+def shock_basis(x_time: np.ndarray, x_series: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """Orthonormal basis [T, K] of what the time design and the covariates' period means explain."""
+    weight = observed.astype(np.float64)
+    per_period = (x_series * weight[..., None]).sum(axis=0) / np.maximum(weight.sum(axis=0), 1.0)[:, None]
+    design = np.concatenate([np.ones((x_time.shape[0], 1)), x_time, per_period], axis=1)
+    u, singular, _ = np.linalg.svd(design, full_matrices=False)
+    rank = int((singular > singular[0] * 1e-6).sum())
+    return u[:, :rank].astype(np.float32)

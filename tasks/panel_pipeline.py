@@ -1,0 +1,324 @@
+"""The stages of a run on a dataset spec's panel (store x product series) as plain functions.
+
+No Prefect, no MLflow: ``flows/panel.py`` wraps them, the CLI and the backtest call them directly.
+read -> encode -> fit -> forecast (series and aggregates) -> the forecast frame -> export.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import polars as pl
+
+from tasks import names as n
+from tasks.config import ForecastConfig, PanelFitConfig
+from tasks.data.panel_encode import CROSS_PRICE, EncodedPanelData, PanelArrays, encode_panel
+from tasks.data.panel_ingest import PanelTables
+from tasks.data.spec import LEVEL, PRODUCT_SIDE, SEASON, STORE_SIDE, TOTAL, WEEKDAY, PanelSpec
+from tasks.forecast.panel_draws import AggregateLevel, PanelForecastArrays, forecast_panel
+from tasks.model import state
+from tasks.model.inference import FitProgress, FitResult, log_progress
+from tasks.model.panel import INTERCEPT, PanelInputs, PanelSite, PanelStructure, shock_basis, time_blocks
+from tasks.model.panel_inference import fit_panel, prior_params
+from tasks.model.panel_state import FittedPanel
+
+log = logging.getLogger(__name__)
+
+BLOCK_PERIODS = {7: 13, 1: 28}  # level-walk block: a quarter of weeks, four weeks of days
+
+
+def _effect_of(name: str, encoded: EncodedPanelData) -> str:
+    """The effect a coefficient belongs to, as the spec's pooling names it."""
+    if name == INTERCEPT:
+        return LEVEL
+    if name.startswith("year_"):
+        return SEASON
+    if name.startswith("weekday_"):
+        return WEEKDAY
+    return name
+
+
+def structure_for(encoded: EncodedPanelData, spec: PanelSpec, config: PanelFitConfig) -> PanelStructure:
+    """The model's shape for this data: coefficients, their pooling, hierarchy sizes, the level walk."""
+    history = encoded.history
+    coef_names = (INTERCEPT, *encoded.encoding.time_names, *encoded.encoding.series_names(spec))
+    shared = {c.name for c in spec.covariates if not c.pooled}
+    store_pooled, product_pooled, varies = [], [], []
+    for name in coef_names:
+        effect = _effect_of(name, encoded)
+        sides = (PRODUCT_SIDE,) if name == CROSS_PRICE else spec.pooled_through(effect)
+        is_shared = name in shared or not sides
+        store_pooled.append(STORE_SIDE in sides and not is_shared)
+        product_pooled.append(PRODUCT_SIDE in sides and not is_shared)
+        varies.append(not is_shared)
+    observed = history.y[history.observed]
+    if spec.target_kind == "units":
+        log_offset = float(np.log(max(observed.mean(), 1e-3)))
+        likelihood = "nb"
+    else:
+        log_offset = float(np.log(observed).mean())
+        likelihood = "lognormal"
+    dims = encoded.dims
+    return PanelStructure(
+        coef_names=coef_names,
+        n_time=len(encoded.encoding.time_names),
+        store_pooled=tuple(store_pooled),
+        product_pooled=tuple(product_pooled),
+        varies=tuple(varies),
+        store_level_sizes=tuple(int(g.max(initial=-1)) + 1 for g in dims.store_groups),
+        product_level_sizes=tuple(int(g.max(initial=-1)) + 1 for g in dims.product_groups),
+        n_store_attributes=dims.store_attributes.shape[1],
+        n_product_attributes=dims.product_attributes.shape[1],
+        n_history=history.n_periods,
+        block_periods=config.block_periods or BLOCK_PERIODS.get(spec.period_days, 13),
+        likelihood=likelihood,
+        log_offset=log_offset,
+    )
+
+
+def model_inputs(encoded: EncodedPanelData, arrays: PanelArrays, structure: PanelStructure, basis: np.ndarray, with_target: bool) -> PanelInputs:
+    anchor = np.datetime64(encoded.encoding.anchor, "D")
+    offsets = (arrays.periods - anchor).astype(np.int64) // encoded.encoding.period_days
+    history_index = np.where(offsets <= 0, structure.n_history - 1 + offsets, -1).astype(np.int32)
+    dims = encoded.dims
+    return PanelInputs(
+        x_time=jnp.asarray(arrays.x_time),
+        x_series=jnp.asarray(arrays.x_series),
+        observed=jnp.asarray(arrays.observed if with_target else arrays.present),
+        y=jnp.asarray(arrays.y) if with_target else None,
+        series_store=jnp.asarray(dims.series_store),
+        series_product=jnp.asarray(dims.series_product),
+        store_groups=jnp.asarray(dims.store_groups),
+        product_groups=jnp.asarray(dims.product_groups),
+        store_attributes=jnp.asarray(dims.store_attributes),
+        product_attributes=jnp.asarray(dims.product_attributes),
+        block=jnp.asarray(time_blocks(offsets, structure.block_periods)),
+        history_index=jnp.asarray(history_index),
+        shock_basis=jnp.asarray(basis),
+    )
+
+
+def _unobserved_groups(encoded: EncodedPanelData, structure: PanelStructure) -> dict[str, np.ndarray]:
+    """Group-effect rows (per group site) of groups none of whose series has an observed cell."""
+    dims = encoded.dims
+    has_data = encoded.history.observed.any(axis=1)
+    rows = {}
+    for side, level, size, _ in structure.group_sites():
+        groups = dims.store_groups if side == STORE_SIDE else dims.product_groups
+        member = groups[level][dims.series_store if side == STORE_SIDE else dims.series_product]
+        seen = np.zeros(size, bool)
+        seen[member[has_data]] = True
+        rows[f"{PanelSite.group_raw(side, level)}"] = np.flatnonzero(~seen)
+    return rows
+
+
+def fit_encoded(
+    encoded: EncodedPanelData,
+    spec: PanelSpec,
+    config: PanelFitConfig,
+    key: jax.Array,
+    on_progress: Callable[[FitProgress], None] = log_progress,
+    info: dict | None = None,
+) -> tuple[FittedPanel, FitResult]:
+    """The global fit over every series of the history; series and groups without data get their prior."""
+    history = encoded.history
+    if not history.observed.any():
+        raise ValueError("the history has no observed target: nothing to fit")
+    structure = structure_for(encoded, spec, config)
+    basis = shock_basis(history.x_time, history.x_series, history.observed)
+    inputs = model_inputs(encoded, history, structure, basis, with_target=True)
+    log.info(
+        "panel fit: %d series (%d with data), %d periods, %d observed cells, %d coefficients",
+        encoded.encoding.n_series,
+        int(history.observed.any(axis=1).sum()),
+        history.n_periods,
+        int(history.observed.sum()),
+        structure.n_coef,
+    )
+    result = fit_panel(inputs, structure, config.settings(), key, on_progress)
+    empty_series = np.flatnonzero(~history.observed.any(axis=1))
+    params = prior_params(result.params, structure, empty_series, _unobserved_groups(encoded, structure))
+    fit_info = {
+        "steps": result.n_steps,
+        "converged": result.converged,
+        "final_loss": float(result.losses[-min(100, result.n_steps) :].mean()),
+        "n_series": encoded.encoding.n_series,
+        "n_series_without_history": int(empty_series.size),
+        "compile_seconds": result.compile_seconds,
+        "fit_seconds": result.run_seconds,
+    }
+    fitted = FittedPanel(
+        params=params, structure=structure, encoding=encoded.encoding, spec=spec, shock_basis=basis, info={**(info or {}), **fit_info}
+    )
+    return fitted, replace(result, params=params)
+
+
+def aggregate_levels(tables: PanelTables, encoded: EncodedPanelData) -> tuple[AggregateLevel, ...]:
+    """The spec's aggregate levels as group codes per series."""
+    spec, encoding, dims = tables.spec, encoded.encoding, encoded.dims
+    sides = spec.aggregate_sides()
+    levels = []
+    for name in spec.aggregates:
+        side, column = sides[name]
+        if side is None:
+            levels.append(AggregateLevel(name, (TOTAL,), np.zeros(encoding.n_series, np.int64)))
+        elif column is None:
+            keys = encoding.store_keys if side == STORE_SIDE else encoding.product_keys
+            codes = dims.series_store if side == STORE_SIDE else dims.series_product
+            levels.append(AggregateLevel(name, tuple(keys), codes.astype(np.int64)))
+        else:
+            groups = encoding.store_groups if side == STORE_SIDE else encoding.product_groups
+            codes_by_key = (dims.store_groups if side == STORE_SIDE else dims.product_groups)[
+                spec.hierarchy_levels(side).index(column) + 1
+            ]
+            per_series = codes_by_key[dims.series_store if side == STORE_SIDE else dims.series_product]
+            levels.append(AggregateLevel(name, groups[column], per_series.astype(np.int64)))
+    return tuple(levels)
+
+
+def forecast_encoded(
+    fitted: FittedPanel,
+    encoded: EncodedPanelData,
+    aggregates: tuple[AggregateLevel, ...],
+    config: ForecastConfig,
+    key: jax.Array,
+    on_draws: Callable[[np.ndarray, np.ndarray], None] | None = None,
+) -> PanelForecastArrays:
+    future = encoded.future
+    if future is None:
+        raise ValueError("there is no future table to forecast")
+    offsets = (future.periods - np.datetime64(encoded.encoding.anchor, "D")).astype(np.int64) // encoded.encoding.period_days
+    structure = replace(
+        fitted.structure, n_future_blocks=int(time_blocks(offsets, fitted.structure.block_periods).max(initial=0)), n_future=future.n_periods
+    )
+    inputs = model_inputs(encoded, future, structure, fitted.shock_basis, with_target=False)
+    return forecast_panel(
+        fitted.params,
+        structure,
+        inputs,
+        key,
+        config.num_draws,
+        config.quantiles,
+        config.chunk_stores,
+        aggregates,
+        wanted=future.present,
+        on_draws=on_draws,
+    )
+
+
+def _typed_keys(values: list, dtype: pl.DataType) -> pl.Series:
+    return pl.Series(values, dtype=dtype)
+
+
+def forecast_frame(
+    tables: PanelTables, encoded: EncodedPanelData, arrays: PanelForecastArrays, aggregates: tuple[AggregateLevel, ...], model_version: str
+) -> pl.DataFrame:
+    """The forecast file: one row per future-table row (level ``series``), then one per group and period of
+    each aggregate level; the input's own key and period column names."""
+    spec, encoding, future = tables.spec, encoded.encoding, encoded.future
+    store_col, product_col, period_col = spec.sales.store, spec.sales.product, spec.sales.period
+    series_code = {pair: i for i, pair in enumerate(encoding.series)}
+    store_code = {k: i for i, k in enumerate(encoding.store_keys)}
+    product_code = {k: i for i, k in enumerate(encoding.product_keys)}
+    rows = tables.future
+    products = rows[n.SERIES_PRODUCT].to_list() if product_col else [None] * rows.height
+    s_idx = np.array([series_code[(store_code[s], product_code[p])] for s, p in zip(rows[n.SERIES_STORE].to_list(), products, strict=True)])
+    t_idx = (rows[n.PERIOD].to_numpy().astype("datetime64[D]") - future.periods[0]).astype(np.int64) // encoding.period_days
+    quantile_names = [n.quantile_column(q) for q in arrays.levels]
+    key_dtype = tables.future.schema[n.SERIES_STORE]
+    product_dtype = tables.future.schema[n.SERIES_PRODUCT] if product_col else None
+
+    series_part = pl.DataFrame(
+        {
+            n.LEVEL: pl.Series([n.SERIES_LEVEL] * rows.height, dtype=pl.String),
+            store_col: rows[n.SERIES_STORE],
+            **({product_col: rows[n.SERIES_PRODUCT]} if product_col else {}),
+            period_col: rows[n.PERIOD],
+            n.GROUP: pl.Series([None] * rows.height, dtype=pl.String),
+            n.MEAN: pl.Series(arrays.mean[s_idx, t_idx], dtype=pl.Float32),
+            **{name: pl.Series(arrays.quantiles[i, s_idx, t_idx], dtype=pl.Float32) for i, name in enumerate(quantile_names)},
+        }
+    )
+    parts = [series_part]
+    sides = spec.aggregate_sides()
+    wanted_periods = future.present.any(axis=0)
+    for level in aggregates:
+        mean, quantiles = arrays.aggregates[level.name]
+        side, column = sides[level.name]
+        # Only groups and periods the future table asks for (a group with no wanted cell sums to 0).
+        wanted = np.zeros(mean.shape, bool)
+        for g in range(len(level.labels)):
+            members = level.codes == g
+            wanted[g] = future.present[members].any(axis=0) if members.any() else False
+        wanted &= wanted_periods[None, :]
+        g_idx, t_pos = np.nonzero(wanted)
+        labels = [level.labels[g] for g in g_idx]
+        frame = {
+            n.LEVEL: pl.Series([level.name] * g_idx.size, dtype=pl.String),
+            store_col: _typed_keys(labels if (side == STORE_SIDE and column is None) else [None] * g_idx.size, key_dtype),
+        }
+        if product_col:
+            frame[product_col] = _typed_keys(
+                labels if (side == PRODUCT_SIDE and column is None) else [None] * g_idx.size, product_dtype
+            )
+        frame[period_col] = pl.Series(future.periods[t_pos].astype("datetime64[D]")).cast(pl.Date)
+        frame[n.GROUP] = pl.Series([str(label) for label in labels], dtype=pl.String)
+        frame[n.MEAN] = pl.Series(mean[g_idx, t_pos], dtype=pl.Float32)
+        for i, name in enumerate(quantile_names):
+            frame[name] = pl.Series(quantiles[i, g_idx, t_pos], dtype=pl.Float32)
+        parts.append(pl.DataFrame(frame))
+    out = pl.concat(parts, how="vertical")
+    level_order = {name: i for i, name in enumerate([n.SERIES_LEVEL, *spec.aggregates])}
+    out = out.with_columns(pl.lit(model_version).alias(n.MODEL_VERSION))
+    keys = [store_col, *([product_col] if product_col else []), period_col]
+    return out.sort(
+        [pl.col(n.LEVEL).replace_strict(level_order, return_dtype=pl.Int32), n.GROUP, *keys], nulls_last=True
+    )
+
+
+def run_info(paths: dict[str, str], spec_text: str, config: PanelFitConfig, seed: int) -> dict:
+    """What identifies a fit: data and spec fingerprint, model version, versions."""
+    fingerprint = state.file_fingerprint(*[paths[role] for role in sorted(paths) if role != "future"])
+    spec_hash = hashlib.sha256(spec_text.encode()).hexdigest()
+    settings_hash = hashlib.sha256(f"{config.model_dump_json()}|{seed}|{spec_hash}".encode()).hexdigest()
+    return {
+        "data_fingerprint": fingerprint,
+        "model_version": f"{state.package_versions()['bhm-forecast']}+{fingerprint[:12]}.{settings_hash[:8]}",
+        "versions": state.package_versions(),
+        "seed": seed,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+@dataclass(frozen=True)
+class PanelRunResult:
+    forecast_path: Path
+    fitted_dir: Path
+    fit: FitResult
+    n_series: int
+    n_forecast_rows: int
+    n_aggregate_rows: int
+    n_masked: int
+    timings: dict[str, float]
+
+
+def encode_tables(tables: PanelTables) -> EncodedPanelData:
+    t = time.perf_counter()
+    encoded = encode_panel(tables)
+    log.info(
+        "encoded %d series x %d periods (%d masked cells) in %.1fs",
+        encoded.encoding.n_series,
+        encoded.history.n_periods,
+        encoded.n_masked,
+        time.perf_counter() - t,
+    )
+    return encoded
