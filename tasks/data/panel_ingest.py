@@ -276,7 +276,7 @@ def _join_calendar(
         missing = joined.filter(pl.col(_IN_CALENDAR).is_null()).select(n.ROW, *(pl.col(k).alias(names[k]) for k in keys))
         check.failures += r.calendar_gap_failures(missing, [names[k] for k in keys], check.role, check.path)
     joined = joined.with_columns(pl.col(c.name).fill_null(c.fill) for c in cal.covariates if c.fill is not None)
-    return joined.select(*frame.columns[: frame.columns.index(n.ROW)], *(c.name for c in cal.covariates), n.ROW)
+    return joined.drop(_IN_CALENDAR, *([_BY] if cal.by else []))
 
 
 def _dimension(table: DimensionTable | None, typed: pl.DataFrame | None, key: str, series: Sequence[pl.DataFrame]) -> pl.DataFrame:
@@ -289,6 +289,13 @@ def _dimension(table: DimensionTable | None, typed: pl.DataFrame | None, key: st
 
 def _series_order(spec: PanelSpec) -> list[str]:
     return [n.SERIES_STORE, *([n.SERIES_PRODUCT] if spec.sales.product else []), n.PERIOD]
+
+
+def _series_columns(spec: PanelSpec, products: Sequence[object], with_target: bool) -> list[str]:
+    """PanelTables' column order: keys, period, target, covariates (sales, then calendar), pattern columns, row."""
+    target = [n.TARGET] if with_target else []
+    covariates = [c.name for c in spec.covariates]
+    return [*_series_order(spec), *target, *covariates, *_pattern_columns(spec, products), n.ROW]
 
 
 # --------------------------------------------------------------------------
@@ -312,7 +319,7 @@ def _series_frames(
     if spec.calendar is not None and FileRole.CALENDAR in frames:
         for role, frame in series.items():
             series[role] = _join_calendar(spec, frame, frames[FileRole.CALENDAR], frames.get(FileRole.STORES), checks[role])
-    return series
+    return {role: frame.select(_series_columns(spec, products, role is FileRole.SALES)) for role, frame in series.items()}
 
 
 def _input_paths(spec: PanelSpec, data_dir: str | Path, future: str | Path | None) -> dict[FileRole, str]:
