@@ -431,3 +431,25 @@ def test_all_failures_of_a_file_are_reported_at_once(tmp_path: Path) -> None:
     assert failure_keys(report) == set(expected)
     for (role, column, rule), rows in expected.items():
         assert find(report, role, column, rule).rows == rows
+    roles = [f.role for f in report.failures]
+    assert roles == sorted(roles, key=[S, ST, P, C, F].index), "a report reads file by file"
+
+
+def test_a_calendar_fill_covers_missing_periods(tmp_path: Path) -> None:
+    panel = Panel(spec=SPEC.replace("column: holiday, kind: flag}", "column: holiday, kind: flag, fill: 0}"))
+    drop_events(HOLIDAY_WEEK, HOLIDAY_STATE)(panel)
+    tables = read(tmp_path, panel)
+    assert tables.sales["holiday"].null_count() == 0 and tables.sales["holiday"].sum() == 0
+
+
+def test_text_keys_and_a_calendar_by_store(tmp_path: Path) -> None:
+    spec = SPEC.replace("negative_target: mask", "negative_target: mask\nkey_type: str").replace("by: state", "by: shop")
+    panel = Panel(spec=spec)
+    panel.tables[EVENTS] = [
+        {"week": week(w), "shop": str(s), "holiday": "1" if (w, s) == (HOLIDAY_WEEK, 3) else "0"}
+        for w in range(N_WEEKS + N_FUTURE) for s in SHOP_IDS
+    ]
+    tables = read(tmp_path, panel)
+    assert tables.sales.schema[n.SERIES_STORE] == pl.String and tables.sales.schema[n.SERIES_PRODUCT] == pl.String
+    assert set(tables.sales.filter(pl.col("holiday") == 1)[n.SERIES_STORE]) == {"3"}
+    assert tables.stores.schema[n.SERIES_STORE] == pl.String

@@ -333,7 +333,9 @@ def _input_paths(spec: PanelSpec, data_dir: str | Path, future: str | Path | Non
 
 def _raise_if_failed(spec: PanelSpec, checks: dict[FileRole, FileCheck]) -> None:
     """One report of every failure, file by file; a SpecError too when the spec names absent columns."""
-    failures = tuple(f for check in checks.values() for f in check.failures)
+    order = list(checks)
+    # file by file, so that a person fixes one file at a time (stable within a file)
+    failures = tuple(sorted((f for check in checks.values() for f in check.failures), key=lambda f: order.index(f.role)))
     if not failures:
         return
     report = ValidationReport(failures)

@@ -13,6 +13,7 @@ files are polars joins and group-bys.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -162,13 +163,17 @@ def transform_domain(column: str, transform: str) -> tuple[pa.Check, ...]:
 
 
 def missing_column_failures(present: Sequence[str], required: Sequence[str], role: FileRole, path: str) -> list[RuleFailure]:
-    """One failure per required column the file lacks; examples: the file's columns nobody asked for."""
-    unexpected = tuple(c for c in present if c not in required and c != n.ROW)[:MAX_EXAMPLES]
-    return [
-        RuleFailure(path, role, column, RULE_COLUMN_PRESENT, 0, unexpected, ())
-        for column in dict.fromkeys(required)
-        if column not in present
-    ]
+    """One failure per required column the file lacks; examples: the file's columns nobody asked for,
+    near-miss spellings ("Promo " for "promo") first, since they are the likeliest cause."""
+    unexpected = [c for c in present if c not in required and c != n.ROW]
+    failures = []
+    for column in dict.fromkeys(required):
+        if column in present:
+            continue
+        close = difflib.get_close_matches(column, unexpected, n=MAX_EXAMPLES, cutoff=0.6)
+        examples = tuple([*close, *(c for c in unexpected if c not in close)][:MAX_EXAMPLES])
+        failures.append(RuleFailure(path, role, column, RULE_COLUMN_PRESENT, 0, examples, ()))
+    return failures
 
 
 def missing_pattern_failures(
