@@ -21,11 +21,8 @@ import polars as pl
 from tasks import names as n
 from tasks.data import ingest
 from tasks.data import panel_rules as r
-from tasks.data.panel_rules import ColumnPlan, FileCheck, Kind
+from tasks.data.panel_rules import ColumnPlan, FileCheck
 from tasks.data.spec import (
-    PRODUCT_PLACEHOLDER,
-    PRODUCT_SIDE,
-    STORE_SIDE,
     Covariate,
     DimensionTable,
     PanelSpec,
@@ -73,77 +70,6 @@ class PanelTables:
 
 
 # --------------------------------------------------------------------------
-# plans: which column of which file gets which rule
-
-
-def _key_kind(spec: PanelSpec) -> Kind:
-    return Kind.INT_KEY if spec.key_type == "int" else Kind.STR_KEY
-
-
-def pattern_column(covariate: Covariate, product: object) -> str:
-    """The column a per-product covariate takes for one product: price{product} -> price7."""
-    return covariate.column.replace(PRODUCT_PLACEHOLDER, str(product))
-
-
-def _pattern_columns(spec: PanelSpec, products: Sequence[object]) -> dict[str, tuple[object, Covariate]]:
-    """Every pattern column the data's products use -> (its product, its covariate)."""
-    return {
-        pattern_column(c, p): (p, c) for c in spec.sales.covariates if c.per_product for p in products
-    }
-
-
-def _covariate_plans(covariates: Sequence[Covariate], products: Sequence[object]) -> list[ColumnPlan]:
-    plans = []
-    for covariate in covariates:
-        kind = Kind.FLAG if covariate.kind == "flag" else Kind.NUMBER
-        columns = [pattern_column(covariate, p) for p in products] if covariate.per_product else [covariate.column]
-        for column in columns:
-            checks = (r.positive_price(column),) if covariate.kind == "price" else ()
-            plans.append(ColumnPlan(column, kind, fill=covariate.fill, checks=checks))
-    return plans
-
-
-def _target_checks(spec: PanelSpec) -> tuple:
-    column = spec.sales.target
-    checks = (r.whole_units(column),) if spec.target_kind == "units" else ()
-    return checks + ((r.not_negative_target(column),) if spec.negative_target == "reject" else ())
-
-
-def _series_plans(spec: PanelSpec, products: Sequence[object], present: Sequence[str], with_target: bool) -> list[ColumnPlan]:
-    """Sales (future) columns: keys, period, target (sales only), covariates, and any hierarchy column
-    the file happens to carry (optional: checked against its dimension table, not output)."""
-    plans = [ColumnPlan(key, _key_kind(spec)) for key in spec.key_columns]
-    plans.append(ColumnPlan(spec.sales.period, Kind.DATE))
-    if with_target:
-        plans.append(ColumnPlan(spec.sales.target, Kind.NUMBER, checks=_target_checks(spec)))
-    plans += _covariate_plans(spec.sales.covariates, products)
-    levels = [*spec.hierarchy_levels(STORE_SIDE), *spec.hierarchy_levels(PRODUCT_SIDE)]
-    return plans + [ColumnPlan(level, Kind.TEXT, nullable=True) for level in levels if level in present]
-
-
-def _table_plans(table: DimensionTable, key_kind: Kind) -> list[ColumnPlan]:
-    plans = [ColumnPlan(table.key, key_kind)] + [ColumnPlan(level, Kind.TEXT) for level in table.hierarchy]
-    for attribute in table.attributes:
-        if attribute.kind == "category":
-            plans.append(ColumnPlan(attribute.column, Kind.TEXT))
-        else:
-            checks = r.transform_domain(attribute.column, attribute.transform)
-            plans.append(ColumnPlan(attribute.column, Kind.NUMBER, fill=attribute.fill, checks=checks))
-    return plans
-
-
-def _calendar_plans(spec: PanelSpec) -> list[ColumnPlan]:
-    calendar = spec.calendar
-    plans = [ColumnPlan(calendar.period, Kind.DATE)]
-    if calendar.by is not None:
-        # the by column is parsed as the store table parses it, so that the two join
-        table_plans = _table_plans(spec.stores, _key_kind(spec)) if spec.stores else []
-        kinds = {p.column: p.kind for p in table_plans} | {spec.sales.store: _key_kind(spec)}
-        plans.append(ColumnPlan(calendar.by, kinds.get(calendar.by, Kind.TEXT)))
-    return plans + _covariate_plans(calendar.covariates, ())
-
-
-# --------------------------------------------------------------------------
 # one file at a time
 
 
@@ -162,7 +88,7 @@ def _data_products(spec: PanelSpec, raws: dict[FileRole, pl.DataFrame]) -> list[
     if column is None or not any(c.per_product for c in spec.sales.covariates):
         return []
     keys = [
-        r.cast_file(raw.select(n.ROW, column), [ColumnPlan(column, _key_kind(spec))])[0][column]
+        r.cast_file(raw.select(n.ROW, column), [ColumnPlan(column, r.key_kind(spec))])[0][column]
         for role, raw in raws.items()
         if role in (FileRole.SALES, FileRole.FUTURE) and column in raw.columns
     ]
@@ -171,9 +97,9 @@ def _data_products(spec: PanelSpec, raws: dict[FileRole, pl.DataFrame]) -> list[
 
 def _pattern_failures(spec: PanelSpec, raw: pl.DataFrame, products: Sequence[object], check: FileCheck) -> set[str]:
     """Record a failure per pattern column the file lacks; returns the missing columns."""
-    missing = {c: pc for c, pc in _pattern_columns(spec, products).items() if c not in raw.columns}
+    missing = {c: pc for c, pc in r.pattern_columns(spec, products).items() if c not in raw.columns}
     if missing and spec.sales.product in raw.columns:
-        keys = r.cast_file(raw.select(n.ROW, spec.sales.product), [ColumnPlan(spec.sales.product, _key_kind(spec))])[0]
+        keys = r.cast_file(raw.select(n.ROW, spec.sales.product), [ColumnPlan(spec.sales.product, r.key_kind(spec))])[0]
         check.failures += r.missing_pattern_failures(
             keys, spec.sales.product, {c: p for c, (p, _) in missing.items()}, check.role, check.path
         )
@@ -208,12 +134,12 @@ def _check_files(spec: PanelSpec, paths: dict[FileRole, str]) -> tuple[dict[File
         check = checks[role]
         if role in (FileRole.SALES, FileRole.FUTURE):
             missing = _pattern_failures(spec, raw, products, check)
-            plans = _series_plans(spec, products, raw.columns, with_target=role is FileRole.SALES)
+            plans = r.series_plans(spec, products, raw.columns, with_target=role is FileRole.SALES)
             plans = [p for p in plans if p.column not in missing]
         elif role is FileRole.CALENDAR:
-            plans = _calendar_plans(spec)
+            plans = r.calendar_plans(spec)
         else:
-            plans = _table_plans(spec.stores if role is FileRole.STORES else spec.products, _key_kind(spec))
+            plans = r.table_plans(spec.stores if role is FileRole.STORES else spec.products, r.key_kind(spec))
         _validate_file(check, raw, plans)
     return checks, products
 
@@ -228,7 +154,7 @@ def _own_value(covariate: Covariate, product_column: str | None, products: Seque
         return pl.col(covariate.column)
     value = pl.lit(None, dtype=pl.Float64)
     for product in reversed(products):
-        value = pl.when(pl.col(product_column) == product).then(pl.col(pattern_column(covariate, product))).otherwise(value)
+        value = pl.when(pl.col(product_column) == product).then(pl.col(r.pattern_column(covariate, product))).otherwise(value)
     return value
 
 
@@ -244,7 +170,7 @@ def _canonical_series(spec: PanelSpec, typed: pl.DataFrame, products: Sequence[o
             target = pl.when(target < 0).then(None).otherwise(target)
         columns.append(target.alias(n.TARGET))
     columns += [_own_value(c, spec.sales.product, products).alias(c.name) for c in spec.sales.covariates]
-    columns += [pl.col(column) for column in _pattern_columns(spec, products)]
+    columns += [pl.col(column) for column in r.pattern_columns(spec, products)]
     return typed.select(*columns, pl.col(n.ROW))
 
 
@@ -295,7 +221,7 @@ def _series_columns(spec: PanelSpec, products: Sequence[object], with_target: bo
     """PanelTables' column order: keys, period, target, covariates (sales, then calendar), pattern columns, row."""
     target = [n.TARGET] if with_target else []
     covariates = [c.name for c in spec.covariates]
-    return [*_series_order(spec), *target, *covariates, *_pattern_columns(spec, products), n.ROW]
+    return [*_series_order(spec), *target, *covariates, *r.pattern_columns(spec, products), n.ROW]
 
 
 # --------------------------------------------------------------------------

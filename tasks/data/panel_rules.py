@@ -1,8 +1,9 @@
 """The rules of the generic panel contract, each a vectorised check that yields ``RuleFailure``s.
 
-``tasks.data.panel_ingest`` decides which column of which file gets which rule (from the spec);
-this module knows how to cast a column of a given kind, how to tell a value that did not parse
+The spec decides which column of which file gets which rule (the ``*_plans`` functions); this
+module also knows how to cast a column of a given kind, how to tell a value that did not parse
 from a blank, and how to check keys, grids, hierarchies and calendars across rows and files.
+``tasks.data.panel_ingest`` reads the files, runs the rules and builds the canonical frames.
 Every check runs on frames that still carry the input's own column names, so that a failure names
 the column a person has to fix.
 
@@ -23,7 +24,7 @@ import polars as pl
 
 from tasks import names as n
 from tasks.data import ingest
-from tasks.data.spec import PanelSpec, SpecError
+from tasks.data.spec import PRODUCT_PLACEHOLDER, PRODUCT_SIDE, STORE_SIDE, Covariate, DimensionTable, PanelSpec, SpecError
 from tasks.data.validate import (
     MAX_EXAMPLES,
     PANDERA_NOT_NULLABLE,
@@ -156,6 +157,77 @@ def transform_domain(column: str, transform: str) -> tuple[pa.Check, ...]:
     if transform == "log1p":
         return (_check(RULE_LOG1P_DOMAIN, pl.col(column) > -1),)
     return ()
+
+
+# --------------------------------------------------------------------------
+# plans: which column of which file gets which rule
+
+
+def key_kind(spec: PanelSpec) -> Kind:
+    return Kind.INT_KEY if spec.key_type == "int" else Kind.STR_KEY
+
+
+def pattern_column(covariate: Covariate, product: object) -> str:
+    """The column a per-product covariate takes for one product: price{product} -> price7."""
+    return covariate.column.replace(PRODUCT_PLACEHOLDER, str(product))
+
+
+def pattern_columns(spec: PanelSpec, products: Sequence[object]) -> dict[str, tuple[object, Covariate]]:
+    """Every pattern column the data's products use -> (its product, its covariate)."""
+    return {
+        pattern_column(c, p): (p, c) for c in spec.sales.covariates if c.per_product for p in products
+    }
+
+
+def _covariate_plans(covariates: Sequence[Covariate], products: Sequence[object]) -> list[ColumnPlan]:
+    plans = []
+    for covariate in covariates:
+        kind = Kind.FLAG if covariate.kind == "flag" else Kind.NUMBER
+        columns = [pattern_column(covariate, p) for p in products] if covariate.per_product else [covariate.column]
+        for column in columns:
+            checks = (positive_price(column),) if covariate.kind == "price" else ()
+            plans.append(ColumnPlan(column, kind, fill=covariate.fill, checks=checks))
+    return plans
+
+
+def _target_checks(spec: PanelSpec) -> tuple:
+    column = spec.sales.target
+    checks = (whole_units(column),) if spec.target_kind == "units" else ()
+    return checks + ((not_negative_target(column),) if spec.negative_target == "reject" else ())
+
+
+def series_plans(spec: PanelSpec, products: Sequence[object], present: Sequence[str], with_target: bool) -> list[ColumnPlan]:
+    """Sales (future) columns: keys, period, target (sales only), covariates, and any hierarchy column
+    the file happens to carry (optional: checked against its dimension table, not output)."""
+    plans = [ColumnPlan(key, key_kind(spec)) for key in spec.key_columns]
+    plans.append(ColumnPlan(spec.sales.period, Kind.DATE))
+    if with_target:
+        plans.append(ColumnPlan(spec.sales.target, Kind.NUMBER, checks=_target_checks(spec)))
+    plans += _covariate_plans(spec.sales.covariates, products)
+    levels = [*spec.hierarchy_levels(STORE_SIDE), *spec.hierarchy_levels(PRODUCT_SIDE)]
+    return plans + [ColumnPlan(level, Kind.TEXT, nullable=True) for level in levels if level in present]
+
+
+def table_plans(table: DimensionTable, kind: Kind) -> list[ColumnPlan]:
+    plans = [ColumnPlan(table.key, kind)] + [ColumnPlan(level, Kind.TEXT) for level in table.hierarchy]
+    for attribute in table.attributes:
+        if attribute.kind == "category":
+            plans.append(ColumnPlan(attribute.column, Kind.TEXT))
+        else:
+            checks = transform_domain(attribute.column, attribute.transform)
+            plans.append(ColumnPlan(attribute.column, Kind.NUMBER, fill=attribute.fill, checks=checks))
+    return plans
+
+
+def calendar_plans(spec: PanelSpec) -> list[ColumnPlan]:
+    calendar = spec.calendar
+    plans = [ColumnPlan(calendar.period, Kind.DATE)]
+    if calendar.by is not None:
+        # the by column is parsed as the store table parses it, so that the two join
+        store_plans = table_plans(spec.stores, key_kind(spec)) if spec.stores else []
+        kinds = {p.column: p.kind for p in store_plans} | {spec.sales.store: key_kind(spec)}
+        plans.append(ColumnPlan(calendar.by, kinds.get(calendar.by, Kind.TEXT)))
+    return plans + _covariate_plans(calendar.covariates, ())
 
 
 # --------------------------------------------------------------------------
