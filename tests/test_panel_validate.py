@@ -453,3 +453,13 @@ def test_text_keys_and_a_calendar_by_store(tmp_path: Path) -> None:
     assert tables.sales.schema[n.SERIES_STORE] == pl.String and tables.sales.schema[n.SERIES_PRODUCT] == pl.String
     assert set(tables.sales.filter(pl.col("holiday") == 1)[n.SERIES_STORE]) == {"3"}
     assert tables.stores.schema[n.SERIES_STORE] == pl.String
+
+
+def test_daily_periods_may_fall_on_any_weekday(tmp_path: Path) -> None:
+    spec = parse_spec(SPEC.replace("frequency: week", "frequency: day"))
+    assert isinstance(spec, PanelSpec)
+    panel = Panel()
+    panel.set(SALES, R, "week", SATURDAY)
+    folder = panel.write(tmp_path)
+    tables = read_panel(spec.model_copy(update={"calendar": None}), folder, future=folder / FUTURE)
+    assert dt.date.fromisoformat(SATURDAY) in set(tables.sales[n.PERIOD])
