@@ -11,13 +11,35 @@ retailer's own column names; ``PanelTables.spec`` maps them back for the forecas
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
-from tasks.data.spec import PanelSpec
+from tasks import names as n
+from tasks.data import ingest
+from tasks.data import panel_rules as r
+from tasks.data.panel_rules import ColumnPlan, FileCheck
+from tasks.data.spec import (
+    Covariate,
+    DimensionTable,
+    PanelSpec,
+    SpecError,
+    spec_files,
+)
+from tasks.data.validate import RULE_COLUMN_PRESENT, RULE_NOT_EMPTY, InputValidationError, RuleFailure, ValidationReport
+from tasks.data.validate import _unreadable_failure as unreadable_failure
+from tasks.names import FileRole
 
+log = logging.getLogger(__name__)
+
+ROLES = {"sales": FileRole.SALES, "stores": FileRole.STORES, "products": FileRole.PRODUCTS,
+         "calendar": FileRole.CALENDAR, "future": FileRole.FUTURE}
+# the calendar's `by` value of a row, while sales and calendar are joined
+_BY = "_by"
+_IN_CALENDAR = "_in_calendar"
 
 @dataclass(frozen=True)
 class PanelTables:
@@ -31,8 +53,11 @@ class PanelTables:
         and ``row`` (1-based data row of the source file). Sorted by keys and period.
     future: the same columns less ``target``; None when no future file was given.
     stores: ``store``, one String column per store hierarchy level (spec names), one column per
-        attribute (Float64 for numeric, String for category), ``row``. Every store of sales and future.
-    products: the same for products; None when the spec has no product table.
+        attribute (Float64 for numeric, untransformed; String for category), ``row``. Every store of
+        sales and future. Without a stores table: the distinct stores of sales and future, ``store`` only.
+    products: the same for products; without a products table, the distinct products of sales and
+        future (``product`` only, as ``stores`` without a stores table); None only when the spec has no
+        product key.
     """
 
     spec: PanelSpec
@@ -44,10 +69,233 @@ class PanelTables:
     n_negative_masked: int = 0
 
 
+# --------------------------------------------------------------------------
+# one file at a time
+
+
+def _read_raw(path: str, role: FileRole) -> tuple[pl.DataFrame | None, list[RuleFailure]]:
+    """The file as it is (CSV as text), in file order; an unreadable file is a failure, not a crash."""
+    try:
+        raw = ingest.scan_raw(path, role).collect()
+    except pl.exceptions.PolarsError as err:
+        return None, [unreadable_failure(err, role, path)]
+    return raw.sort(n.ROW), []
+
+
+def _data_products(spec: PanelSpec, raws: dict[FileRole, pl.DataFrame]) -> list[object]:
+    """The product keys of sales and future, parsed: they decide which pattern columns must exist."""
+    column = spec.sales.product
+    if column is None or not any(c.per_product for c in spec.sales.covariates):
+        return []
+    keys = [
+        r.cast_file(raw.select(n.ROW, column), [ColumnPlan(column, r.key_kind(spec))])[0][column]
+        for role, raw in raws.items()
+        if role in (FileRole.SALES, FileRole.FUTURE) and column in raw.columns
+    ]
+    return sorted(pl.concat(keys).drop_nulls().unique().to_list()) if keys else []
+
+
+def _pattern_failures(spec: PanelSpec, raw: pl.DataFrame, products: Sequence[object], check: FileCheck) -> set[str]:
+    """Record a failure per pattern column the file lacks; returns the missing columns."""
+    missing = {c: pc for c, pc in r.pattern_columns(spec, products).items() if c not in raw.columns}
+    if missing and spec.sales.product in raw.columns:
+        keys = r.cast_file(raw.select(n.ROW, spec.sales.product), [ColumnPlan(spec.sales.product, r.key_kind(spec))])[0]
+        check.failures += r.missing_pattern_failures(
+            keys, spec.sales.product, {c: p for c, (p, _) in missing.items()}, check.role, check.path
+        )
+    return set(missing)
+
+
+def _validate_file(check: FileCheck, raw: pl.DataFrame, plans: Sequence[ColumnPlan]) -> None:
+    """Columns present, at least one row, values parse, per-column rules; sets ``check.frame`` when the
+    columns are there (cross-file rules then run on it)."""
+    missing = r.missing_column_failures(raw.columns, [p.column for p in plans], check.role, check.path)
+    if missing:
+        check.failures += missing
+        return
+    typed, unparsed = r.cast_file(raw, plans)
+    if typed.is_empty():
+        check.failures.append(RuleFailure(check.path, check.role, None, RULE_NOT_EMPTY, 0, (), ()))
+    check.failures += r.parse_failures(unparsed, plans, check.role, check.path)
+    check.failures += r.column_failures(typed, plans, unparsed, check.role, check.path)
+    check.frame = typed
+
+
+def _check_files(spec: PanelSpec, paths: dict[FileRole, str]) -> tuple[dict[FileRole, FileCheck], list[object]]:
+    checks = {role: FileCheck(role, path) for role, path in paths.items()}
+    raws = {}
+    for role, path in paths.items():
+        raw, failures = _read_raw(path, role)
+        checks[role].failures += failures
+        if raw is not None:
+            raws[role] = raw
+    products = _data_products(spec, raws)
+    for role, raw in raws.items():
+        check = checks[role]
+        if role in (FileRole.SALES, FileRole.FUTURE):
+            missing = _pattern_failures(spec, raw, products, check)
+            plans = r.series_plans(spec, products, raw.columns, with_target=role is FileRole.SALES)
+            plans = [p for p in plans if p.column not in missing]
+        elif role is FileRole.CALENDAR:
+            plans = r.calendar_plans(spec)
+        else:
+            plans = r.table_plans(spec.stores if role is FileRole.STORES else spec.products, r.key_kind(spec))
+        _validate_file(check, raw, plans)
+    return checks, products
+
+
+# --------------------------------------------------------------------------
+# canonical frames
+
+
+def _own_value(covariate: Covariate, product_column: str | None, products: Sequence[object]) -> pl.Expr:
+    """A covariate's value for the row: its column, or for a pattern the column of the row's product."""
+    if not covariate.per_product:
+        return pl.col(covariate.column)
+    value = pl.lit(None, dtype=pl.Float64)
+    for product in reversed(products):
+        value = pl.when(pl.col(product_column) == product).then(pl.col(r.pattern_column(covariate, product))).otherwise(value)
+    return value
+
+
+def _canonical_series(spec: PanelSpec, typed: pl.DataFrame, products: Sequence[object], with_target: bool) -> pl.DataFrame:
+    """Canonical names; a negative target masked to null under ``negative_target: mask``."""
+    columns = [pl.col(spec.sales.store).alias(n.SERIES_STORE)]
+    if spec.sales.product is not None:
+        columns.append(pl.col(spec.sales.product).alias(n.SERIES_PRODUCT))
+    columns.append(pl.col(spec.sales.period).alias(n.PERIOD))
+    if with_target:
+        target = pl.col(spec.sales.target)
+        if spec.negative_target == "mask":
+            target = pl.when(target < 0).then(None).otherwise(target)
+        columns.append(target.alias(n.TARGET))
+    columns += [_own_value(c, spec.sales.product, products).alias(c.name) for c in spec.sales.covariates]
+    columns += [pl.col(column) for column in r.pattern_columns(spec, products)]
+    return typed.select(*columns, pl.col(n.ROW))
+
+
+def _join_calendar(
+    spec: PanelSpec, frame: pl.DataFrame, calendar: pl.DataFrame, stores: pl.DataFrame | None, check: FileCheck
+) -> pl.DataFrame:
+    """The calendar's covariates as columns of a canonical sales (future) frame, by period and, when the
+    calendar has a ``by``, by the store key or the store table's column; rows without a calendar row are a
+    failure unless every calendar covariate has a fill."""
+    cal = spec.calendar
+    keys = [n.PERIOD]
+    events = calendar.select(
+        pl.col(cal.period).alias(n.PERIOD),
+        *([pl.col(cal.by).alias(_BY)] if cal.by else []),
+        *(pl.col(c.column).alias(c.name) for c in cal.covariates),
+        pl.lit(True).alias(_IN_CALENDAR),
+    )
+    if cal.by is not None:
+        keys.append(_BY)
+        if cal.by == spec.sales.store:
+            frame = frame.with_columns(pl.col(n.SERIES_STORE).alias(_BY))
+        else:
+            lookup = stores.select(pl.col(spec.stores.key).alias(n.SERIES_STORE), pl.col(cal.by).alias(_BY)).unique(n.SERIES_STORE)
+            frame = frame.join(lookup, on=n.SERIES_STORE, how="left")
+    # duplicate calendar rows are reported on their own; here they must not multiply sales rows
+    joined = frame.join(events.drop_nulls(keys).unique(keys, keep="first"), on=keys, how="left")
+    if not all(c.fill is not None for c in cal.covariates):
+        names = {n.PERIOD: spec.sales.period, _BY: cal.by}
+        missing = joined.filter(pl.col(_IN_CALENDAR).is_null()).select(n.ROW, *(pl.col(k).alias(names[k]) for k in keys))
+        check.failures += r.calendar_gap_failures(missing, [names[k] for k in keys], check.role, check.path)
+    joined = joined.with_columns(pl.col(c.name).fill_null(c.fill) for c in cal.covariates if c.fill is not None)
+    return joined.drop(_IN_CALENDAR, *([_BY] if cal.by else []))
+
+
+def _dimension(table: DimensionTable | None, typed: pl.DataFrame | None, key: str, series: Sequence[pl.DataFrame]) -> pl.DataFrame:
+    """A dimension table under canonical key name; without a table, the distinct keys of the series."""
+    if table is None:
+        return pl.concat([frame.select(key) for frame in series]).unique().sort(key)
+    columns = [*table.hierarchy, *(a.column for a in table.attributes)]
+    return typed.select(pl.col(table.key).alias(key), *columns, n.ROW).sort(key)
+
+
+def _series_order(spec: PanelSpec) -> list[str]:
+    return [n.SERIES_STORE, *([n.SERIES_PRODUCT] if spec.sales.product else []), n.PERIOD]
+
+
+def _series_columns(spec: PanelSpec, products: Sequence[object], with_target: bool) -> list[str]:
+    """PanelTables' column order: keys, period, target, covariates (sales, then calendar), pattern columns, row."""
+    target = [n.TARGET] if with_target else []
+    covariates = [c.name for c in spec.covariates]
+    return [*_series_order(spec), *target, *covariates, *r.pattern_columns(spec, products), n.ROW]
+
+
+# --------------------------------------------------------------------------
+# entry point
+
+
+def _columns_complete(checks: dict[FileRole, FileCheck]) -> bool:
+    rules = (RULE_COLUMN_PRESENT, r.RULE_PATTERN_COLUMN_PRESENT)
+    return not any(f.rule in rules for check in checks.values() for f in check.failures)
+
+
+def _series_frames(
+    spec: PanelSpec, frames: dict[FileRole, pl.DataFrame], products: Sequence[object], checks: dict[FileRole, FileCheck]
+) -> dict[FileRole, pl.DataFrame]:
+    """Canonical sales and future frames with the calendar joined (its gaps recorded as failures);
+    empty when a file lacks columns, since then there is nothing to join on."""
+    if not _columns_complete(checks):
+        return {}
+    series = {role: _canonical_series(spec, frames[role], products, role is FileRole.SALES)
+              for role in (FileRole.SALES, FileRole.FUTURE) if role in frames}
+    if spec.calendar is not None and FileRole.CALENDAR in frames:
+        for role, frame in series.items():
+            series[role] = _join_calendar(spec, frame, frames[FileRole.CALENDAR], frames.get(FileRole.STORES), checks[role])
+    return {role: frame.select(_series_columns(spec, products, role is FileRole.SALES)) for role, frame in series.items()}
+
+
+def _input_paths(spec: PanelSpec, data_dir: str | Path, future: str | Path | None) -> dict[FileRole, str]:
+    paths = {ROLES[role]: str(path) for role, path in spec_files(spec, data_dir).items()}
+    if future is not None:
+        if not Path(future).is_file():
+            raise SpecError(f"spec {spec.name!r}: future file not found: {future}")
+        paths[FileRole.FUTURE] = str(future)
+    return paths
+
+
+def _raise_if_failed(spec: PanelSpec, checks: dict[FileRole, FileCheck]) -> None:
+    """One report of every failure, file by file; a SpecError too when the spec names absent columns."""
+    order = list(checks)
+    # file by file, so that a person fixes one file at a time (stable within a file)
+    failures = tuple(sorted((f for check in checks.values() for f in check.failures), key=lambda f: order.index(f.role)))
+    if not failures:
+        return
+    report = ValidationReport(failures)
+    if any(f.rule in (RULE_COLUMN_PRESENT, r.RULE_PATTERN_COLUMN_PRESENT) for f in failures):
+        raise r.SpecColumnsError(spec.name, report)
+    raise InputValidationError(report)
+
+
 def read_panel(spec: PanelSpec, data_dir: str | Path, future: str | Path | None = None) -> PanelTables:
     """Read and validate every file of ``spec`` under ``data_dir`` (and the future file, if given).
 
     Raises ``tasks.data.validate.InputValidationError`` listing every broken rule, or
-    ``tasks.data.spec.SpecError`` when a file the spec names is missing.
+    ``tasks.data.spec.SpecError`` when a file the spec names is missing (or a column: then the error
+    is both, ``panel_rules.SpecColumnsError``, with the report of every absent column).
     """
-    raise NotImplementedError
+    paths = _input_paths(spec, data_dir, future)
+    checks, products = _check_files(spec, paths)
+    frames = {role: check.frame for role, check in checks.items() if check.frame is not None}
+    checks[FileRole.SALES].failures += r.cross_file_failures(spec, frames, paths)
+    series = _series_frames(spec, frames, products, checks)
+    _raise_if_failed(spec, checks)
+
+    n_masked = int((frames[FileRole.SALES][spec.sales.target] < 0).sum()) if spec.negative_target == "mask" else 0
+    if n_masked:
+        log.info("%s: %d negative %s values masked (negative_target: mask): left out of the fit",
+                 paths[FileRole.SALES], n_masked, spec.sales.target)
+    order = _series_order(spec)
+    sales, future_frame = (series[role].sort(order) if role in series else None for role in (FileRole.SALES, FileRole.FUTURE))
+    keyed = [frame for frame in (sales, future_frame) if frame is not None]
+    stores = _dimension(spec.stores, frames.get(FileRole.STORES), n.SERIES_STORE, keyed)
+    products_frame = None
+    if spec.sales.product is not None:
+        products_frame = _dimension(spec.products, frames.get(FileRole.PRODUCTS), n.SERIES_PRODUCT, keyed)
+    return PanelTables(
+        spec=spec, sales=sales, stores=stores, products=products_frame, future=future_frame,
+        paths={role.value: path for role, path in paths.items()}, n_negative_masked=n_masked,
+    )

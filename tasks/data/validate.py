@@ -225,18 +225,26 @@ def _parse_failures(unparsed: dict[str, pl.DataFrame], role: FileRole, path: str
 # layer 2: pandera
 
 
-def _pandera_failure_cases(typed: pl.DataFrame, role: FileRole) -> pl.DataFrame | None:
+def _pandera_failure_cases(
+    typed: pl.DataFrame, role: FileRole, schema: pa.DataFrameSchema | None = None
+) -> pl.DataFrame | None:
     try:
-        schema_for(role).validate(typed, lazy=True)
+        (schema if schema is not None else schema_for(role)).validate(typed, lazy=True)
     except pa.errors.SchemaErrors as err:
         return err.failure_cases
     return None
 
 
 def _pandera_failures(
-    typed: pl.DataFrame, role: FileRole, path: str, unparsed: dict[str, pl.DataFrame]
+    typed: pl.DataFrame,
+    role: FileRole,
+    path: str,
+    unparsed: dict[str, pl.DataFrame],
+    schema: pa.DataFrameSchema | None = None,
 ) -> list[RuleFailure]:
-    cases = _pandera_failure_cases(typed, role)
+    """pandera's failures of ``typed`` as RuleFailures; ``schema`` defaults to the Rossmann model of ``role``
+    (the panel contract passes a schema built from its spec)."""
+    cases = _pandera_failure_cases(typed, role, schema)
     if cases is None:
         return []
     positions = typed.select(n.ROW).with_row_index(_POSITION).with_columns(pl.col(_POSITION).cast(pl.Int64))
