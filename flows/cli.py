@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flows import environment
+from flows import cli_spec, environment
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -177,8 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=formatter,
     )
     _add_verbosity(validate, top_level=False)
-    _add_paths(validate, RunConfig, "train", "stores")
-    _add_paths(validate, RunConfig, "future", required=False)
+    _add_paths(validate, RunConfig, "train", "stores", "future", required=False)
+    cli_spec.add_spec_options(validate)
     validate.set_defaults(handler=cmd_validate)
 
     run = commands.add_parser(
@@ -239,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="days of the backtest that gates the champion alias (0: no backtest, the alias stays)",
     )
     _add_tracking(run)
+    cli_spec.add_spec_options(run)
     run.set_defaults(handler=cmd_run)
 
     _add_flow_commands(commands, formatter)
@@ -252,7 +253,16 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=formatter,
     )
     _add_verbosity(bt, top_level=False)
-    _add_paths(bt, BacktestRunConfig, "train", "stores")
+    _add_paths(bt, BacktestRunConfig, "train", "stores", required=False)
+    cli_spec.add_spec_options(bt)
+    bt.add_argument(
+        "--horizon", type=int, metavar="N", default=None,
+        help="with a panel spec: periods forecast after each origin (default: 13 weeks or 28 days)",
+    )
+    bt.add_argument(
+        "--origins", type=int, metavar="N", default=None,
+        help="with a panel spec and no --origin: this many origins spread over the history's last year (default 4)",
+    )
     bt.add_argument(
         "--origin", action="append", default=[], metavar="DATE", help="first forecast day, YYYY-MM-DD (repeat for several; "
         "default: one, --horizon-days before the history's end)"
@@ -284,6 +294,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verbosity(demo, top_level=False)
     demo.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder to write the three files to")
     demo.set_defaults(handler=cmd_demo)
+
+    spec = commands.add_parser(
+        "spec",
+        help="print a built-in dataset spec (rossmann, walmart, dominicks_oj, panel_demo)",
+        description="Print a built-in dataset spec as YAML, to adapt or to use as it is with --spec and --data.",
+        formatter_class=formatter,
+    )
+    _add_verbosity(spec, top_level=False)
+    spec.add_argument("name", metavar="NAME", help="built-in spec name")
+    spec.set_defaults(handler=cli_spec.cmd_spec)
     return parser
 
 
@@ -336,7 +356,9 @@ def _add_flow_commands(commands: Any, formatter: type[argparse.HelpFormatter]) -
         formatter_class=formatter,
     )
     _add_verbosity(train, top_level=False)
-    _add_paths(train, TrainConfig, "train", "stores", "state_dir")
+    _add_paths(train, TrainConfig, "train", "stores", required=False)
+    _add_paths(train, TrainConfig, "state_dir")
+    cli_spec.add_spec_options(train)
     _add_count(train, TrainConfig, "seed")
     train.add_argument("--max-steps", type=int, metavar="N", default=_field_default(FitConfig, "max_steps"), help="step cap of the global fit")
     _add_tracking(train)
@@ -350,7 +372,9 @@ def _add_flow_commands(commands: Any, formatter: type[argparse.HelpFormatter]) -
         formatter_class=formatter,
     )
     _add_verbosity(cold, top_level=False)
-    _add_paths(cold, ColdStartConfig, "train", "stores", "future", "out")
+    _add_paths(cold, ColdStartConfig, "train", "stores", required=False)
+    _add_paths(cold, ColdStartConfig, "future", "out")
+    cli_spec.add_spec_options(cold)
     cold.add_argument(
         "--store-ids", metavar="IDS", default="", help="comma-separated stores to fit (default: the train stores the model lacks)"
     )
@@ -368,7 +392,9 @@ def _add_flow_commands(commands: Any, formatter: type[argparse.HelpFormatter]) -
         formatter_class=formatter,
     )
     _add_verbosity(fc, top_level=False)
-    _add_paths(fc, ForecastRunConfig, "stores", "future", "out")
+    _add_paths(fc, ForecastRunConfig, "stores", required=False)
+    _add_paths(fc, ForecastRunConfig, "future", "out")
+    cli_spec.add_spec_options(fc)
     _add_count(fc, ForecastRunConfig, "seed")
     _add_count(fc, ForecastConfig, "num_draws")
     _add_model_source(fc)
@@ -390,6 +416,9 @@ def _check_input_file(path: Path, option: str) -> None:
 
 
 def _check_input_files(args: argparse.Namespace, *names: str) -> None:
+    missing = [f"--{name}" for name in names if getattr(args, name) is None]
+    if missing:
+        raise UsageError(f"give {', '.join(missing)} (or --spec and --data)")
     for name in names:
         _check_input_file(getattr(args, name), f"--{name}")
 
@@ -453,6 +482,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from tasks.data.summary import summarize
     from tasks.data.validate import check_inputs
 
+    panel = cli_spec.load(args)
+    if panel is not None:
+        return cli_spec.validate_panel(panel, args)
     _check_input_files(args, "train", "stores")
     if args.future is not None:
         _check_input_file(args.future, "--future")
@@ -473,6 +505,12 @@ def _validated(model: type[BaseModel], raw: dict[str, Any]) -> Any:
         return model.model_validate(raw)
     except ValidationError as err:
         raise UsageError("invalid configuration:\n  " + "\n  ".join(_validation_messages(err))) from None
+
+
+def _validated_panel(raw: Any) -> Any:
+    from tasks.config import PanelRunConfig
+
+    return _validated(PanelRunConfig, raw)
 
 
 def _tracking(args: argparse.Namespace) -> dict[str, Any]:
@@ -576,6 +614,9 @@ def _tracking_lines(registration: Any, mlflow_run: str | None) -> list[str]:
 def cmd_run(args: argparse.Namespace) -> int:
     from tasks.track.report import scores_text
 
+    panel = cli_spec.load(args)
+    if panel is not None:
+        return cli_spec.run_panel(panel, args, lambda flow, raw, describe: _flow_command(flow, _validated_panel(raw), describe))
     config = _run_config(args)
     start = time.perf_counter()
 
@@ -592,6 +633,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from tasks.config import BacktestRunConfig
     from tasks.track.report import cold_start_table, methods_table
 
+    panel = cli_spec.load(args)
+    if panel is not None:
+        return cli_spec.backtest_panel(panel, args)
     _check_input_files(args, "train", "stores")
     baselines = () if args.baselines.strip() == "none" else _comma_list(args.baselines)
     raw = {
@@ -632,6 +676,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from tasks.config import TrainConfig
 
+    cli_spec.load(args)
     _check_input_files(args, "train", "stores")
     raw = {
         "train": args.train,
@@ -656,6 +701,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_cold_start(args: argparse.Namespace) -> int:
     from tasks.config import ColdStartConfig
 
+    cli_spec.load(args)
     _check_input_files(args, *DATA_OPTIONS)
     raw = {
         "train": args.train,
@@ -683,6 +729,7 @@ def cmd_cold_start(args: argparse.Namespace) -> int:
 def cmd_forecast(args: argparse.Namespace) -> int:
     from tasks.config import ForecastRunConfig
 
+    cli_spec.load(args)
     _check_input_files(args, "stores", "future")
     raw = {
         "stores": args.stores,
@@ -720,7 +767,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(_log_level(args))
     try:
         return args.handler(args)
-    except UsageError as err:
+    except (UsageError, cli_spec.SpecUsageError) as err:
         print(f"bhm {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except FileNotFoundError as err:

@@ -196,3 +196,20 @@ def store_forecasts(history: pl.DataFrame, forecast: pl.DataFrame, stores: list[
         ax.grid(True, alpha=0.3)
     axes[0].legend(loc="upper left", ncols=6, fontsize="small")
     return fig
+
+
+# --- panel effects --------------------------------------------------------------
+
+
+def effect_intervals(labels: list[str], mean: np.ndarray, low: np.ndarray, high: np.ndarray, title: str, xlabel: str) -> Figure:
+    """One row per key (a brand, a store): the posterior mean and its interval, with a line at zero."""
+    order = np.argsort(mean)
+    fig = Figure(figsize=(7.0, 0.35 * len(labels) + 1.5), layout="constrained")
+    ax = fig.add_subplot()
+    rows = np.arange(len(labels))
+    ax.errorbar(mean[order], rows, xerr=[mean[order] - low[order], high[order] - mean[order]], fmt="o", color=BAND_COLOR, capsize=3)
+    ax.axvline(0.0, color="0.5", linewidth=0.8)
+    ax.set_yticks(rows, [labels[i] for i in order])
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    return fig

@@ -1,0 +1,137 @@
+"""``bhm`` on a dataset spec: ``--spec SPEC.yaml --data DIR`` for the commands, and ``bhm spec NAME``.
+
+Wiring only. A spec of layout ``rossmann`` names Kaggle's files: the commands then run exactly as with
+``--train``/``--stores``. A ``panel`` spec runs the panel flow (``flows/panel.py``) for ``run``, the
+panel validation for ``validate`` and the panel backtest for ``backtest``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+SPEC_COMMANDS_WITH_PANEL = ("validate", "run", "backtest")
+
+
+class SpecUsageError(Exception):
+    """A spec that cannot be used, or options that do not go with it (exit code 2)."""
+
+
+def add_spec_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("dataset spec (instead of the Rossmann file options)")
+    group.add_argument("--spec", type=Path, metavar="SPEC.yaml", default=None, help="dataset spec; `bhm spec NAME` prints a built-in one")
+    group.add_argument("--data", type=Path, metavar="DIR", default=None, help="folder holding the files the spec names")
+
+
+def load(args: argparse.Namespace) -> Any:
+    """The spec of ``--spec`` (None without it); a Rossmann spec fills ``--train``/``--stores`` from ``--data``."""
+    from tasks.data.spec import RossmannSpec, SpecError, load_spec, spec_files
+
+    if args.spec is None:
+        if getattr(args, "data", None) is not None:
+            raise SpecUsageError("--data goes with --spec")
+        return None
+    if args.data is None:
+        raise SpecUsageError("--spec needs --data (the folder holding the spec's files)")
+    for option in ("train", "stores"):
+        if getattr(args, option, None) is not None:
+            raise SpecUsageError(f"--{option} does not go with --spec: the spec names the files")
+    try:
+        spec = load_spec(args.spec)
+        paths = spec_files(spec, args.data)
+    except SpecError as err:
+        raise SpecUsageError(str(err)) from None
+    if isinstance(spec, RossmannSpec):
+        args.train, args.stores = paths["sales"], paths["stores"]
+        return None
+    if args.command not in SPEC_COMMANDS_WITH_PANEL:
+        raise SpecUsageError(
+            f"bhm {args.command} runs on Rossmann-layout specs only for now; a panel spec ({spec.name!r}) "
+            f"works with: {', '.join(SPEC_COMMANDS_WITH_PANEL)}"
+        )
+    return spec
+
+
+def cmd_spec(args: argparse.Namespace) -> int:
+    from tasks.data.spec import BUILTIN_SPECS
+
+    if args.name not in BUILTIN_SPECS:
+        print(f"bhm spec: error: no built-in spec {args.name!r}; built-in: {', '.join(BUILTIN_SPECS)}", file=sys.stderr)
+        return 2
+    sys.stdout.write(BUILTIN_SPECS[args.name])
+    return 0
+
+
+def tables_summary(tables: Any) -> str:
+    from tasks import names as n
+
+    spec = tables.spec
+    sales = tables.sales
+    series_keys = [n.SERIES_STORE] + ([n.SERIES_PRODUCT] if spec.sales.product else [])
+    lines = [
+        f"dataset {spec.name}: {spec.frequency}ly {spec.target_kind}",
+        f"sales: {sales.height:,} rows, {sales.select(series_keys).n_unique():,} series, "
+        f"{sales[n.SERIES_STORE].n_unique():,} stores"
+        + (f", {sales[n.SERIES_PRODUCT].n_unique():,} products" if spec.sales.product else ""),
+        f"periods: {sales[n.PERIOD].min()} to {sales[n.PERIOD].max()} ({sales[n.PERIOD].n_unique():,} distinct)",
+    ]
+    if tables.n_negative_masked:
+        lines.append(f"negative targets masked (left out of the fit): {tables.n_negative_masked:,}")
+    if tables.future is not None:
+        future = tables.future
+        lines.append(
+            f"future: {future.height:,} rows, {future.select(series_keys).n_unique():,} series, "
+            f"{future[n.PERIOD].min()} to {future[n.PERIOD].max()}"
+        )
+    return "\n".join(lines)
+
+
+def validate_panel(spec: Any, args: argparse.Namespace) -> int:
+    from tasks.data.panel_ingest import read_panel
+    from tasks.data.validate import InputValidationError
+
+    if args.future is not None and not args.future.is_file():
+        raise SpecUsageError(f"--future: file not found: {args.future}")
+    try:
+        tables = read_panel(spec, args.data, args.future)
+    except InputValidationError as err:
+        print(err.report.to_text())
+        return 1
+    print("Input validation passed: no rule broken.\n")
+    print(tables_summary(tables))
+    return 0
+
+
+def run_panel(spec: Any, args: argparse.Namespace, run_flow: Any) -> int:
+    if args.future is None or args.out is None:
+        raise SpecUsageError("a panel spec needs --future (the keys and periods to forecast) and --out")
+    if not args.future.is_file():
+        raise SpecUsageError(f"--future: file not found: {args.future}")
+    raw = {
+        "spec": args.spec,
+        "data": args.data,
+        "future": args.future,
+        "out": args.out,
+        "seed": args.seed,
+        "state_dir": args.state_dir,
+        "fit": {"max_steps": args.max_steps},
+        "forecast": {"num_draws": args.num_draws},
+        "tracking": {"enabled": not args.no_tracking},
+    }
+    start = time.perf_counter()
+
+    def describe(result: Any) -> list[str]:
+        fit = result.fit
+        stages = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in result.timings.items())
+        return [
+            f"forecast: {result.n_forecast_rows:,} series rows and {result.n_aggregate_rows:,} aggregate rows written to "
+            f"{Path(result.forecast_path).resolve()}",
+            f"fitted model: {Path(result.fitted_dir).resolve()}",
+            f"fit: {result.n_series:,} series, {fit.n_steps:,} steps, converged: {'yes' if fit.converged else 'no (stopped at the step cap)'}",
+            f"seconds: {stages}; total {time.perf_counter() - start:.1f}s",
+        ]
+
+    return run_flow("panel", raw, describe)

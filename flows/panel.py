@@ -1,0 +1,73 @@
+"""The panel flow: a dataset spec's store x product series, read -> validate -> encode -> fit ->
+forecast every series and aggregate -> export -> track (an MLflow run with the fit, the files and
+the effect plots)."""
+
+from __future__ import annotations
+
+import time
+
+from prefect import flow
+
+from flows.runtime import prefect_tags, rename_flow_run
+from tasks import panel_stages, stages
+from tasks.config import PanelRunConfig
+from tasks.data.spec import PanelSpec, load_spec
+from tasks.panel_pipeline import PanelRunResult, run_info
+from tasks.pipeline import RunKeys
+from tasks.track import panel_recording
+from tasks.track.recording import open_run, record_config
+
+SUMMARY_ARTIFACT_KEY = "panel-summary"
+
+
+@flow(name="panel", flow_run_name="panel", validate_parameters=True)
+def panel(config: PanelRunConfig) -> PanelRunResult:
+    spec = load_spec(config.spec)
+    if not isinstance(spec, PanelSpec):
+        raise ValueError(f"{config.spec}: layout {spec.layout!r} runs with the nightly flow, not the panel flow")
+    keys = RunKeys.from_seed(config.seed)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    tables = panel_stages.read_tables(spec, config.data, config.future)
+    rename_flow_run(f"panel {spec.name} {tables.sales['period'].max()}")
+    encoded = panel_stages.encode(tables)
+    info = run_info(tables.paths, config.spec.read_text(), config.fit, config.seed)
+    timings["read_encode"] = time.perf_counter() - started
+
+    tags = {**prefect_tags("panel"), "dataset": spec.name, "data_fingerprint": info["data_fingerprint"]}
+    with open_run(config.tracking, f"panel {spec.name}", tags) as tracker:
+        t = time.perf_counter()
+        fitted, fit = panel_stages.fit(encoded, spec, config.fit, keys.fit, info)
+        timings["fit"] = time.perf_counter() - t
+        fitted_dir = panel_stages.save_model(fitted, config.fitted_dir)
+
+        t = time.perf_counter()
+        frame, _ = panel_stages.forecast(fitted, tables, encoded, config.forecast, keys.forecast)
+        out = panel_stages.export(frame, config.out)
+        timings["forecast"] = time.perf_counter() - t
+
+        if tracker is not None:
+            t = time.perf_counter()
+            record_config(tracker, config, {"model_version": fitted.model_version})
+            panel_recording.record_panel_fit(tracker, fit, encoded.encoding.n_series, encoded.n_masked)
+            panel_recording.record_panel_files(tracker, out, fitted_dir)
+            timings["track"] = time.perf_counter() - t
+        n_series_rows = int((frame["level"] == "series").sum())
+        result = PanelRunResult(
+            forecast_path=out,
+            fitted_dir=fitted_dir,
+            fit=fit,
+            n_series=encoded.encoding.n_series,
+            n_forecast_rows=n_series_rows,
+            n_aggregate_rows=frame.height - n_series_rows,
+            n_masked=encoded.n_masked,
+            timings=timings,
+        )
+        stages.publish_summary(
+            SUMMARY_ARTIFACT_KEY,
+            f"# Panel forecast: {spec.name}\n\n- series: {result.n_series:,}\n- forecast rows: {n_series_rows:,} "
+            f"(+{result.n_aggregate_rows:,} aggregate rows)\n- fit: {fit.n_steps:,} steps, converged: {fit.converged}\n"
+            f"- forecast file: `{out}`\n- fitted model: `{fitted_dir}`\n",
+            f"panel forecast: {n_series_rows:,} rows",
+        )
+    return result

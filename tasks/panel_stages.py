@@ -1,0 +1,57 @@
+"""Prefect tasks of the panel flow: thin wrappers around ``tasks.panel_pipeline`` (see ``tasks.stages``
+for the retry and cache policies they share)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import polars as pl
+
+from tasks import panel_pipeline
+from tasks.config import ForecastConfig, PanelFitConfig
+from tasks.data.panel_encode import EncodedPanelData
+from tasks.data.panel_ingest import PanelTables, read_panel
+from tasks.data.spec import PanelSpec
+from tasks.forecast.panel_draws import PanelForecastArrays
+from tasks.model import panel_state
+from tasks.model.inference import FitResult
+from tasks.model.panel_state import FittedPanel
+from tasks.stages import compute_task, io_task, publishing_validation_failure
+
+
+@io_task("read and validate")
+def read_tables(spec: PanelSpec, data: Path, future: Path | None) -> PanelTables:
+    with publishing_validation_failure():
+        return read_panel(spec, data, future)
+
+
+@compute_task("encode")
+def encode(tables: PanelTables) -> EncodedPanelData:
+    return panel_pipeline.encode_tables(tables)
+
+
+@compute_task("fit")
+def fit(encoded: EncodedPanelData, spec: PanelSpec, config: PanelFitConfig, key: jax.Array, info: dict) -> tuple[FittedPanel, FitResult]:
+    return panel_pipeline.fit_encoded(encoded, spec, config, key, info=info)
+
+
+@compute_task("forecast")
+def forecast(
+    fitted: FittedPanel, tables: PanelTables, encoded: EncodedPanelData, config: ForecastConfig, key: jax.Array
+) -> tuple[pl.DataFrame, PanelForecastArrays]:
+    aggregates = panel_pipeline.aggregate_levels(tables, encoded)
+    arrays = panel_pipeline.forecast_encoded(fitted, encoded, aggregates, config, key)
+    return panel_pipeline.forecast_frame(tables, encoded, arrays, aggregates, fitted.model_version), arrays
+
+
+@io_task("save the fitted model")
+def save_model(fitted: FittedPanel, directory: Path) -> Path:
+    return panel_state.save(fitted, directory)
+
+
+@io_task("export")
+def export(frame: pl.DataFrame, out: Path) -> Path:
+    from tasks.pipeline import write_parquet_atomic
+
+    return write_parquet_atomic(frame, out)
