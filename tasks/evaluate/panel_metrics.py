@@ -192,7 +192,7 @@ def interval(quantiles: np.ndarray, levels: tuple[float, ...], central: float) -
         raise ValueError(f"an interval's level must lie strictly between 0 and 1, got {central}")
     lv = _levels(levels)
     q = np.asarray(quantiles, dtype=float)
-    lo, hi = _level_index(lv, (1 - central) / 2), _level_index(lv, (1 + central) / 2)
+    lo, hi = _level_index(lv, round((1 - central) / 2, 12)), _level_index(lv, round((1 + central) / 2, 12))
     return q[lo], q[hi]
 
 
