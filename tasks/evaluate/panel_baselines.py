@@ -48,6 +48,7 @@ LGB_MAX_ROWS = 60_000  # training rows kept (drawn at random with the seed) to k
 # work) two threads were 10x slower, not faster (200 trees on 2,300 rows: 0.35 s with one thread, 3.8 s with two;
 # the orange-juice panel's 75,000 rows x 8 models: 47 s with one thread, 274 s with two).
 LGB_THREADS = 1
+ETS_MIN_PARALLEL = 500  # fewer series run in-process: two spawned workers importing statsforecast cost ~10 s
 ETS_SANE_MULTIPLE = 10.0  # an ETS quantile beyond this multiple of the series' largest |y| is a broken fit
 
 
@@ -343,7 +344,7 @@ def ets(history: PanelHistory, horizon: int, levels: tuple[float, ...] = DEFAULT
     Gaps: ETS needs a gap-free series, so interior missing periods are filled by linear interpolation and the
     periods after the last observation by that last value. The median is the mean (the intervals are
     symmetric). ``n_jobs`` > 1 spreads the series over that many spawned processes (each imports
-    statsforecast, a few seconds); ``extras["model"]`` names the model each series got.
+    statsforecast, a few seconds) when there are at least ETS_MIN_PARALLEL of them; ``extras["model"]`` names the model each series got.
     """
     levels = _check_request(history, horizon, levels)
     try:
@@ -353,7 +354,7 @@ def ets(history: PanelHistory, horizon: int, levels: tuple[float, ...] = DEFAULT
     y = np.asarray(history.y, dtype=float)
     rows = [y[s] for s in range(y.shape[0])]
     m = int(history.season_length)
-    if n_jobs > 1 and len(rows) > 1:
+    if n_jobs > 1 and len(rows) >= ETS_MIN_PARALLEL:
         chunks = [rows[i : i + 64] for i in range(0, len(rows), 64)]
         with ProcessPoolExecutor(max_workers=n_jobs, mp_context=get_context("spawn")) as pool:
             parts = pool.map(partial(_ets_rows, horizon=horizon, season_length=m, levels=levels), chunks)
