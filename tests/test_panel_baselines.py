@@ -16,16 +16,18 @@ HORIZON = 12
 ELASTICITY = -2.0
 
 
-def simulated_panel(seed: int = 0, n_series: int = 20, n_periods: int = 120, horizon: int = HORIZON, missing: float = 0.05):
+def simulated_panel(
+    seed: int = 0, n_series: int = 20, n_periods: int = 120, horizon: int = HORIZON, missing: float = 0.05, cycle: float = 0.5
+):
     """Weekly store x product panel: a series level, a yearly cycle, a price effect of ELASTICITY on log sales
-    and lognormal noise; ``missing`` of the history periods dropped at random. Returns the history and the
+    (amplitude ``cycle`` in log units) and lognormal noise (sd 0.1 in log units); ``missing`` of the history periods dropped at random. Returns the history and the
     full [S, T + H] truth."""
     rng = np.random.default_rng(seed)
     t = np.arange(n_periods + horizon)
     log_price = np.log(rng.uniform(1.0, 2.0, (n_series, n_periods + horizon)))
     level = 4.0 + rng.normal(0.0, 1.0, (n_series, 1))
-    cycle = 0.5 * np.sin(2 * np.pi * t / 52)[None, :]
-    y = np.exp(level + cycle + ELASTICITY * log_price + rng.normal(0.0, 0.1, (n_series, n_periods + horizon)))
+    yearly = cycle * np.sin(2 * np.pi * t / 52)[None, :]
+    y = np.exp(level + yearly + ELASTICITY * log_price + rng.normal(0.0, 0.1, (n_series, n_periods + horizon)))
     history_y = y[:, :n_periods].copy()
     history_y[rng.random(history_y.shape) < missing] = np.nan
     history = pb.PanelHistory(
@@ -144,6 +146,15 @@ def test_loglog_regression_recovers_the_planted_elasticity() -> None:
     assert slope == pytest.approx(ELASTICITY, abs=0.2)
 
 
+def test_loglog_regression_intervals_cover_at_their_nominal_rate_when_the_model_is_right() -> None:
+    history, truth = simulated_panel(seed=18, n_series=40, cycle=0.0)
+    fc = pb.loglog_price_regression(history, HORIZON, LEVELS)
+    future = truth[:, history.n_periods :].ravel()
+    assert 0.85 <= pm.coverage(future, *pm.interval(fc.quantiles.reshape(5, -1), LEVELS, 0.9)) <= 0.95
+    assert 0.43 <= pm.coverage(future, *pm.interval(fc.quantiles.reshape(5, -1), LEVELS, 0.5)) <= 0.57
+    assert np.median(fc.extras["sigma"]) == pytest.approx(0.1, rel=0.15)
+
+
 def test_loglog_regression_clips_non_positive_values_instead_of_taking_their_log() -> None:
     history, _ = simulated_panel(seed=8, n_series=3, missing=0.0)
     y = history.y.copy()
@@ -230,6 +241,32 @@ def test_ets_falls_back_to_mean_and_spread_for_a_very_short_series() -> None:
     np.testing.assert_allclose(fc.mean[1], 11.5)
     np.testing.assert_allclose(fc.quantiles[2, 1], 11.5)
     np.testing.assert_allclose(fc.quantiles[4, 1] - 11.5, 1.6448536 * np.std([10, 12, 11, 13], ddof=1), rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_ets_in_spawned_processes_matches_ets_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pb, "ETS_MIN_PARALLEL", 2)
+    history, _ = simulated_panel(seed=19, n_series=6, n_periods=110)
+    serial, parallel = pb.ets(history, HORIZON, LEVELS), pb.ets(history, HORIZON, LEVELS, n_jobs=2)
+    np.testing.assert_allclose(parallel.quantiles, serial.quantiles)
+    np.testing.assert_array_equal(parallel.extras["model"], serial.extras["model"])
+
+
+def test_ets_replaces_a_fit_with_exploding_intervals_by_an_additive_error_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Exploding:
+        def forecast(self, y, h, level):
+            out = {"mean": np.full(h, y.mean())}
+            for lv in level:
+                out[f"lo-{lv}"], out[f"hi-{lv}"] = np.full(h, -1e14), np.full(h, 1e14)
+            return out
+
+    monkeypatch.setattr(pb, "_ets_model", lambda n, season_length: ("exploding", Exploding()))
+    rng = np.random.default_rng(17)
+    y = 100.0 + rng.normal(0.0, 5.0, (2, 40))
+    history = pb.PanelHistory(y, np.datetime64("2015-01-02") + 7 * np.arange(40), 52, {}, np.zeros(2, int), np.arange(2))
+    fc = pb.ets(history, 4, LEVELS)
+    assert set(fc.extras["model"]) == {"ets_additive"}
+    assert np.abs(fc.quantiles).max() < 10 * np.abs(y).max()
 
 
 # --- interface checks -------------------------------------------------------------------------------------------

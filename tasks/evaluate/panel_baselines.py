@@ -46,8 +46,10 @@ LGB_TREES = 200
 LGB_MAX_ROWS = 60_000  # training rows kept (drawn at random with the seed) to keep the fits to seconds
 # One thread by default: OpenMP threads spin while they wait, and on the shared 2-core machine (load 2-6 from other
 # work) two threads were 10x slower, not faster (200 trees on 2,300 rows: 0.35 s with one thread, 3.8 s with two;
-# the orange-juice panel's 75,000 rows x 8 models: 47 s with one thread, 274 s with two).
+# the orange-juice panel's 75,000 rows x 8 models: 47 s with one thread, 274 s with two; walmart's, 60,000 rows x 6
+# models: 19 s with one thread, 74 s with two, the same forecasts). Pass num_threads on a machine of your own.
 LGB_THREADS = 1
+ETS_MIN_PARALLEL = 500  # fewer series run in-process: two spawned workers importing statsforecast cost ~10 s
 ETS_SANE_MULTIPLE = 10.0  # an ETS quantile beyond this multiple of the series' largest |y| is a broken fit
 
 
@@ -329,9 +331,13 @@ def ets(history: PanelHistory, horizon: int, levels: tuple[float, ...] = DEFAULT
       (STL takes out the yearly cycle, a non-seasonal ETS forecasts the rest, the seasonal component is
       repeated) when the series spans two seasons, else ``AutoETS(season_length=1)``. Why: statsforecast's
       ETS, like R's ``forecast::ets``, ignores seasons longer than 24 periods; ``AutoETS(season_length=52)``
-      took 0.26 s a series on 117 weeks (about 15 minutes for walmart's 3,331 series on one core) and missed
-      a planted yearly cycle (MAE 22 against 1.3 for MSTL on a cycle of amplitude 30), while MSTL takes about
-      25 ms a series (statsforecast's recommendation for long seasons); see bench/panel_baselines.py.
+      took 0.26 s a series on 117 weeks (about 15 minutes for walmart's 3,313 series on one core) and missed
+      a planted yearly cycle (MAE 22 against 1.3 for MSTL on a cycle of amplitude 30), while MSTL, the
+      decomposition statsforecast offers for long and multiple seasons, takes about 25 ms a series. Measured
+      by bench/panel_baselines.py on the shared 2-core machine (load 5 from other work): walmart, 3,313
+      series x 104 weeks, 100 s with ``n_jobs=2``; orange juice, 913 series x 83 weeks (non-seasonal: under
+      two seasons), 20 s in-process, 22-32 s with ``n_jobs=2``. MSTL's intervals leave out the uncertainty of
+      the seasonal component: on walmart's last 13 weeks its 90% interval covered 67%.
     - a model that fails, or whose quantiles are non-finite or beyond ETS_SANE_MULTIPLE (10) times the
       series' largest |y|: ``AutoETS(model="AZN", season_length=1)`` (additive errors). Why: on spiky series
       (orange juice sells 100 times more in a deal week) AutoETS picks multiplicative-error models whose
@@ -343,7 +349,7 @@ def ets(history: PanelHistory, horizon: int, levels: tuple[float, ...] = DEFAULT
     Gaps: ETS needs a gap-free series, so interior missing periods are filled by linear interpolation and the
     periods after the last observation by that last value. The median is the mean (the intervals are
     symmetric). ``n_jobs`` > 1 spreads the series over that many spawned processes (each imports
-    statsforecast, a few seconds); ``extras["model"]`` names the model each series got.
+    statsforecast, a few seconds) when there are at least ETS_MIN_PARALLEL of them; ``extras["model"]`` names the model each series got.
     """
     levels = _check_request(history, horizon, levels)
     try:
@@ -353,7 +359,7 @@ def ets(history: PanelHistory, horizon: int, levels: tuple[float, ...] = DEFAULT
     y = np.asarray(history.y, dtype=float)
     rows = [y[s] for s in range(y.shape[0])]
     m = int(history.season_length)
-    if n_jobs > 1 and len(rows) > 1:
+    if n_jobs > 1 and len(rows) >= ETS_MIN_PARALLEL:
         chunks = [rows[i : i + 64] for i in range(0, len(rows), 64)]
         with ProcessPoolExecutor(max_workers=n_jobs, mp_context=get_context("spawn")) as pool:
             parts = pool.map(partial(_ets_rows, horizon=horizon, season_length=m, levels=levels), chunks)
@@ -484,8 +490,10 @@ def lightgbm_quantile(
     uniformly in 1..min(horizon, t) and its features computed as if the origin were t - h + 1; at most
     LGB_MAX_ROWS of them, drawn at random, and only rows whose series has an observation before that origin.
     A series without any observation gets NaN (no scale). Quantile fits are sorted along the levels where
-    they cross. Seeded by ``seed`` only (LightGBM's ``seed`` and ``deterministic``). ``num_threads``: LightGBM's threads,
-    LGB_THREADS (1) by default (see there why).
+    they cross. Seeded by ``seed`` only (LightGBM's ``seed`` and ``deterministic``). ``num_threads``: LightGBM's
+    threads, LGB_THREADS (1) by default (see there why). Measured by bench/panel_baselines.py on the shared
+    2-core machine (load 4-7 from other work), five levels and the mean: walmart (3,313 series x 104 weeks,
+    13 ahead) 9.5-19 s, orange juice (913 x 83, 12 ahead) 7-16 s.
     """
     levels = _check_request(history, horizon, levels)
     try:
