@@ -73,6 +73,10 @@ OPTION_OF_FIELD = {
     ("model", "alias"): "--alias",
     ("model", "version"): "--version",
     ("origins",): "--origin",
+    ("spec",): "--spec",
+    ("data",): "--data",
+    ("n_origins",): "--origins",
+    ("horizon",): "--horizon",
     ("horizon_days",): "--horizon-days",
     ("baselines",): "--baselines",
     ("cold_start_stores",): "--cold-start-stores",
@@ -269,7 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_count(bt, BacktestRunConfig, "horizon_days")
     bt.add_argument(
-        "--baselines", metavar="NAMES", default=",".join(BASELINE_NAMES), help="comma-separated baselines, or none"
+        "--baselines", metavar="NAMES", default=None,
+        help=f"comma-separated baselines, or none (default: {','.join(BASELINE_NAMES)}; with a panel spec: "
+        "seasonal_naive,ets,lightgbm_quantile,loglog_price_regression)"
     )
     bt.add_argument("--out-dir", type=Path, metavar="DIR", default=None, help="write backtest_rows.parquet and metrics.md here")
     _add_count(bt, BacktestRunConfig, "cold_start_stores")
@@ -292,7 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=formatter,
     )
     _add_verbosity(demo, top_level=False)
-    demo.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder to write the three files to")
+    demo.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder to write the files to")
+    demo.add_argument(
+        "--shape", choices=("rossmann", "panel"), default="rossmann",
+        help="rossmann: train.csv, store.csv, test.csv; panel: a store x product panel with its spec.yaml, future.csv and truth.csv",
+    )
     demo.set_defaults(handler=cmd_demo)
 
     spec = commands.add_parser(
@@ -507,10 +517,11 @@ def _validated(model: type[BaseModel], raw: dict[str, Any]) -> Any:
         raise UsageError("invalid configuration:\n  " + "\n  ".join(_validation_messages(err))) from None
 
 
-def _validated_panel(raw: Any) -> Any:
-    from tasks.config import PanelRunConfig
+def _validated_model(name: str, raw: Any) -> Any:
+    """``raw`` validated as the config class ``tasks.config.<name>``."""
+    from tasks import config
 
-    return _validated(PanelRunConfig, raw)
+    return _validated(getattr(config, name), raw)
 
 
 def _tracking(args: argparse.Namespace) -> dict[str, Any]:
@@ -616,7 +627,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     panel = cli_spec.load(args)
     if panel is not None:
-        return cli_spec.run_panel(panel, args, lambda flow, raw, describe: _flow_command(flow, _validated_panel(raw), describe))
+        return cli_spec.run_panel(
+            panel, args, lambda flow, raw, describe: _flow_command(flow, _validated_model("PanelRunConfig", raw), describe)
+        )
     config = _run_config(args)
     start = time.perf_counter()
 
@@ -635,9 +648,16 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
     panel = cli_spec.load(args)
     if panel is not None:
-        return cli_spec.backtest_panel(panel, args)
+        return cli_spec.backtest_panel(
+            panel, args, lambda flow, raw, describe: _flow_command(flow, _validated_model("PanelBacktestConfig", raw), describe)
+        )
     _check_input_files(args, "train", "stores")
-    baselines = () if args.baselines.strip() == "none" else _comma_list(args.baselines)
+    from tasks.config import BASELINE_NAMES
+
+    if args.baselines is None:
+        baselines: tuple[str, ...] = BASELINE_NAMES
+    else:
+        baselines = () if args.baselines.strip() == "none" else _comma_list(args.baselines)
     raw = {
         "train": args.train,
         "stores": args.stores,
@@ -668,7 +688,12 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from tasks.data.demo import generate_demo
 
-    paths = generate_demo(seed=DEMO_SEED).write(args.out)
+    if args.shape == "panel":
+        from tasks.data.panel_demo import generate_panel_demo
+
+        paths = generate_panel_demo(seed=DEMO_SEED).write(args.out)
+    else:
+        paths = generate_demo(seed=DEMO_SEED).write(args.out)
     print("\n".join(f"{role}: {path.resolve()}" for role, path in paths.items()))
     return EXIT_OK
 

@@ -72,7 +72,7 @@ def tables_summary(tables: Any) -> str:
     sales = tables.sales
     series_keys = [n.SERIES_STORE] + ([n.SERIES_PRODUCT] if spec.sales.product else [])
     lines = [
-        f"dataset {spec.name}: {spec.frequency}ly {spec.target_kind}",
+        f"dataset {spec.name}: {spec.frequency}ly periods, target {spec.sales.target} ({spec.target_kind})",
         f"sales: {sales.height:,} rows, {sales.select(series_keys).n_unique():,} series, "
         f"{sales[n.SERIES_STORE].n_unique():,} stores"
         + (f", {sales[n.SERIES_PRODUCT].n_unique():,} products" if spec.sales.product else ""),
@@ -135,3 +135,35 @@ def run_panel(spec: Any, args: argparse.Namespace, run_flow: Any) -> int:
         ]
 
     return run_flow("panel", raw, describe)
+
+
+def backtest_panel(spec: Any, args: argparse.Namespace, run_flow: Any) -> int:
+    raw: dict[str, Any] = {}
+    if args.baselines is not None:
+        raw["baselines"] = () if args.baselines.strip() == "none" else tuple(b.strip() for b in args.baselines.split(",") if b.strip())
+    raw |= {
+        "spec": args.spec,
+        "data": args.data,
+        "origins": tuple(args.origin),
+        **({"n_origins": args.origins} if args.origins is not None else {}),
+        "horizon": args.horizon,
+        "out_dir": args.out_dir,
+        "seed": args.seed,
+        "fit": {"max_steps": args.max_steps},
+        "forecast": {"num_draws": args.num_draws},
+        "tracking": {"enabled": not args.no_tracking},
+    }
+
+    def describe(result: Any) -> list[str]:
+        from tasks.evaluate.panel_backtest import summary_table
+
+        origins = ", ".join(str(b.origin) for b in result.backtests)
+        lines = [f"backtest of {spec.name} from {origins}, {result.backtests[0].horizon} periods (means over the origins):"]
+        lines.append(summary_table(result.scores))
+        if result.out_dir is not None:
+            lines.append(f"scores: {Path(result.out_dir).resolve()}")
+        if result.mlflow_run:
+            lines.append(f"MLflow: {result.mlflow_run}")
+        return lines
+
+    return run_flow("panel_backtest", raw, describe)

@@ -287,6 +287,9 @@ class PanelFitConfig(BaseModel):
     block_periods: int | None = Field(
         None, ge=1, le=366, description="periods per step of each series' level walk (default: 13 weeks, 28 days)"
     )
+    shocks: tuple[Literal["chain", "store", "product"], ...] = Field(
+        ("chain", "store"), description="period shocks the model has: shared by the chain, by a store's series, by a product's"
+    )
 
     def settings(self) -> FitSettings:
         return FitSettings(
@@ -324,3 +327,25 @@ class PanelRunConfig(BaseModel):
     @property
     def fitted_dir(self) -> Path:
         return self.state_dir or model_dir_beside(self.out)
+
+
+PanelBaselineName = Literal["seasonal_naive", "ets", "lightgbm_quantile", "loglog_price_regression"]
+PANEL_BASELINE_NAMES: tuple[str, ...] = get_args(PanelBaselineName)
+
+
+class PanelBacktestConfig(BaseModel):
+    """The panel backtest: fit before each origin, forecast the horizon, score the model and baselines at every level."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    spec: Path = Field(description="dataset spec (YAML)")
+    data: Path = Field(description="folder holding the files the spec names")
+    origins: tuple[dt.date, ...] = Field((), description="first forecast period of each backtest (default: n_origins over the last year)")
+    n_origins: int = Field(4, ge=1, le=52, description="origins spread over the history's last year when none are given")
+    horizon: int | None = Field(None, ge=1, le=366, description="periods forecast after each origin (default: 13 weeks, 28 days)")
+    baselines: tuple[PanelBaselineName, ...] = Field(PANEL_BASELINE_NAMES, description="baselines scored on the same rows")
+    out_dir: Path | None = Field(None, description="folder for the scores (Parquet) and their table (markdown)")
+    seed: int = Field(0, ge=0, description="seed of the JAX random keys (one per origin, folded in)")
+    fit: PanelFitConfig = PanelFitConfig()
+    forecast: ForecastConfig = ForecastConfig()
+    tracking: TrackingConfig = TrackingConfig()

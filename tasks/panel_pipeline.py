@@ -82,6 +82,7 @@ def structure_for(encoded: EncodedPanelData, spec: PanelSpec, config: PanelFitCo
         block_periods=config.block_periods or BLOCK_PERIODS.get(spec.period_days, 13),
         likelihood=likelihood,
         log_offset=log_offset,
+        shocks=tuple(config.shocks),
     )
 
 

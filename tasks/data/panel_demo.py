@@ -20,42 +20,11 @@ import polars as pl
 
 from tasks import names as n
 from tasks.data.panel_ingest import PanelTables
-from tasks.data.spec import PanelSpec, parse_spec
+from tasks.data.spec import BUILTIN_SPECS, PanelSpec, parse_spec
 
 DEFAULT_START = dt.date(2022, 1, 6)  # a Thursday: every period starts on one
 
-DEMO_SPEC = """\
-name: panel_demo
-layout: panel
-frequency: week
-target_kind: units
-sales:
-  file: sales.csv
-  period: week
-  store: store_id
-  product: item_id
-  target: units
-  covariates:
-    - {name: price, column: price, kind: price}
-    - {name: promo, column: promo, kind: flag}
-stores:
-  file: stores.csv
-  key: store_id
-  hierarchy: [region]
-  attributes:
-    - {column: size, kind: numeric, transform: log}
-products:
-  file: products.csv
-  key: item_id
-  hierarchy: [department]
-aggregates: [store_id, item_id, department, region, total]
-pooling:
-  level: [store, product]
-  season: [product]
-  price: [product]
-  promo: [product]
-yearly_fourier_order: 2
-"""
+DEMO_SPEC = BUILTIN_SPECS["panel_demo"]
 
 
 @dataclass(frozen=True)

@@ -383,6 +383,41 @@ yearly_fourier_order: 3
 }
 
 
+BUILTIN_SPECS["panel_demo"] = """\
+# The simulated store x product panel that `bhm demo --shape panel --out DIR` writes to DIR.
+name: panel_demo
+layout: panel
+frequency: week
+target_kind: units
+sales:
+  file: sales.csv
+  period: week
+  store: store_id
+  product: item_id
+  target: units
+  covariates:
+    - {name: price, column: price, kind: price}
+    - {name: promo, column: promo, kind: flag}
+stores:
+  file: stores.csv
+  key: store_id
+  hierarchy: [region]
+  attributes:
+    - {column: size, kind: numeric, transform: log}
+products:
+  file: products.csv
+  key: item_id
+  hierarchy: [department]
+aggregates: [store_id, item_id, department, region, total]
+pooling:
+  level: [store, product]
+  season: [product]
+  price: [product]
+  promo: [product]
+yearly_fourier_order: 2
+"""
+
+
 def builtin_spec(name: str) -> DatasetSpec:
     if name not in BUILTIN_SPECS:
         raise SpecError(f"no built-in spec {name!r}; built-in: {', '.join(BUILTIN_SPECS)}")

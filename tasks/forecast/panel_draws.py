@@ -20,7 +20,16 @@ import numpy as np
 from tasks.forecast.draws import DEFAULT_QUANTILES
 from tasks.model.inference import Params
 from tasks.model.negbin import draw_counts, mixture_concentration
-from tasks.model.panel import PanelInputs, PanelSite, PanelStructure, log_mean, mixture_parameters
+from tasks.model.panel import (
+    SHOCK_KINDS,
+    SHOCK_SITES,
+    PanelInputs,
+    PanelSite,
+    PanelStructure,
+    log_mean,
+    mixture_parameters,
+    shock_shapes,
+)
 from tasks.model.panel_inference import global_sites, series_sites
 
 
@@ -49,16 +58,21 @@ def _draw_site(key: jax.Array, loc: jnp.ndarray, scale: jnp.ndarray, positive: b
 def draw_globals(params: Params, structure: PanelStructure, key: jax.Array, num_draws: int, n_periods: int) -> dict:
     """Every global latent of ``num_draws`` draws, and the shocks of the ``n_periods`` periods ahead."""
     sites = global_sites(structure)
-    keys = jax.random.split(key, len(sites) + 2)
+    keys = jax.random.split(key, len(sites) + len(SHOCK_KINDS))
     latent = {
         site: _draw_site(k, jnp.asarray(params[f"{site}.loc"]), jnp.asarray(params[f"{site}.scale"]), positive, num_draws)
         for k, (site, (_, positive)) in zip(keys, sites.items(), strict=False)
     }
-    chain = latent[PanelSite.SHOCK_SCALE][:, None] * jax.random.normal(keys[-2], (num_draws, n_periods))
-    stores = latent[PanelSite.STORE_SHOCK_SCALE][:, None, None] * jax.random.normal(
-        keys[-1], (num_draws, structure.n_stores, n_periods)
-    )
-    latent["future_shocks"] = (chain, stores)
+    # One draw of every shock kind the model has, per draw (a placeholder zero for the kinds it lacks).
+    shapes = shock_shapes(structure, n_periods)
+    shocks = []
+    for k, kind in zip(keys[len(sites) :], SHOCK_KINDS, strict=True):
+        if kind not in shapes:
+            shocks.append(jnp.zeros((num_draws,)))
+            continue
+        scale = latent[SHOCK_SITES[kind][1]].reshape((num_draws,) + (1,) * len(shapes[kind]))
+        shocks.append(scale * jax.random.normal(k, (num_draws, *shapes[kind])))
+    latent["future_shocks"] = tuple(shocks)
     return latent
 
 

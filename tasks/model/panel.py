@@ -2,7 +2,8 @@
 
 For series s of store i and product j, in period t:
 
-    log mu[s,t] = offset + theta[s] . (1, x_time[t], x_series[s,t]) + level[s,t] + shock[t] + store_shock[i,t]
+    log mu[s,t] = offset + theta[s] . (1, x_time[t], x_series[s,t]) + level[s,t]
+                  + shock[t] + store_shock[i,t] + product_shock[j,t]
 
     theta[s,c] = m[c] + a_store[i] . B_store[:,c] + a_product[j] . B_product[:,c]
                  + sum over store levels l (store, region, ...)       of tau_l[c] * u_l[group_l(i), c]
@@ -17,8 +18,8 @@ product in a known store from its store's and department's effects. Everything i
 
 - level: each series' level walks in blocks of ``block_periods`` back from the anchor (the last
   history period), so that recent periods count more; after the anchor the walk goes on from its prior.
-- shocks: one per history period shared by all series, and one per store and period shared by the
-  store's series (traffic), kept orthogonal to the time design and to the covariates' period means so
+- shocks: one per history period shared by all series, one per store and period shared by the store's
+  series (traffic), and one per product and period shared by the product's series in every store, kept orthogonal to the time design and to the covariates' period means so
   that they cannot absorb a season or promotion effect; after the anchor they are drawn from their
   prior. They carry the correlation between series that aggregate intervals need.
 - likelihood: units: a scale mixture of negative binomials with a common mean (``tasks.model.negbin``);
@@ -64,6 +65,8 @@ class PanelSite:
     SHOCK_RAW = "shock_raw"
     STORE_SHOCK_SCALE = "store_shock_scale"
     STORE_SHOCK_RAW = "store_shock_raw"
+    PRODUCT_SHOCK_SCALE = "product_shock_scale"
+    PRODUCT_SHOCK_RAW = "product_shock_raw"
     DISPERSION_MEAN = "dispersion_mean"
     DISPERSION_SCALE = "dispersion_scale"
     DISPERSION_RAW = "dispersion_raw"
@@ -81,6 +84,14 @@ class PanelSite:
     def group_raw(side: str, level: int) -> str:
         return f"group_raw_{side}{level}"
 
+
+CHAIN = "chain"
+SHOCK_KINDS = (CHAIN, STORE_SIDE, PRODUCT_SIDE)
+SHOCK_SITES = {
+    CHAIN: (PanelSite.SHOCK_RAW, PanelSite.SHOCK_SCALE),
+    STORE_SIDE: (PanelSite.STORE_SHOCK_RAW, PanelSite.STORE_SHOCK_SCALE),
+    PRODUCT_SIDE: (PanelSite.PRODUCT_SHOCK_RAW, PanelSite.PRODUCT_SHOCK_SCALE),
+}
 
 # Sites with one entry per series (the first axis of their guide parameters); the rest are global.
 SERIES_SITES = (PanelSite.SERIES_RAW, PanelSite.LEVEL_STEPS, PanelSite.DISPERSION_RAW)
@@ -103,6 +114,7 @@ class PanelStructure:
     block_periods: int
     likelihood: Literal["nb", "lognormal"]
     log_offset: float
+    shocks: tuple[str, ...] = ("chain", "store")  # which period shocks the model has: chain, store, product
     n_future_blocks: int = 0
     n_future: int = 0
 
@@ -117,6 +129,10 @@ class PanelStructure:
     @property
     def n_stores(self) -> int:
         return self.store_level_sizes[0]
+
+    @property
+    def n_products(self) -> int:
+        return self.product_level_sizes[0]
 
     def group_sites(self) -> list[tuple[str, int, int, tuple[bool, ...]]]:
         """(side, level, number of groups, pooled mask) of every group effect."""
@@ -216,12 +232,12 @@ def log_mean(
     inputs: PanelInputs,
     structure: PanelStructure,
     idx: jnp.ndarray,
-    future_shocks: tuple[jnp.ndarray, jnp.ndarray] | None = None,
+    future_shocks: tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray] | None = None,
 ) -> jnp.ndarray:
     """log mu [s, T] of the series at ``idx`` over the periods of ``inputs``.
 
-    ``future_shocks``: (chain [T], per store [n_stores, T]) shocks of the periods after the anchor,
-    drawn by the caller so that every series of a draw shares them.
+    ``future_shocks``: (chain [T], per store [n_stores, T], per product [n_products, T]) shocks of the
+    periods after the anchor, drawn by the caller so that every series of a draw shares them.
     """
     theta = coefficients(latent, inputs, structure, idx)
     n_time = structure.n_time
@@ -238,16 +254,19 @@ def log_mean(
         steps_future = latent[PanelSite.LEVEL_SCALE] * steps_future
     value = value + _level_path(steps, steps_future, inputs.block, structure.n_past_blocks)
 
-    chain = orthogonal_shocks(latent[PanelSite.SHOCK_RAW], latent[PanelSite.SHOCK_SCALE], inputs.shock_basis)
-    stores = orthogonal_shocks(latent[PanelSite.STORE_SHOCK_RAW], latent[PanelSite.STORE_SHOCK_SCALE], inputs.shock_basis)
     in_history = inputs.history_index >= 0
     position = jnp.maximum(inputs.history_index, 0)
-    chain_t = jnp.where(in_history, chain[position], 0.0)
-    store_t = jnp.where(in_history[None, :], stores[:, position], 0.0)
-    if future_shocks is not None:
-        chain_t = jnp.where(in_history, chain_t, future_shocks[0])
-        store_t = jnp.where(in_history[None, :], store_t, future_shocks[1])
-    return value + chain_t[None, :] + store_t[inputs.series_store[idx]]
+    members = {CHAIN: None, STORE_SIDE: inputs.series_store[idx], PRODUCT_SIDE: inputs.series_product[idx]}
+    for i, kind in enumerate(SHOCK_KINDS):
+        if kind not in structure.shocks:
+            continue
+        raw_site, scale_site = SHOCK_SITES[kind]
+        history = orthogonal_shocks(latent[raw_site], latent[scale_site], inputs.shock_basis)  # [T_h] or [K, T_h]
+        shock = jnp.where(in_history, history[..., position], 0.0)
+        if future_shocks is not None:
+            shock = jnp.where(in_history, shock, future_shocks[i])
+        value = value + (shock[None, :] if members[kind] is None else shock[members[kind]])
+    return value
 
 
 # --- likelihoods -----------------------------------------------------------------------------------
@@ -315,6 +334,12 @@ def likelihood(structure: PanelStructure, log_mu, log_dispersion, tail_logit, ta
 # --- the model ------------------------------------------------------------------------------------
 
 
+def shock_shapes(structure: PanelStructure, n_periods: int) -> dict[str, tuple[int, ...]]:
+    """The shape of each period shock the model has, over ``n_periods`` periods."""
+    sizes = {CHAIN: (), STORE_SIDE: (structure.n_stores,), PRODUCT_SIDE: (structure.n_products,)}
+    return {kind: (*sizes[kind], n_periods) for kind in SHOCK_KINDS if kind in structure.shocks}
+
+
 def sample_globals(structure: PanelStructure, n_history: int) -> dict[str, jnp.ndarray]:
     """Every global latent variable, sampled from its prior (under the guide when fitting)."""
     mean_scale, group_scale, series_scale = coef_prior_scales(structure)
@@ -322,13 +347,11 @@ def sample_globals(structure: PanelStructure, n_history: int) -> dict[str, jnp.n
         PanelSite.COEF_MEAN: numpyro.sample(PanelSite.COEF_MEAN, dist.Normal(0.0, mean_scale).to_event(1)),
         PanelSite.SERIES_SCALE: numpyro.sample(PanelSite.SERIES_SCALE, dist.HalfNormal(series_scale).to_event(1)),
         PanelSite.LEVEL_SCALE: numpyro.sample(PanelSite.LEVEL_SCALE, dist.HalfNormal(PRIOR_LEVEL_SCALE)),
-        PanelSite.SHOCK_SCALE: numpyro.sample(PanelSite.SHOCK_SCALE, dist.HalfNormal(PRIOR_SHOCK_SCALE)),
-        PanelSite.STORE_SHOCK_SCALE: numpyro.sample(PanelSite.STORE_SHOCK_SCALE, dist.HalfNormal(PRIOR_SHOCK_SCALE)),
     }
-    latent[PanelSite.SHOCK_RAW] = numpyro.sample(PanelSite.SHOCK_RAW, dist.Normal(0.0, 1.0).expand([n_history]).to_event(1))
-    latent[PanelSite.STORE_SHOCK_RAW] = numpyro.sample(
-        PanelSite.STORE_SHOCK_RAW, dist.Normal(0.0, 1.0).expand([structure.n_stores, n_history]).to_event(2)
-    )
+    for kind, shape in shock_shapes(structure, n_history).items():
+        raw_site, scale_site = SHOCK_SITES[kind]
+        latent[scale_site] = numpyro.sample(scale_site, dist.HalfNormal(PRIOR_SHOCK_SCALE))
+        latent[raw_site] = numpyro.sample(raw_site, dist.Normal(0.0, 1.0).expand(list(shape)).to_event(len(shape)))
     if structure.n_store_attributes:
         latent[PanelSite.STORE_ATTR] = numpyro.sample(
             PanelSite.STORE_ATTR, dist.Normal(0.0, PRIOR_EFFECT).expand([structure.n_store_attributes, structure.n_coef]).to_event(2)

@@ -27,11 +27,15 @@ from tasks.model.panel import (
     PRIOR_DISPERSION,
     PRIOR_LEVEL_SCALE,
     PRIOR_SHOCK_SCALE,
+    PRODUCT_SIDE,
+    SHOCK_SITES,
+    STORE_SIDE,
     PanelInputs,
     PanelSite,
     PanelStructure,
     coef_prior_scales,
     model,
+    shock_shapes,
 )
 
 
@@ -42,11 +46,11 @@ def global_sites(structure: PanelStructure) -> dict[str, tuple[tuple[int, ...], 
         PanelSite.COEF_MEAN: ((p,), False),
         PanelSite.SERIES_SCALE: ((p,), True),
         PanelSite.LEVEL_SCALE: ((), True),
-        PanelSite.SHOCK_SCALE: ((), True),
-        PanelSite.STORE_SHOCK_SCALE: ((), True),
-        PanelSite.SHOCK_RAW: ((structure.n_history,), False),
-        PanelSite.STORE_SHOCK_RAW: ((structure.n_stores, structure.n_history), False),
     }
+    for kind, shape in shock_shapes(structure, structure.n_history).items():
+        raw_site, scale_site = SHOCK_SITES[kind]
+        sites[scale_site] = ((), True)
+        sites[raw_site] = (shape, False)
     if structure.n_store_attributes:
         sites[PanelSite.STORE_ATTR] = ((structure.n_store_attributes, p), False)
     if structure.n_product_attributes:
@@ -102,8 +106,7 @@ def warm_start(inputs: PanelInputs, structure: PanelStructure, init_scale: float
     init_loc = {
         PanelSite.SERIES_SCALE: np.log(0.5 * series_scale),
         PanelSite.LEVEL_SCALE: np.log(0.2 * PRIOR_LEVEL_SCALE),
-        PanelSite.SHOCK_SCALE: np.log(0.2 * PRIOR_SHOCK_SCALE),
-        PanelSite.STORE_SHOCK_SCALE: np.log(0.2 * PRIOR_SHOCK_SCALE),
+        **{scale: np.log(0.2 * PRIOR_SHOCK_SCALE) for _, scale in SHOCK_SITES.values()},
         PanelSite.DISPERSION_MEAN: np.float32(PRIOR_DISPERSION[structure.likelihood][0]),
         PanelSite.DISPERSION_SCALE: np.log(0.3),
         PanelSite.TAIL_LOGIT: np.full(MIXTURE_COMPONENTS - 1, -2.0),
@@ -128,7 +131,34 @@ def warm_start(inputs: PanelInputs, structure: PanelStructure, init_scale: float
     for site, shape in series_sites(structure).items():
         params[f"{site}.loc"] = np.zeros((n_series, *shape), np.float32)
         params[f"{site}.scale"] = np.full((n_series, *shape), init_scale, np.float32)
-    params[f"{PanelSite.SERIES_RAW}.loc"][:, 0] = deviation / (0.5 * series_scale[0])
+    # Split each series' level into a store and a product effect (additive, by alternating means), so that
+    # the fit starts with the groups carrying what they share and a new series starts from them.
+    members = {
+        STORE_SIDE: np.asarray(inputs.series_store),
+        PRODUCT_SIDE: np.asarray(inputs.series_product),
+    }
+    sizes = {STORE_SIDE: structure.n_stores, PRODUCT_SIDE: structure.n_products}
+    pooled = {STORE_SIDE: structure.store_pooled[0], PRODUCT_SIDE: structure.product_pooled[0]}
+    effects = {side: np.zeros(sizes[side]) for side in members}
+    has_data = counts > 0
+    residual = deviation.copy()
+    for _ in range(10):
+        for side in (PRODUCT_SIDE, STORE_SIDE):
+            if not pooled[side]:
+                continue
+            other = sum(effects[s][members[s]] for s in members if s != side)
+            target = np.where(has_data, deviation - other, 0.0)
+            total = np.bincount(members[side], weights=target, minlength=sizes[side])
+            n = np.bincount(members[side], weights=has_data.astype(float), minlength=sizes[side])
+            effects[side] = total / np.maximum(n, 1.0)
+    residual = np.where(has_data, deviation - sum(effects[s][members[s]] for s in members), 0.0)
+    for side in members:
+        if not pooled[side]:
+            continue
+        spread = max(float(effects[side].std()), 0.05)
+        params[f"{PanelSite.group_scale(side, 0)}.loc"][0] = np.log(spread)
+        params[f"{PanelSite.group_raw(side, 0)}.loc"][:, 0] = effects[side] / spread
+    params[f"{PanelSite.SERIES_RAW}.loc"][:, 0] = residual / (0.5 * series_scale[0])
     return params
 
 
