@@ -285,7 +285,7 @@ def _cross_price_values(frame: pl.DataFrame, spec: PanelSpec, encoding: PanelEnc
     return np.where(counts > 0, total / np.maximum(counts, 1), 0.0)
 
 
-def _reference_prices(sales: pl.DataFrame, spec: PanelSpec) -> dict[str, dict[str, float]]:
+def _reference_prices(sales: pl.DataFrame, spec: PanelSpec, products: tuple[str, ...]) -> dict[str, dict[str, float]]:
     """Log median history price of each product, per price covariate ("" for all when no product key)."""
     reference: dict[str, dict[str, float]] = {}
     for covariate in spec.covariates:
@@ -299,13 +299,11 @@ def _reference_prices(sales: pl.DataFrame, spec: PanelSpec) -> dict[str, dict[st
             str(k): float(np.log(v)) for k, v in per_product.iter_rows()
         }
         if covariate.per_product:
-            # Products seen only through their pattern column (a competitor never sold in the history).
-            for column in sales.columns:
-                prefix, _, suffix = covariate.column.partition(PRODUCT_PLACEHOLDER)
-                if column.startswith(prefix) and column.endswith(suffix) and len(column) > len(prefix) + len(suffix):
-                    key = column[len(prefix) : len(column) - len(suffix)]
-                    if key not in reference[covariate.name]:
-                        reference[covariate.name][key] = float(np.log(sales[column].median()))
+            # A product with no history row of its own (new in the future table): its pattern column's median.
+            for key in products:
+                column = covariate.column.replace(PRODUCT_PLACEHOLDER, key)
+                if key not in reference[covariate.name] and column in sales.columns:
+                    reference[covariate.name][key] = float(np.log(sales[column].median()))
     return reference
 
 
@@ -392,7 +390,7 @@ def build_encoding(tables: PanelTables) -> PanelEncoding:
         product_attributes=product_stats,
         categories={**store_categories, **product_categories},
         covariate_scaling=scaling,
-        reference_log_price=_reference_prices(tables.sales, spec),
+        reference_log_price=_reference_prices(tables.sales, spec, tuple(str(k) for k in product_keys)),
         fourier_order=spec.yearly_fourier_order,
         weekday=spec.frequency == "day",
         cross_price=spec.cross_price is not None,

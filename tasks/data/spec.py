@@ -333,7 +333,9 @@ pooling:
   level: [store, product]
   season: [store, product]
   holiday: [store, product]
-yearly_fourier_order: 10
+# Full week-of-year resolution: Thanksgiving and the weeks before Christmas are one-week spikes that a
+# smoother profile misses, and a chain-wide shock would otherwise absorb them as if they were one-offs.
+yearly_fourier_order: 26
 """,
     "dominicks_oj": """\
 # Dominick's refrigerated orange juice, store x brand weekly (shared/data/dominicks_oj).

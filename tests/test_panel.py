@@ -1,0 +1,197 @@
+"""The panel path: encoding, the model's formula and likelihoods, joint draws and coherent aggregates,
+the fitted state, and (slow) recovery of planted effects from a simulated store x product panel."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import polars as pl
+import pytest
+from scipy import stats
+
+from tasks import names as n
+from tasks import panel_pipeline as pp
+from tasks.config import ForecastConfig, PanelFitConfig
+from tasks.data.panel_demo import generate_panel_demo
+from tasks.data.panel_encode import CROSS_PRICE, PanelEncoding, encode_panel
+from tasks.data.spec import parse_spec
+from tasks.model import panel_state
+from tasks.model.panel import LogNormalScaleMixture, PanelSite, time_blocks
+from tasks.model.panel_effects import side_effects
+from tasks.model.panel_inference import global_sites, series_sites
+
+FAST_FIT = PanelFitConfig(max_steps=300, chunk_steps=50)
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return generate_panel_demo(seed=3, n_stores=4, n_departments=2, products_per_department=2, n_weeks=60, horizon=6)
+
+
+@pytest.fixture(scope="module")
+def fitted_demo(demo):
+    tables = demo.tables()
+    encoded = encode_panel(tables)
+    fitted, fit = pp.fit_encoded(encoded, tables.spec, FAST_FIT, jax.random.key(0), on_progress=lambda p: None)
+    return tables, encoded, fitted, fit
+
+
+def test_encoding_shapes_keys_and_json_round_trip(demo) -> None:
+    tables = demo.tables()
+    encoded = encode_panel(tables)
+    enc = encoded.encoding
+    assert enc.n_series == 4 * 4 and len(enc.store_keys) == 4 and len(enc.product_keys) == 4
+    assert encoded.history.n_periods == 60 and encoded.future.n_periods == 6
+    assert encoded.history.x_series.shape == (16, 60, 2)
+    assert enc.store_groups["region"] == ("R1", "R2", "R3")
+    assert PanelEncoding.from_json(enc.to_json()) == enc
+    # absent rows (missing weeks) are unobserved, every other history cell is observed
+    assert encoded.history.observed.sum() == tables.sales.height
+
+
+def test_price_is_the_log_price_relative_to_the_products_median(demo) -> None:
+    tables = demo.tables()
+    encoded = encode_panel(tables)
+    row = tables.sales.row(0, named=True)
+    product_median = tables.sales.filter(pl.col(n.SERIES_PRODUCT) == row[n.SERIES_PRODUCT])["price"].median()
+    s = encoded.encoding.series.index((0, 0))
+    assert encoded.history.x_series[s, 0, 0] == pytest.approx(np.log(row["price"] / product_median), abs=1e-5)
+
+
+def test_cross_price_is_the_mean_relative_log_price_of_the_other_products() -> None:
+    spec = parse_spec(
+        """\
+name: cp
+frequency: week
+target_kind: units
+sales: {file: s.csv, period: period, store: store, product: product, target: target,
+        covariates: [{name: price, column: "p{product}", kind: price}]}
+cross_price: {price: price}
+""",
+        "cp.yaml",
+    )
+    weeks = pl.date_range(pl.date(2024, 1, 4), pl.date(2024, 1, 25), "1w", eager=True)
+    rows = []
+    for product, own in ((1, "p1"), (2, "p2"), (3, "p3")):
+        for i, week in enumerate(weeks):
+            prices = {"p1": 1.0, "p2": 2.0, "p3": 4.0 if i < 3 else 8.0}
+            rows.append({n.SERIES_STORE: 1, n.SERIES_PRODUCT: product, n.PERIOD: week, n.TARGET: 5.0, "price": prices[own], **prices, n.ROW: len(rows) + 1})
+    sales = pl.DataFrame(rows)
+    from tasks.data.panel_ingest import PanelTables
+
+    tables = PanelTables(spec=spec, sales=sales, stores=pl.DataFrame({n.SERIES_STORE: [1]}), products=None, future=None, paths={})
+    encoded = encode_panel(tables)
+    names = encoded.encoding.series_names(spec)
+    assert names == ("price", CROSS_PRICE)
+    product1 = encoded.encoding.series.index((0, 0))
+    # product 1's others: p2 at its median (log 0) and p3 at 4 (median 4) then 8 (log 2)
+    cross = encoded.history.x_series[product1, :, 1]
+    assert cross[:3] == pytest.approx([0.0, 0.0, 0.0], abs=1e-6)
+    assert cross[3] == pytest.approx(np.log(2.0) / 2, abs=1e-6)
+
+
+def test_time_blocks_count_back_from_the_anchor() -> None:
+    assert time_blocks(np.array([-27, -26, -14, -13, -12, 0, 1, 13, 14]), 13).tolist() == [-2, -2, -1, -1, 0, 0, 1, 1, 2]
+
+
+def test_lognormal_mixture_mean_and_density() -> None:
+    law = LogNormalScaleMixture(jnp.log(50.0), jnp.log(0.3), jnp.array([0.0, 1.0]), jnp.array([0.0, -1.0]))
+    draws = law.sample(jax.random.key(0), (200_000,))
+    assert float(draws.mean()) == pytest.approx(50.0, rel=0.02)
+    one = LogNormalScaleMixture(jnp.log(50.0), jnp.log(0.3), jnp.array([0.0]), jnp.array([0.0]))
+    x = jnp.array([10.0, 40.0, 90.0])
+    expected = stats.lognorm(s=0.3, scale=50.0 * np.exp(-0.045)).logpdf(np.asarray(x))
+    assert np.asarray(one.log_prob(x)) == pytest.approx(expected, rel=1e-4)
+    # a masked cell holds 0: its (discarded) density and gradient stay finite
+    assert np.isfinite(float(one.log_prob(jnp.array(0.0))))
+
+
+def test_fit_gives_every_site_finite_parameters_and_a_loss_that_falls(fitted_demo) -> None:
+    _, encoded, fitted, fit = fitted_demo
+    assert np.all(np.isfinite(fit.losses)) and fit.losses[-50:].mean() < fit.losses[:50].mean()
+    for site, (shape, _) in global_sites(fitted.structure).items():
+        assert fitted.params[f"{site}.loc"].shape == shape
+    for site, shape in series_sites(fitted.structure).items():
+        assert fitted.params[f"{site}.loc"].shape == (encoded.encoding.n_series, *shape)
+    assert all(np.all(np.isfinite(v)) for v in fitted.params.values())
+
+
+def test_aggregates_are_coherent_and_come_from_joint_draws(fitted_demo) -> None:
+    tables, encoded, fitted, _ = fitted_demo
+    aggregates = pp.aggregate_levels(tables, encoded)
+    arrays = pp.forecast_encoded(fitted, encoded, aggregates, ForecastConfig(num_draws=400, chunk_stores=5), jax.random.key(1))
+    frame = pp.forecast_frame(tables, encoded, arrays, aggregates, "test")
+    series = frame.filter(pl.col(n.LEVEL) == n.SERIES_LEVEL)
+    assert series.height == tables.future.height
+    assert series.columns[:4] == [n.LEVEL, "store_id", "item_id", "week"]  # the input's own key names
+    for level in ("store_id", "item_id", "department", "region", "total"):
+        rows = frame.filter(pl.col(n.LEVEL) == level)
+        assert rows.height > 0
+        # the sum of the series' means is the aggregate's mean, group by group and period
+        total_means = float(rows["mean"].sum())
+        assert total_means == pytest.approx(float(series["mean"].sum()), rel=1e-4)
+    total = frame.filter(pl.col(n.LEVEL) == "total").sort("week")
+    by_week = series.group_by("week").agg(pl.col("mean").sum(), pl.col("q95").sum(), pl.col("q05").sum()).sort("week")
+    assert total["mean"].to_numpy() == pytest.approx(by_week["mean"].to_numpy(), rel=1e-4)
+    # quantiles of a sum are not sums of quantiles: the total's 90% interval is narrower than the summed one
+    assert np.all(total["q95"].to_numpy() - total["q05"].to_numpy() < by_week["q95"].to_numpy() - by_week["q05"].to_numpy())
+    assert np.all(np.diff(frame.select([n.quantile_column(q) for q in arrays.levels]).to_numpy(), axis=1) >= 0)
+
+
+def test_forecast_is_reproducible_for_a_key_and_chunking_does_not_change_the_mean(fitted_demo) -> None:
+    tables, encoded, fitted, _ = fitted_demo
+    aggregates = pp.aggregate_levels(tables, encoded)
+    a = pp.forecast_encoded(fitted, encoded, aggregates, ForecastConfig(num_draws=200, chunk_stores=16), jax.random.key(5))
+    b = pp.forecast_encoded(fitted, encoded, aggregates, ForecastConfig(num_draws=200, chunk_stores=16), jax.random.key(5))
+    assert np.array_equal(a.quantiles, b.quantiles) and np.array_equal(a.mean, b.mean)
+
+
+def test_state_round_trips_without_pickle(fitted_demo, tmp_path) -> None:
+    _, _, fitted, _ = fitted_demo
+    folder = panel_state.save(fitted, tmp_path / "model")
+    with np.load(folder / panel_state.PARAMS_FILE, allow_pickle=False) as arrays:
+        assert f"{PanelSite.COEF_MEAN}.loc" in arrays.files
+    loaded = panel_state.load(folder)
+    assert loaded.structure == fitted.structure and loaded.encoding == fitted.encoding and loaded.spec == fitted.spec
+    assert all(np.array_equal(loaded.params[k], v) for k, v in fitted.params.items())
+
+
+def test_a_new_series_starts_from_its_groups(demo) -> None:
+    """A product in a store it was never sold in: its series has no history, and gets its prior (z = 0)."""
+    tables = demo.tables()
+    dropped = tables.sales.filter(~((pl.col(n.SERIES_STORE) == 1) & (pl.col(n.SERIES_PRODUCT) == 101)))
+    encoded = encode_panel(replace(tables, sales=dropped))
+    fitted, _ = pp.fit_encoded(encoded, tables.spec, FAST_FIT, jax.random.key(0), on_progress=lambda p: None)
+    s = encoded.encoding.series.index((0, 0))
+    assert not encoded.history.observed[s].any()
+    assert np.all(fitted.params[f"{PanelSite.SERIES_RAW}.loc"][s] == 0.0)
+    assert np.all(fitted.params[f"{PanelSite.SERIES_RAW}.scale"][s] == 1.0)
+    aggregates = pp.aggregate_levels(tables, encoded)
+    arrays = pp.forecast_encoded(fitted, encoded, aggregates, ForecastConfig(num_draws=200), jax.random.key(2))
+    assert np.all(np.isfinite(arrays.mean[s])) and np.all(arrays.mean[s] > 0)
+
+
+@pytest.mark.slow
+def test_planted_effects_are_recovered_with_calibrated_elasticities() -> None:
+    """20 stores x 20 products: the 90% intervals of the products' price elasticities hold the truth about
+    90% of the time, and the store and product levels are recovered closely (their intervals: see README)."""
+    coverage, errors = [], []
+    for seed in (0, 1):
+        demo = generate_panel_demo(seed=seed, n_stores=20, n_departments=4, products_per_department=5)
+        tables = demo.tables()
+        encoded = encode_panel(tables)
+        fitted, fit = pp.fit_encoded(encoded, tables.spec, PanelFitConfig(), jax.random.key(seed), on_progress=lambda p: None)
+        assert fit.converged
+        elasticity = side_effects(fitted, encoded.dims, "price", "product", jax.random.key(9))
+        low, high = np.quantile(elasticity.draws, [0.05, 0.95], axis=0)
+        coverage.append((demo.truth.elasticity >= low) & (demo.truth.elasticity <= high))
+        for side, truth in (("product", demo.truth.product_effect), ("store", demo.truth.store_effect)):
+            draws = side_effects(fitted, encoded.dims, "intercept", side, jax.random.key(9)).draws
+            centred = draws.mean(axis=0) - draws.mean()
+            errors.append(np.abs(centred - (truth - truth.mean())).mean())
+        # forecast: the horizon's true means lie in the predictive 90% interval about 90% of the time
+    assert 0.75 <= np.concatenate(coverage).mean() <= 1.0
+    assert max(errors) < 0.06
