@@ -1,0 +1,164 @@
+"""`bhm` on a dataset spec: `bhm spec NAME`, --spec/--data on every command, the panel run end to end, and
+Rossmann through its spec giving the same forecast as through its file options."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+import flows.nightly
+import flows.panel
+from flows import cli, environment
+from tasks import names as n
+from tasks.config import NightlyConfig, PanelRunConfig
+from tasks.data.panel_demo import generate_panel_demo
+from tasks.data.spec import BUILTIN_SPECS
+from tasks.model.inference import FitDivergedError
+
+
+@pytest.fixture(autouse=True)
+def bhm_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "bhm_home"
+    monkeypatch.setenv(cli.BHM_HOME_ENV, str(home))
+    return home
+
+
+@pytest.fixture(autouse=True)
+def session_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(environment, "configure", lambda *args, **kwargs: {})
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture(scope="module")
+def panel_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    demo = generate_panel_demo(seed=1, n_stores=4, n_departments=2, products_per_department=2, n_weeks=60, horizon=4)
+    return demo.write(tmp_path_factory.mktemp("panel"))
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_SPECS))
+def test_spec_prints_each_builtin_spec(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["spec", name]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["name"] == name
+
+
+def test_spec_unknown_name_exits_2_naming_the_builtins(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["spec", "m6"]) == 2
+    assert "walmart" in capsys.readouterr().err
+
+
+def test_validate_a_panel_spec(panel_files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["validate", "--spec", str(panel_files["spec"]), "--data", str(panel_files["spec"].parent), "--future", str(panel_files["future"])]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "Input validation passed" in out and "series" in out and "future: 64 rows" in out
+
+
+def test_validate_a_broken_panel_file_exits_1_with_the_report(panel_files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    for role in ("sales", "stores", "products", "spec"):
+        (folder / panel_files[role].name).write_bytes(panel_files[role].read_bytes())
+    sales = pl.read_csv(panel_files["sales"], infer_schema=False)
+    sales.with_columns(pl.when(pl.int_range(pl.len()) == 4).then(pl.lit("0")).otherwise(pl.col("price")).alias("price")).write_csv(
+        folder / "sales.csv"
+    )
+    assert cli.main(["validate", "--spec", str(folder / "spec.yaml"), "--data", str(folder)]) == 1
+    out = capsys.readouterr().out
+    assert "Input validation failed" in out and "price" in out and "sales.csv" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["validate", "--spec", "SPEC"], "--spec needs --data"),
+        (["validate", "--data", "DATA"], "--data goes with --spec"),
+        (["validate", "--spec", "SPEC", "--data", "DATA", "--train", "t.csv"], "--train does not go with --spec"),
+        (["train", "--spec", "SPEC", "--data", "DATA", "--state-dir", "m"], "runs on Rossmann-layout specs only"),
+        (["run", "--spec", "SPEC", "--data", "DATA"], "needs --future"),
+        (["validate", "--spec", "MISSING", "--data", "DATA"], "spec file not found"),
+        (["validate"], "give --train, --stores (or --spec and --data)"),
+    ],
+)
+def test_spec_usage_errors_exit_2(argv: list[str], message: str, panel_files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    replace = {"SPEC": str(panel_files["spec"]), "DATA": str(panel_files["spec"].parent), "MISSING": "nope.yaml"}
+    assert cli.main([replace.get(a, a) for a in argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_rossmann_spec_fills_the_file_options(tiny_demo_files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[NightlyConfig] = []
+
+    def fake_run(config: NightlyConfig) -> None:
+        seen.append(config)
+        raise FitDivergedError("stopped by the test")
+
+    monkeypatch.setattr(flows.nightly, "nightly", fake_run)
+    spec = tmp_path / "r.yaml"
+    spec.write_text(BUILTIN_SPECS["rossmann"])
+    data = tiny_demo_files["train"].parent
+    argv = ["run", "--spec", str(spec), "--data", str(data), "--future", str(tiny_demo_files["future"]), "--out", str(tmp_path / "f.parquet")]
+    assert cli.main(argv) == 3
+    (config,) = seen
+    assert config.train == data / "train.csv" and config.stores == data / "store.csv"
+
+
+def test_panel_run_passes_the_options_through(panel_files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[PanelRunConfig] = []
+
+    def fake_panel(config: PanelRunConfig) -> None:
+        seen.append(config)
+        raise FitDivergedError("stopped by the test")
+
+    monkeypatch.setattr(flows.panel, "panel", fake_panel)
+    argv = ["run", "--spec", str(panel_files["spec"]), "--data", str(panel_files["spec"].parent), "--future", str(panel_files["future"])]
+    argv += ["--out", str(tmp_path / "f.parquet"), "--seed", "4", "--max-steps", "200", "--num-draws", "60", "--no-tracking"]
+    assert cli.main(argv) == 3
+    (config,) = seen
+    assert (config.seed, config.fit.max_steps, config.forecast.num_draws, config.tracking.enabled) == (4, 200, 60, False)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
+def test_panel_run_end_to_end(panel_files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "forecast.parquet"
+    argv = ["run", "--spec", str(panel_files["spec"]), "--data", str(panel_files["spec"].parent), "--future", str(panel_files["future"])]
+    assert cli.main([*argv, "--out", str(out), "--max-steps", "300", "--num-draws", "200"]) == 0
+    captured = capsys.readouterr()
+    assert "series rows" in captured.out and "aggregate rows" in captured.out and "Traceback" not in captured.err
+    forecast = pl.read_parquet(out)
+    future = pl.read_csv(panel_files["future"])
+    series = forecast.filter(pl.col(n.LEVEL) == n.SERIES_LEVEL)
+    assert series.height == future.height
+    assert {"store_id", "item_id", "week", "mean", "q05", "q25", "q50", "q75", "q95", n.GROUP, n.MODEL_VERSION} <= set(forecast.columns)
+    assert set(forecast[n.LEVEL].unique()) == {n.SERIES_LEVEL, "store_id", "item_id", "department", "region", "total"}
+    total = forecast.filter(pl.col(n.LEVEL) == "total")["mean"].sum()
+    assert total == pytest.approx(series["mean"].sum(), rel=1e-4)
+    assert (tmp_path / "forecast.model" / "params.npz").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
+def test_rossmann_through_its_spec_gives_the_same_forecast(tiny_demo_files: dict[str, Path], tmp_path: Path) -> None:
+    spec = tmp_path / "r.yaml"
+    spec.write_text(BUILTIN_SPECS["rossmann"])
+    common = ["--future", str(tiny_demo_files["future"]), "--max-steps", "200", "--local-max-steps", "100", "--num-draws", "50"]
+    common += ["--backtest-days", "0", "--no-tracking", "--seed", "3"]
+    by_options = tmp_path / "options.parquet"
+    by_spec = tmp_path / "spec.parquet"
+    files = ["--train", str(tiny_demo_files["train"]), "--stores", str(tiny_demo_files["stores"])]
+    assert cli.main(["run", *files, *common, "--out", str(by_options)]) == 0
+    assert cli.main(["run", "--spec", str(spec), "--data", str(tiny_demo_files["train"].parent), *common, "--out", str(by_spec)]) == 0
+    assert pl.read_parquet(by_options).equals(pl.read_parquet(by_spec))
