@@ -19,9 +19,8 @@ from tasks.data.panel_demo import generate_panel_demo
 from tasks.data.panel_encode import CROSS_PRICE, PanelEncoding, encode_panel
 from tasks.data.spec import parse_spec
 from tasks.model import panel_state
-from tasks.model.panel import LogNormalScaleMixture, PanelSite, time_blocks
+from tasks.model.panel import LogNormalScaleMixture, PanelSite, layouts, time_blocks
 from tasks.model.panel_effects import side_effects
-from tasks.model.panel_inference import global_sites, series_sites
 
 FAST_FIT = PanelFitConfig(max_steps=300, chunk_steps=50)
 
@@ -93,6 +92,18 @@ cross_price: {price: price}
     assert cross[3] == pytest.approx(np.log(2.0) / 2, abs=1e-6)
 
 
+def test_layout_packs_and_unpacks_by_name() -> None:
+    from tasks.model.panel import Layout
+
+    layout = Layout.of({"a": (2,), "b": (), "c": (2, 3)})
+    assert layout.size == 9 and layout.slice("c") == (3, 9, (2, 3))
+    flat = layout.pack({"a": np.array([1.0, 2.0]), "c": np.arange(6.0).reshape(2, 3)}, batch=(4,))
+    values = layout.unpack(flat)
+    assert values["a"].shape == (4, 2) and values["b"].shape == (4,) and values["c"][1].tolist() == [[0, 1, 2], [3, 4, 5]]
+    with pytest.raises(KeyError, match="no variable 'd'"):
+        layout.slice("d")
+
+
 def test_time_blocks_count_back_from_the_anchor() -> None:
     assert time_blocks(np.array([-27, -26, -14, -13, -12, 0, 1, 13, 14]), 13).tolist() == [-2, -2, -1, -1, 0, 0, 1, 1, 2]
 
@@ -112,10 +123,11 @@ def test_lognormal_mixture_mean_and_density() -> None:
 def test_fit_gives_every_site_finite_parameters_and_a_loss_that_falls(fitted_demo) -> None:
     _, encoded, fitted, fit = fitted_demo
     assert np.all(np.isfinite(fit.losses)) and fit.losses[-50:].mean() < fit.losses[:50].mean()
-    for site, (shape, _) in global_sites(fitted.structure).items():
-        assert fitted.params[f"{site}.loc"].shape == shape
-    for site, shape in series_sites(fitted.structure).items():
-        assert fitted.params[f"{site}.loc"].shape == (encoded.encoding.n_series, *shape)
+    real, positive, series = layouts(fitted.structure)
+    assert fitted.params[f"{PanelSite.GLOBALS}.loc"].shape == (real.size,)
+    assert fitted.params[f"{PanelSite.SCALES}.scale"].shape == (positive.size,)
+    assert fitted.params[f"{PanelSite.SERIES}.loc"].shape == (encoded.encoding.n_series, series.size)
+    assert series.size == fitted.structure.n_coef + fitted.structure.n_past_blocks + 1
     assert all(np.all(np.isfinite(v)) for v in fitted.params.values())
 
 
@@ -153,7 +165,7 @@ def test_state_round_trips_without_pickle(fitted_demo, tmp_path) -> None:
     _, _, fitted, _ = fitted_demo
     folder = panel_state.save(fitted, tmp_path / "model")
     with np.load(folder / panel_state.PARAMS_FILE, allow_pickle=False) as arrays:
-        assert f"{PanelSite.COEF_MEAN}.loc" in arrays.files
+        assert f"{PanelSite.GLOBALS}.loc" in arrays.files
     loaded = panel_state.load(folder)
     assert loaded.structure == fitted.structure and loaded.encoding == fitted.encoding and loaded.spec == fitted.spec
     assert all(np.array_equal(loaded.params[k], v) for k, v in fitted.params.items())
@@ -167,8 +179,8 @@ def test_a_new_series_starts_from_its_groups(demo) -> None:
     fitted, _ = pp.fit_encoded(encoded, tables.spec, FAST_FIT, jax.random.key(0), on_progress=lambda p: None)
     s = encoded.encoding.series.index((0, 0))
     assert not encoded.history.observed[s].any()
-    assert np.all(fitted.params[f"{PanelSite.SERIES_RAW}.loc"][s] == 0.0)
-    assert np.all(fitted.params[f"{PanelSite.SERIES_RAW}.scale"][s] == 1.0)
+    assert np.all(fitted.params[f"{PanelSite.SERIES}.loc"][s] == 0.0)
+    assert np.all(fitted.params[f"{PanelSite.SERIES}.scale"][s] == 1.0)
     aggregates = pp.aggregate_levels(tables, encoded)
     arrays = pp.forecast_encoded(fitted, encoded, aggregates, ForecastConfig(num_draws=200), jax.random.key(2))
     assert np.all(np.isfinite(arrays.mean[s])) and np.all(arrays.mean[s] > 0)

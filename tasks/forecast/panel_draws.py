@@ -26,11 +26,11 @@ from tasks.model.panel import (
     PanelInputs,
     PanelSite,
     PanelStructure,
+    layouts,
     log_mean,
     mixture_parameters,
     shock_shapes,
 )
-from tasks.model.panel_inference import global_sites, series_sites
 
 
 @dataclass(frozen=True)
@@ -50,23 +50,26 @@ class PanelForecastArrays:
     aggregates: dict[str, tuple[np.ndarray, np.ndarray]]  # level -> (mean [G, T], quantiles [Q, G, T])
 
 
-def _draw_site(key: jax.Array, loc: jnp.ndarray, scale: jnp.ndarray, positive: bool, num_draws: int) -> jnp.ndarray:
-    value = loc + scale * jax.random.normal(key, (num_draws, *loc.shape))
-    return jnp.exp(value) if positive else value
-
-
 def draw_globals(params: Params, structure: PanelStructure, key: jax.Array, num_draws: int, n_periods: int) -> dict:
-    """Every global latent of ``num_draws`` draws, and the shocks of the ``n_periods`` periods ahead."""
-    sites = global_sites(structure)
-    keys = jax.random.split(key, len(sites) + len(SHOCK_KINDS))
-    latent = {
-        site: _draw_site(k, jnp.asarray(params[f"{site}.loc"]), jnp.asarray(params[f"{site}.scale"]), positive, num_draws)
-        for k, (site, (_, positive)) in zip(keys, sites.items(), strict=False)
-    }
-    # One draw of every shock kind the model has, per draw (a placeholder zero for the kinds it lacks).
+    """Every global latent of ``num_draws`` draws (by name, [D, ...]), and the shocks of the ``n_periods``
+    periods ahead (``"future_shocks"``: one array per shock kind, a placeholder for the kinds the model lacks)."""
+    return _draw_globals(
+        {k: jnp.asarray(v) for k, v in params.items() if not k.startswith(PanelSite.SERIES)}, key, structure, num_draws, n_periods
+    )
+
+
+@partial(jax.jit, static_argnames=("structure", "num_draws", "n_periods"))
+def _draw_globals(params: Params, key: jax.Array, structure: PanelStructure, num_draws: int, n_periods: int) -> dict:
+    real, positive, _ = layouts(structure)
+    key_real, key_positive, key_shocks = jax.random.split(key, 3)
+    values = params[f"{PanelSite.GLOBALS}.loc"] + params[f"{PanelSite.GLOBALS}.scale"] * jax.random.normal(key_real, (num_draws, real.size))
+    scales = jnp.exp(
+        params[f"{PanelSite.SCALES}.loc"] + params[f"{PanelSite.SCALES}.scale"] * jax.random.normal(key_positive, (num_draws, positive.size))
+    )
+    latent = {**real.unpack(values), **positive.unpack(scales)}
     shapes = shock_shapes(structure, n_periods)
     shocks = []
-    for k, kind in zip(keys[len(sites) :], SHOCK_KINDS, strict=True):
+    for k, kind in zip(jax.random.split(key_shocks, len(SHOCK_KINDS)), SHOCK_KINDS, strict=True):
         if kind not in shapes:
             shocks.append(jnp.zeros((num_draws,)))
             continue
@@ -79,12 +82,13 @@ def draw_globals(params: Params, structure: PanelStructure, key: jax.Array, num_
 @partial(jax.jit, static_argnames=("structure", "num_draws"))
 def _chunk_draws(globals_: dict, params: Params, inputs: PanelInputs, idx: jnp.ndarray, key: jax.Array, structure: PanelStructure, num_draws: int):
     """log mu [D, s, T], each draw's log dispersion [D, s] of the series at ``idx``."""
-    keys = jax.random.split(key, len(series_sites(structure)) + 1)
-    latent = {k: v for k, v in globals_.items() if k != "future_shocks"}
-    for k, site in zip(keys, series_sites(structure), strict=False):
-        latent[site] = _draw_site(k, params[f"{site}.loc"][idx], params[f"{site}.scale"][idx], False, num_draws)
+    series_layout = layouts(structure)[2]
+    key_series, key_level = jax.random.split(key)
+    loc, scale = params[f"{PanelSite.SERIES}.loc"][idx], params[f"{PanelSite.SERIES}.scale"][idx]
+    flat = loc + scale * jax.random.normal(key_series, (num_draws, *loc.shape))
+    latent = {k: v for k, v in globals_.items() if k != "future_shocks"} | series_layout.unpack(flat)
     if structure.n_future_blocks:
-        latent[PanelSite.LEVEL_STEPS_FUTURE] = jax.random.normal(keys[-1], (num_draws, idx.shape[0], structure.n_future_blocks))
+        latent[PanelSite.LEVEL_STEPS_FUTURE] = jax.random.normal(key_level, (num_draws, idx.shape[0], structure.n_future_blocks))
     one_draw = partial(log_mean, inputs=inputs, structure=structure, idx=idx)
     log_mu = jax.vmap(lambda lat, shocks: one_draw(lat, future_shocks=shocks))(latent, globals_["future_shocks"])
     log_dispersion = (
@@ -132,8 +136,9 @@ def forecast_panel(
     if not all(0.0 < q < 1.0 for q in quantiles):
         raise ValueError(f"quantiles must lie strictly between 0 and 1, got {quantiles}")
     n_series, n_periods = inputs.observed.shape
-    if params[f"{PanelSite.SERIES_RAW}.loc"].shape[0] != n_series:
-        raise ValueError(f"params hold {params[f'{PanelSite.SERIES_RAW}.loc'].shape[0]} series, inputs {n_series}")
+    n_params = params[f"{PanelSite.SERIES}.loc"].shape[0]
+    if n_params != n_series:
+        raise ValueError(f"params hold {n_params} series, inputs {n_series}")
     wanted = np.ones((n_series, n_periods), bool) if wanted is None else np.asarray(wanted, bool)
     key_globals, key_chunks = jax.random.split(key)
     globals_ = draw_globals(params, structure, key_globals, num_draws, n_periods)

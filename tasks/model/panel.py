@@ -51,7 +51,16 @@ MIXTURE_COMPONENTS = 3
 
 
 class PanelSite:
-    """Sample-site names of the panel model, in one place."""
+    """Names of the panel model's variables, in one place.
+
+    The model has three sample sites (``GLOBALS``: every real global variable, ``SCALES``: every
+    positive one, ``SERIES``: each series' variables), each a flat vector that ``Layout`` unpacks
+    into the named variables below. Few sites compile several times faster than one per variable.
+    """
+
+    GLOBALS = "globals"
+    SCALES = "scales"
+    SERIES = "series_latent"
 
     COEF_MEAN = "coef_mean"
     STORE_ATTR = "store_attr_coef"
@@ -340,57 +349,111 @@ def shock_shapes(structure: PanelStructure, n_periods: int) -> dict[str, tuple[i
     return {kind: (*sizes[kind], n_periods) for kind in SHOCK_KINDS if kind in structure.shocks}
 
 
-def sample_globals(structure: PanelStructure, n_history: int) -> dict[str, jnp.ndarray]:
-    """Every global latent variable, sampled from its prior (under the guide when fitting)."""
-    mean_scale, group_scale, series_scale = coef_prior_scales(structure)
-    latent = {
-        PanelSite.COEF_MEAN: numpyro.sample(PanelSite.COEF_MEAN, dist.Normal(0.0, mean_scale).to_event(1)),
-        PanelSite.SERIES_SCALE: numpyro.sample(PanelSite.SERIES_SCALE, dist.HalfNormal(series_scale).to_event(1)),
-        PanelSite.LEVEL_SCALE: numpyro.sample(PanelSite.LEVEL_SCALE, dist.HalfNormal(PRIOR_LEVEL_SCALE)),
-    }
-    for kind, shape in shock_shapes(structure, n_history).items():
-        raw_site, scale_site = SHOCK_SITES[kind]
-        latent[scale_site] = numpyro.sample(scale_site, dist.HalfNormal(PRIOR_SHOCK_SCALE))
-        latent[raw_site] = numpyro.sample(raw_site, dist.Normal(0.0, 1.0).expand(list(shape)).to_event(len(shape)))
+@dataclass(frozen=True)
+class Layout:
+    """Where each named variable lies in a flat vector: (name, offset, shape) entries."""
+
+    entries: tuple[tuple[str, int, tuple[int, ...]], ...]
+
+    @classmethod
+    def of(cls, shapes: dict[str, tuple[int, ...]]) -> Layout:
+        entries, offset = [], 0
+        for name, shape in shapes.items():
+            entries.append((name, offset, tuple(shape)))
+            offset += int(np.prod(shape, dtype=np.int64))
+        return cls(tuple(entries))
+
+    @property
+    def size(self) -> int:
+        return sum(int(np.prod(shape, dtype=np.int64)) for _, _, shape in self.entries)
+
+    def slice(self, name: str) -> tuple[int, int, tuple[int, ...]]:
+        for entry_name, offset, shape in self.entries:
+            if entry_name == name:
+                return offset, offset + int(np.prod(shape, dtype=np.int64)), shape
+        raise KeyError(f"no variable {name!r} in this layout: {[e[0] for e in self.entries]}")
+
+    def unpack(self, flat):
+        """name -> array [..., *shape] from ``flat`` [..., size] (numpy or JAX)."""
+        batch = flat.shape[:-1]
+        return {name: flat[..., offset : offset + int(np.prod(shape, dtype=np.int64))].reshape(batch + shape) for name, offset, shape in self.entries}
+
+    def pack(self, values: dict[str, np.ndarray], batch: tuple[int, ...] = ()) -> np.ndarray:
+        """The flat [*batch, size] array of ``values`` (a name it lacks is 0)."""
+        out = np.zeros((*batch, self.size), np.float32)
+        for name, offset, shape in self.entries:
+            if name in values:
+                size = int(np.prod(shape, dtype=np.int64))
+                out[..., offset : offset + size] = np.broadcast_to(values[name], (*batch, *shape)).reshape(*batch, size)
+        return out
+
+
+def layouts(structure: PanelStructure) -> tuple[Layout, Layout, Layout]:
+    """The layouts of the real globals, the positive globals, and one series' variables."""
+    p, n_tails = structure.n_coef, MIXTURE_COMPONENTS - 1
+    real: dict[str, tuple[int, ...]] = {PanelSite.COEF_MEAN: (p,)}
+    positive: dict[str, tuple[int, ...]] = {PanelSite.SERIES_SCALE: (p,), PanelSite.LEVEL_SCALE: ()}
     if structure.n_store_attributes:
-        latent[PanelSite.STORE_ATTR] = numpyro.sample(
-            PanelSite.STORE_ATTR, dist.Normal(0.0, PRIOR_EFFECT).expand([structure.n_store_attributes, structure.n_coef]).to_event(2)
-        )
+        real[PanelSite.STORE_ATTR] = (structure.n_store_attributes, p)
     if structure.n_product_attributes:
-        latent[PanelSite.PRODUCT_ATTR] = numpyro.sample(
-            PanelSite.PRODUCT_ATTR,
-            dist.Normal(0.0, PRIOR_EFFECT).expand([structure.n_product_attributes, structure.n_coef]).to_event(2),
-        )
+        real[PanelSite.PRODUCT_ATTR] = (structure.n_product_attributes, p)
     for side, level, size, _ in structure.group_sites():
-        latent[PanelSite.group_scale(side, level)] = numpyro.sample(
-            PanelSite.group_scale(side, level), dist.HalfNormal(group_scale).to_event(1)
-        )
-        latent[PanelSite.group_raw(side, level)] = numpyro.sample(
-            PanelSite.group_raw(side, level), dist.Normal(0.0, 1.0).expand([size, structure.n_coef]).to_event(2)
-        )
-    loc, scale = PRIOR_DISPERSION[structure.likelihood]
-    latent[PanelSite.DISPERSION_MEAN] = numpyro.sample(PanelSite.DISPERSION_MEAN, dist.Normal(loc, scale))
-    latent[PanelSite.DISPERSION_SCALE] = numpyro.sample(PanelSite.DISPERSION_SCALE, dist.HalfNormal(1.0))
-    n_tails = MIXTURE_COMPONENTS - 1
-    latent[PanelSite.TAIL_LOGIT] = numpyro.sample(PanelSite.TAIL_LOGIT, PRIOR_TAIL_LOGIT.expand([n_tails]).to_event(1))
-    latent[PanelSite.TAIL_GAP] = numpyro.sample(PanelSite.TAIL_GAP, PRIOR_TAIL_GAP.expand([n_tails]).to_event(1))
-    return latent
+        real[PanelSite.group_raw(side, level)] = (size, p)
+        positive[PanelSite.group_scale(side, level)] = (p,)
+    for kind, shape in shock_shapes(structure, structure.n_history).items():
+        raw_site, scale_site = SHOCK_SITES[kind]
+        real[raw_site] = shape
+        positive[scale_site] = ()
+    real |= {PanelSite.DISPERSION_MEAN: (), PanelSite.TAIL_LOGIT: (n_tails,)}
+    positive |= {PanelSite.DISPERSION_SCALE: (), PanelSite.TAIL_GAP: (n_tails,)}
+    series = {PanelSite.SERIES_RAW: (p,), PanelSite.LEVEL_STEPS: (structure.n_past_blocks,), PanelSite.DISPERSION_RAW: ()}
+    return Layout.of(real), Layout.of(positive), Layout.of(series)
+
+
+def prior_vectors(structure: PanelStructure) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Prior (loc, scale) of the real globals (normal) and the scales of the positive ones (half-normal)."""
+    real, positive, _ = layouts(structure)
+    mean_scale, group_scale, series_scale = coef_prior_scales(structure)
+    disp_loc, disp_scale = PRIOR_DISPERSION[structure.likelihood]
+    loc = {PanelSite.DISPERSION_MEAN: disp_loc, PanelSite.TAIL_LOGIT: PRIOR_TAIL_LOGIT.loc}
+    scale = {name: 1.0 for name, _, _ in real.entries}
+    scale |= {
+        PanelSite.COEF_MEAN: mean_scale,
+        PanelSite.STORE_ATTR: PRIOR_EFFECT,
+        PanelSite.PRODUCT_ATTR: PRIOR_EFFECT,
+        PanelSite.DISPERSION_MEAN: disp_scale,
+        PanelSite.TAIL_LOGIT: PRIOR_TAIL_LOGIT.scale,
+    }
+    positive_scale = {
+        PanelSite.SERIES_SCALE: series_scale,
+        PanelSite.LEVEL_SCALE: PRIOR_LEVEL_SCALE,
+        PanelSite.DISPERSION_SCALE: 1.0,
+        PanelSite.TAIL_GAP: PRIOR_TAIL_GAP.scale,
+        **{scale_site: PRIOR_SHOCK_SCALE for _, scale_site in SHOCK_SITES.values()},
+    }
+    for side, level, _, _ in structure.group_sites():
+        positive_scale[PanelSite.group_scale(side, level)] = group_scale
+    return real.pack(loc), real.pack(scale), positive.pack(positive_scale)
+
+
+def sample_globals(structure: PanelStructure) -> dict[str, jnp.ndarray]:
+    """Every global latent variable, sampled from its prior (under the guide when fitting), by name."""
+    real, positive, _ = layouts(structure)
+    loc, scale, positive_scale = prior_vectors(structure)
+    values = numpyro.sample(PanelSite.GLOBALS, dist.Normal(loc, scale).to_event(1))
+    scales = numpyro.sample(PanelSite.SCALES, dist.HalfNormal(positive_scale).to_event(1))
+    return {**real.unpack(values), **positive.unpack(scales)}
 
 
 def model(inputs: PanelInputs, structure: PanelStructure, subsample_size: int | None = None) -> None:
     """The panel model over the history (``inputs.y`` given): the likelihood of every observed cell."""
     n_series, n_periods = inputs.observed.shape
-    latent = sample_globals(structure, structure.n_history)
+    latent = sample_globals(structure)
+    series_layout = layouts(structure)[2]
     with numpyro.plate(PanelSite.SERIES_PLATE, n_series, subsample_size=subsample_size, dim=-2) as idx:
-        series = {
-            PanelSite.SERIES_RAW: numpyro.sample(
-                PanelSite.SERIES_RAW, dist.Normal(0.0, 1.0).expand([1, structure.n_coef]).to_event(1)
-            )[:, 0, :],
-            PanelSite.LEVEL_STEPS: numpyro.sample(
-                PanelSite.LEVEL_STEPS, dist.Normal(0.0, 1.0).expand([1, structure.n_past_blocks]).to_event(1)
-            )[:, 0, :],
-            PanelSite.DISPERSION_RAW: numpyro.sample(PanelSite.DISPERSION_RAW, dist.Normal(0.0, 1.0)),
-        }
+        flat = numpyro.sample(PanelSite.SERIES, dist.Normal(0.0, 1.0).expand([1, series_layout.size]).to_event(1))
+        series = series_layout.unpack(flat[:, 0, :])
+        series[PanelSite.DISPERSION_RAW] = series[PanelSite.DISPERSION_RAW][:, None]
         log_mu = log_mean({**latent, **series}, inputs, structure, idx)
         log_dispersion = latent[PanelSite.DISPERSION_MEAN] + latent[PanelSite.DISPERSION_SCALE] * series[PanelSite.DISPERSION_RAW]
         observed = inputs.observed[idx]

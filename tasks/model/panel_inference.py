@@ -34,91 +34,42 @@ from tasks.model.panel import (
     PanelSite,
     PanelStructure,
     coef_prior_scales,
+    layouts,
     model,
-    shock_shapes,
 )
 
 
-def global_sites(structure: PanelStructure) -> dict[str, tuple[tuple[int, ...], bool]]:
-    """Every global site -> (shape, positive)."""
-    p, n_tails = structure.n_coef, MIXTURE_COMPONENTS - 1
-    sites: dict[str, tuple[tuple[int, ...], bool]] = {
-        PanelSite.COEF_MEAN: ((p,), False),
-        PanelSite.SERIES_SCALE: ((p,), True),
-        PanelSite.LEVEL_SCALE: ((), True),
-    }
-    for kind, shape in shock_shapes(structure, structure.n_history).items():
-        raw_site, scale_site = SHOCK_SITES[kind]
-        sites[scale_site] = ((), True)
-        sites[raw_site] = (shape, False)
-    if structure.n_store_attributes:
-        sites[PanelSite.STORE_ATTR] = ((structure.n_store_attributes, p), False)
-    if structure.n_product_attributes:
-        sites[PanelSite.PRODUCT_ATTR] = ((structure.n_product_attributes, p), False)
-    for side, level, size, _ in structure.group_sites():
-        sites[PanelSite.group_scale(side, level)] = ((p,), True)
-        sites[PanelSite.group_raw(side, level)] = ((size, p), False)
-    sites[PanelSite.DISPERSION_MEAN] = ((), False)
-    sites[PanelSite.DISPERSION_SCALE] = ((), True)
-    sites[PanelSite.TAIL_LOGIT] = ((n_tails,), False)
-    sites[PanelSite.TAIL_GAP] = ((n_tails,), True)
-    return sites
-
-
-def series_sites(structure: PanelStructure) -> dict[str, tuple[int, ...]]:
-    """Every series-level site -> its shape per series."""
-    return {
-        PanelSite.SERIES_RAW: (structure.n_coef,),
-        PanelSite.LEVEL_STEPS: (structure.n_past_blocks,),
-        PanelSite.DISPERSION_RAW: (),
-    }
-
-
-def _site_law(loc: jnp.ndarray, scale: jnp.ndarray, positive: bool, event_dims: int) -> dist.Distribution:
-    law = dist.LogNormal(loc, scale) if positive else dist.Normal(loc, scale)
-    return law.to_event(event_dims) if event_dims else law
-
-
 def guide(inputs: PanelInputs, structure: PanelStructure, subsample_size: int | None = None) -> None:
-    for site, (shape, positive) in global_sites(structure).items():
-        loc = numpyro.param(f"{site}.loc", jnp.zeros(shape))
-        scale = numpyro.param(f"{site}.scale", jnp.full(shape, 0.05), constraint=constraints.positive)
-        numpyro.sample(site, _site_law(loc, scale, positive, len(shape)))
+    real, positive, series = layouts(structure)
+    for site, size, law in ((PanelSite.GLOBALS, real.size, dist.Normal), (PanelSite.SCALES, positive.size, dist.LogNormal)):
+        loc = numpyro.param(f"{site}.loc", jnp.zeros(size))
+        scale = numpyro.param(f"{site}.scale", jnp.full(size, 0.05), constraint=constraints.positive)
+        numpyro.sample(site, law(loc, scale).to_event(1))
     n_series = inputs.observed.shape[0]
-    series_params = {}
-    for site, shape in series_sites(structure).items():
-        series_params[site] = (
-            numpyro.param(f"{site}.loc", jnp.zeros((n_series, *shape))),
-            numpyro.param(f"{site}.scale", jnp.full((n_series, *shape), 0.05), constraint=constraints.positive),
-        )
+    loc = numpyro.param(f"{PanelSite.SERIES}.loc", jnp.zeros((n_series, series.size)))
+    scale = numpyro.param(f"{PanelSite.SERIES}.scale", jnp.full((n_series, series.size), 0.05), constraint=constraints.positive)
     with numpyro.plate(PanelSite.SERIES_PLATE, n_series, subsample_size=subsample_size, dim=-2) as idx:
-        for site, shape in series_sites(structure).items():
-            loc, scale = (part[idx] for part in series_params[site])
-            if shape:
-                numpyro.sample(site, _site_law(loc[:, None, :], scale[:, None, :], False, 1))
-            else:
-                numpyro.sample(site, dist.Normal(loc[:, None], scale[:, None]))
+        numpyro.sample(PanelSite.SERIES, dist.Normal(loc[idx][:, None, :], scale[idx][:, None, :]).to_event(1))
 
 
 def warm_start(inputs: PanelInputs, structure: PanelStructure, init_scale: float) -> Params:
-    """Start values: priors' centres for the globals, each series' own mean level for its intercept."""
+    """Start values: priors' centres for the globals, each series' mean level split into a store effect, a
+    product effect and its own deviation."""
+    real, positive, series = layouts(structure)
     _, group_scale, series_scale = coef_prior_scales(structure)
-    init_loc = {
+    real_values: dict[str, np.ndarray] = {
+        PanelSite.DISPERSION_MEAN: np.float32(PRIOR_DISPERSION[structure.likelihood][0]),
+        PanelSite.TAIL_LOGIT: np.full(MIXTURE_COMPONENTS - 1, -2.0),
+    }
+    log_scales: dict[str, np.ndarray] = {
         PanelSite.SERIES_SCALE: np.log(0.5 * series_scale),
         PanelSite.LEVEL_SCALE: np.log(0.2 * PRIOR_LEVEL_SCALE),
         **{scale: np.log(0.2 * PRIOR_SHOCK_SCALE) for _, scale in SHOCK_SITES.values()},
-        PanelSite.DISPERSION_MEAN: np.float32(PRIOR_DISPERSION[structure.likelihood][0]),
         PanelSite.DISPERSION_SCALE: np.log(0.3),
-        PanelSite.TAIL_LOGIT: np.full(MIXTURE_COMPONENTS - 1, -2.0),
         PanelSite.TAIL_GAP: np.zeros(MIXTURE_COMPONENTS - 1),
     }
     for side, level, _, _ in structure.group_sites():
-        init_loc[PanelSite.group_scale(side, level)] = np.log(0.3 * group_scale)
-    params: Params = {}
-    for site, (shape, _) in global_sites(structure).items():
-        loc = init_loc.get(site)
-        params[f"{site}.loc"] = (np.zeros(shape) if loc is None else np.broadcast_to(loc, shape)).astype(np.float32)
-        params[f"{site}.scale"] = np.full(shape, init_scale, np.float32)
+        log_scales[PanelSite.group_scale(side, level)] = np.log(0.3 * group_scale)
 
     y, observed = np.asarray(inputs.y), np.asarray(inputs.observed)
     n_series = observed.shape[0]
@@ -128,20 +79,13 @@ def warm_start(inputs: PanelInputs, structure: PanelStructure, init_scale: float
     else:
         series_mean = (np.log(np.where(observed, np.maximum(y, 1e-9), 1.0)) * observed).sum(axis=1) / np.maximum(counts, 1)
     deviation = np.where(counts > 0, series_mean - structure.log_offset, 0.0)
-    for site, shape in series_sites(structure).items():
-        params[f"{site}.loc"] = np.zeros((n_series, *shape), np.float32)
-        params[f"{site}.scale"] = np.full((n_series, *shape), init_scale, np.float32)
     # Split each series' level into a store and a product effect (additive, by alternating means), so that
     # the fit starts with the groups carrying what they share and a new series starts from them.
-    members = {
-        STORE_SIDE: np.asarray(inputs.series_store),
-        PRODUCT_SIDE: np.asarray(inputs.series_product),
-    }
+    members = {STORE_SIDE: np.asarray(inputs.series_store), PRODUCT_SIDE: np.asarray(inputs.series_product)}
     sizes = {STORE_SIDE: structure.n_stores, PRODUCT_SIDE: structure.n_products}
     pooled = {STORE_SIDE: structure.store_pooled[0], PRODUCT_SIDE: structure.product_pooled[0]}
     effects = {side: np.zeros(sizes[side]) for side in members}
     has_data = counts > 0
-    residual = deviation.copy()
     for _ in range(10):
         for side in (PRODUCT_SIDE, STORE_SIDE):
             if not pooled[side]:
@@ -156,10 +100,23 @@ def warm_start(inputs: PanelInputs, structure: PanelStructure, init_scale: float
         if not pooled[side]:
             continue
         spread = max(float(effects[side].std()), 0.05)
-        params[f"{PanelSite.group_scale(side, 0)}.loc"][0] = np.log(spread)
-        params[f"{PanelSite.group_raw(side, 0)}.loc"][:, 0] = effects[side] / spread
-    params[f"{PanelSite.SERIES_RAW}.loc"][:, 0] = residual / (0.5 * series_scale[0])
-    return params
+        scale_site, raw_site = PanelSite.group_scale(side, 0), PanelSite.group_raw(side, 0)
+        log_scales[scale_site] = np.array(log_scales[scale_site], np.float32)
+        log_scales[scale_site][0] = np.log(spread)
+        raw = np.zeros(real.slice(raw_site)[2], np.float32)
+        raw[:, 0] = effects[side] / spread
+        real_values[raw_site] = raw
+    series_values = np.zeros((n_series, series.size), np.float32)
+    start, _, _ = series.slice(PanelSite.SERIES_RAW)
+    series_values[:, start] = residual / (0.5 * series_scale[0])
+    return {
+        f"{PanelSite.GLOBALS}.loc": real.pack(real_values),
+        f"{PanelSite.GLOBALS}.scale": np.full(real.size, init_scale, np.float32),
+        f"{PanelSite.SCALES}.loc": positive.pack(log_scales),
+        f"{PanelSite.SCALES}.scale": np.full(positive.size, init_scale, np.float32),
+        f"{PanelSite.SERIES}.loc": series_values,
+        f"{PanelSite.SERIES}.scale": np.full((n_series, series.size), init_scale, np.float32),
+    }
 
 
 @lru_cache(maxsize=8)
@@ -190,16 +147,19 @@ def fit_panel(
 
 
 def prior_params(params: Params, structure: PanelStructure, series: np.ndarray, groups: dict[str, np.ndarray]) -> Params:
-    """``params`` with the given series, and the groups of each group site, set to their prior.
+    """``params`` with the given series, and the given groups of each group site, set to their prior.
 
     A series or a group without a single observed cell has nothing to learn from: its guide should be
     its prior exactly (loc 0, scale 1 of the non-centred variables), not wherever the optimiser left it.
     """
     out = {k: np.array(v) for k, v in params.items()}
-    for site in series_sites(structure):
-        out[f"{site}.loc"][series] = 0.0
-        out[f"{site}.scale"][series] = 1.0
+    out[f"{PanelSite.SERIES}.loc"][series] = 0.0
+    out[f"{PanelSite.SERIES}.scale"][series] = 1.0
+    real = layouts(structure)[0]
     for site, rows in groups.items():
-        out[f"{site}.loc"][rows] = 0.0
-        out[f"{site}.scale"][rows] = 1.0
+        start, _, shape = real.slice(site)
+        width = int(np.prod(shape[1:], dtype=np.int64))
+        for row in rows:
+            out[f"{PanelSite.GLOBALS}.loc"][start + row * width : start + (row + 1) * width] = 0.0
+            out[f"{PanelSite.GLOBALS}.scale"][start + row * width : start + (row + 1) * width] = 1.0
     return out
