@@ -348,3 +348,21 @@ def test_a_saved_model_folder_loads_without_pickle_and_the_mlflow_model_is_code(
     loaded = mlflow.pyfunc.load_model(str(model_dir)).unwrap_python_model()
     assert np.array_equal(loaded.fitted.store_ids, state.load(folder).store_ids)
 
+
+
+# --- servers bind to loopback by default -----------------------------------------------------------
+
+
+def test_servers_bind_to_loopback_by_default() -> None:
+    import click
+    from mlflow.cli import server as mlflow_server_command
+    from prefect.settings import get_current_settings
+
+    from tasks.ops import servers
+
+    assert get_current_settings().server.api.host == "127.0.0.1"  # `prefect server start` without --host
+    host = next(p for p in mlflow_server_command.params if isinstance(p, click.Option) and "--host" in p.opts)
+    assert host.default in ("127.0.0.1", "localhost")  # `mlflow server` without --host
+    assert servers.LOOPBACK == "127.0.0.1"
+    prefect_yaml = (REPO / "prefect.yaml").read_text()
+    assert "0.0.0.0" not in prefect_yaml

@@ -89,11 +89,15 @@ def version_is_complete(client: MlflowClient, name: str, version: str) -> bool:
                 pending.append(item.path)
             else:
                 present.add(item.path)
-    needed = {f"{MODEL_ARTIFACT_PATH}/MLmodel", *(f"{MODEL_ARTIFACT_PATH}/artifacts/{mlflow_model.FITTED_ARTIFACT}/{f}"
-              for f in (state.PARAMS_FILE, state.META_FILE))}
-    missing = needed - present
+    # MLflow keeps each artifact under model/artifacts/<the source's base name>/.
+    needed = {
+        "MLmodel": f"{MODEL_ARTIFACT_PATH}/MLmodel" in present,
+        state.PARAMS_FILE: any(p.startswith(f"{MODEL_ARTIFACT_PATH}/artifacts/") and p.endswith(f"/{state.PARAMS_FILE}") for p in present),
+        state.META_FILE: any(p.startswith(f"{MODEL_ARTIFACT_PATH}/artifacts/") and p.endswith(f"/{state.META_FILE}") for p in present),
+    }
+    missing = [name for name, found in needed.items() if not found]
     if missing:
-        log.warning("%s version %s lacks %s", name, version, ", ".join(sorted(missing)))
+        log.warning("%s version %s lacks %s", name, version, ", ".join(missing))
     return not missing
 
 
