@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 BHM_HOME_ENV = "BHM_HOME"
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+SUPPRESS_URL_PRINTING_ENV = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
 DEFAULT_HOME = Path("~/.bhm")
 DB_FILE = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
@@ -121,6 +122,9 @@ def tracked_run(
     BHM_HOME; with a tracking server, the server's artifact store decides.
     """
     uri = uri or tracking_uri()
+    if mask_credentials(uri) != uri:
+        # MLflow prints "View run ... at: <tracking URI>/#/..." to stdout when a run ends: with the password.
+        os.environ[SUPPRESS_URL_PRINTING_ENV] = "true"
     client = MlflowClient(tracking_uri=uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
