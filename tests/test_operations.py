@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import re
 import signal
@@ -366,3 +367,31 @@ def test_servers_bind_to_loopback_by_default() -> None:
     assert servers.LOOPBACK == "127.0.0.1"
     prefect_yaml = (REPO / "prefect.yaml").read_text()
     assert "0.0.0.0" not in prefect_yaml
+
+
+def test_bhm_run_exits_4_when_the_outputs_are_locked(
+    tiny_demo_files, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import flows.nightly
+    from flows import cli, environment
+
+    monkeypatch.setenv("BHM_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(environment, "configure", lambda *args, **kwargs: {})
+
+    def locked(config):
+        raise lock.RunLockedError("the nightly flow refused: another run holds the lock x: pid 7 on h", tmp_path, {"pid": 7})
+
+    monkeypatch.setattr(flows.nightly, "nightly", locked)
+    files = ["--train", str(tiny_demo_files["train"]), "--stores", str(tiny_demo_files["stores"])]
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level  # main() configures the root logger: restore it
+    quiet = {name: logging.getLogger(name).level for name in cli.QUIET_LOGGERS}
+    try:
+        code = cli.main(["run", *files, "--future", str(tiny_demo_files["future"]), "--out", str(tmp_path / "f.parquet")])
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        for name, value in quiet.items():
+            logging.getLogger(name).setLevel(value)
+    assert code == cli.EXIT_LOCKED == 4
+    assert "pid 7 on h" in capsys.readouterr().err
