@@ -34,6 +34,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--points", nargs="+", default=list(faults.POINTS), choices=faults.POINTS)
+    p.add_argument("--max-minutes", type=float, default=None, help="start no new round after this many minutes")
     args = p.parse_args()
     machine = machine_info()
     print_machine(machine)
@@ -57,6 +58,9 @@ def main() -> None:
             if first.returncode != 0:
                 sys.exit(f"the first run failed:\n{first.stdout[-4000:]}")
             for number in range(1, args.rounds + 1):
+                if args.max_minutes is not None and time.monotonic() - started > 60 * args.max_minutes:
+                    print(f"stopping after {number - 1} rounds: --max-minutes {args.max_minutes:g} reached")
+                    break
                 t0 = time.monotonic()
                 before = harness.snapshot(out, model_dir, uri)
                 record = {"round": number, "torn": 0, "changed": 0, "killed_pids": []}
