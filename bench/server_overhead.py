@@ -62,7 +62,7 @@ def main() -> None:
         t0 = time.monotonic()
         with servers.postgres() as pg:
             with (
-                servers.mlflow_server(pg.url("mlflow"), root / "mlartifacts") as mlflow_url,
+                servers.mlflow_server(pg.url("mlflow", driver="postgresql+psycopg"), root / "mlartifacts") as mlflow_url,
                 servers.prefect_server(pg.url("prefect", driver="postgresql+asyncpg"), root / "prefect_server") as api,
             ):
                 print(f"PostgreSQL, mlflow server and prefect server started in {time.monotonic() - t0:.1f} s (not counted)")

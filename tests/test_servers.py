@@ -70,7 +70,7 @@ def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     started = time.monotonic()
     with (
         servers.postgres() as pg,
-        servers.mlflow_server(pg.url("mlflow"), root / "mlartifacts") as mlflow_url,
+        servers.mlflow_server(pg.url("mlflow", driver="postgresql+psycopg"), root / "mlartifacts") as mlflow_url,
         servers.prefect_server(pg.url("prefect", driver="postgresql+asyncpg"), root / "prefect_server") as api,
     ):
         start_seconds = time.monotonic() - started
