@@ -3,9 +3,10 @@
 One round: for each point (read, fit, export, track, register) a nightly run on a small demo is
 started with ``BHM_FAULT_POINT=<point>`` and kills itself there; after each kill the outputs are
 checked (tests/crash_harness.py): a torn file is a visible forecast that does not read, a model
-folder that does not load, a model version not READY, or a champion whose files are incomplete;
-"changed" counts kills after which the forecast, the model folder or the champion were not the
-previous ones. The round ends with a complete rerun, which must succeed, sweep the temporaries,
+folder that does not load, a model version not READY, a champion whose files are incomplete, or
+a forecast and model folder of different fits; "changed" counts kills after which the champion
+moved, or, for kills before the outputs are published (read, fit, export), after which the
+forecast or the model folder were not the previous ones byte for byte. The round ends with a complete rerun, which must succeed, sweep the temporaries,
 and mark the killed MLflow runs FAILED. One `prefect server` (SQLite) serves all runs.
 
     python bench/kill_safety.py --rounds 20          # the goal: 0 torn files in 100 kills
@@ -28,6 +29,9 @@ import crash_harness as harness  # noqa: E402
 from common import machine_info, print_machine  # noqa: E402
 
 from tasks.ops import faults, servers  # noqa: E402
+
+# Kills before the forecast and the model folder are published; later kills leave the new, complete pair.
+BEFORE_PUBLISHING = (faults.READ, faults.FIT, faults.EXPORT)
 
 
 def main() -> None:
@@ -74,7 +78,12 @@ def main() -> None:
                     record["killed_pids"].append(int(done.stdout.split("killing process ")[1].split()[0]))
                     problems = harness.torn(out, model_dir, uri)
                     after = harness.snapshot(out, model_dir, uri)
-                    changed = (after.forecast, after.model, after.champion) != (before.forecast, before.model, before.champion)
+                    if point in BEFORE_PUBLISHING:  # the previous forecast, model folder and champion, byte for byte
+                        changed = (after.forecast, after.model, after.champion) != (before.forecast, before.model, before.champion)
+                    else:  # published already: the new pair, of one fit; the champion not moved yet
+                        changed = after.champion != before.champion
+                        if not problems and harness.pair_mismatch(out, model_dir):
+                            problems.append("the forecast and the model folder are of different fits")
                     visible = harness.visible(out)
                     if visible != ["forecast.model", "forecast.parquet"]:
                         problems.append(f"visible entries {visible}")

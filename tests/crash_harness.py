@@ -152,6 +152,15 @@ def torn(out: Path, model_dir: Path, tracking_uri: str) -> list[str]:
     return problems
 
 
+def pair_mismatch(out: Path, model_dir: Path) -> bool:
+    """Whether the forecast's model_version differs from the model folder's (a forecast and a model of different fits)."""
+    import polars as pl
+
+    from tasks.model import state
+
+    return pl.read_parquet(out)["model_version"].unique().to_list() != [state.load(model_dir).model_version]
+
+
 def debris(out: Path) -> list[str]:
     """Temporary files and folders beside the outputs (hidden; the next write of that output removes them)."""
     return sorted(p.name for p in out.parent.iterdir() if p.name.endswith((".tmp", ".old")))
