@@ -9,6 +9,7 @@ Exit codes:
     1  the input data broke a rule (the report says which), or the data cannot be modelled
     2  usage: bad or missing options, a file not found, an invalid configuration
     3  the fit diverged (non-finite ELBO): nothing was written
+    4  another run holds the lock on the same outputs (the message names it): nothing was done
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ EXIT_OK = 0
 EXIT_DATA = 1
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
+EXIT_LOCKED = 4
 
 BHM_HOME_ENV = environment.BHM_HOME_ENV
 DEFAULT_BHM_HOME = environment.DEFAULT_BHM_HOME
@@ -590,6 +592,7 @@ def _run_flow(flow_fn: Callable[[Any], Any], config: BaseModel) -> tuple[int, An
     """Run a flow in process (Prefect's temporary server when no PREFECT_API_URL); (exit code, result)."""
     from tasks.data.validate import InputValidationError
     from tasks.model.inference import FitDivergedError
+    from tasks.ops.lock import RunLockedError
 
     try:
         return EXIT_OK, flow_fn(config)
@@ -601,6 +604,9 @@ def _run_flow(flow_fn: Callable[[Any], Any], config: BaseModel) -> tuple[int, An
         print(f"error: {err}", file=sys.stderr)
         print("nothing was written.", file=sys.stderr)
         return EXIT_DIVERGED, None
+    except RunLockedError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_LOCKED, None
 
 
 def _flow_command(flow_name: str, config: BaseModel, describe: Callable[[Any], list[str]]) -> int:

@@ -11,6 +11,7 @@ from prefect import flow
 from flows.runtime import prefect_tags, rename_flow_run
 from tasks import stages
 from tasks.config import NightlyConfig
+from tasks.ops import lock
 from tasks.pipeline import RunKeys, RunResult
 from tasks.track import report
 from tasks.track.recording import Registration, open_run
@@ -28,6 +29,13 @@ class NightlyResult:
 
 @flow(name="nightly", flow_run_name="nightly", validate_parameters=True)
 def nightly(config: NightlyConfig) -> NightlyResult:
+    # One run at a time on these outputs: a second one waits (BHM_LOCK_WAIT_SECONDS) or is refused.
+    purpose = f"the nightly flow (flow run {prefect_tags('nightly')['prefect.flow_run_id'] or 'none'})"
+    with lock.outputs_held([config.out, config.fitted_dir], purpose):
+        return _nightly(config)
+
+
+def _nightly(config: NightlyConfig) -> NightlyResult:
     keys = RunKeys.from_seed(config.seed)
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -41,11 +49,12 @@ def nightly(config: NightlyConfig) -> NightlyResult:
     with open_run(config.tracking, f"nightly {summary.last_date}", tags) as tracker:
         fitted, fit_report = stages.fit_history(encoded, config.fit, keys.fit, encoded.future.stores, info)
         timings["fit"] = fit_report.seconds
-        fitted_dir = stages.save_state(fitted, config.fitted_dir)
 
         t = time.perf_counter()
         frame = stages.forecast(fitted, encoded.future, inputs.future, config.forecast, keys.forecast)
+        # The forecast and the model folder are published together, each replaced whole (tasks.ops.atomic).
         out = stages.export(frame, config.out)
+        fitted_dir = stages.save_state(fitted, config.fitted_dir)
         timings["forecast"] = time.perf_counter() - t
 
         scores = None

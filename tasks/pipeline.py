@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -30,6 +29,7 @@ from tasks.model import state
 from tasks.model.inference import FitProgress, FitResult, Params, fit_global, fit_local, log_progress
 from tasks.model.store_day import ModelInputs, ModelStructure, Site, calendar_basis, model_inputs, shock_covariates
 from tasks.names import FileRole
+from tasks.ops import atomic
 
 log = logging.getLogger(__name__)
 
@@ -288,16 +288,8 @@ def forecast_frame(
 
 
 def _write_atomic(path: str | Path, write: Callable[[Path], object]) -> Path:
-    """``write`` to a temporary name beside ``path``, renamed into place when complete."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    """``write`` to a temporary name beside ``path``, flushed and renamed into place when complete."""
+    return atomic.write_file(path, write)
 
 
 def write_parquet_atomic(frame: pl.DataFrame, path: str | Path) -> Path:

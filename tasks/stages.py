@@ -29,7 +29,8 @@ from tasks.data.validate import InputValidationError, ValidatedInputs, read_vali
 from tasks.evaluate import backtest
 from tasks.evaluate.coldstart_curve import ColdStartCurve, cold_start_curve
 from tasks.model import state
-from tasks.model.inference import FitResult
+from tasks.model.inference import FitResult, log_progress
+from tasks.ops import atomic, faults
 from tasks.track import recording, registry, report
 from tasks.track.recording import Tracker
 from tasks.track.tracking import tracking_uri
@@ -81,7 +82,9 @@ def publishing_validation_failure() -> Iterator[None]:
 @io_task("read and validate")
 def read_inputs(train: Path, stores: Path, future: Path | None) -> tuple[ValidatedInputs, DataSummary]:
     with publishing_validation_failure():
-        return pipeline.read_inputs(train, stores, future)
+        read = pipeline.read_inputs(train, stores, future)
+    faults.reached(faults.READ)
+    return read
 
 
 @io_task("read and validate the calendar")
@@ -104,7 +107,8 @@ def run_info(train: Path, stores: Path, config: FitConfig, seed: int) -> dict:
 def fit_history(
     encoded: EncodedData, config: FitConfig, key: jax.Array, forecast_stores: Any, info: dict
 ) -> tuple[state.FittedModel, pipeline.FitReport]:
-    return pipeline.fit_history(encoded, config, key, forecast_stores, info=info)
+    on_progress = faults.on_call(faults.FIT, log_progress)
+    return pipeline.fit_history(encoded, config, key, forecast_stores, on_progress=on_progress, info=info)
 
 
 @compute_task("cold-start fit")
@@ -180,7 +184,11 @@ def save_state(fitted: state.FittedModel, directory: Path) -> Path:
 
 @io_task("export")
 def export(frame: pl.DataFrame, out: Path) -> Path:
-    return pipeline.write_parquet_atomic(frame, out)
+    def write(tmp: Path) -> None:
+        frame.write_parquet(tmp)
+        faults.reached(faults.EXPORT)  # written under the temporary name, not yet in place
+
+    return atomic.write_file(out, write)
 
 
 @compute_task("publish the summary")
@@ -227,7 +235,9 @@ def track_backtests(tracker: Tracker, suite: backtest.BacktestSuite) -> None:
 
 @compute_task("track the files")
 def track_files(tracker: Tracker, forecast_path: Path | None, fitted_dir: Path | None) -> None:
-    recording.record_files(tracker, forecast_path, fitted_dir)
+    recording.record_files(tracker, forecast_path, None)
+    faults.reached(faults.TRACK)  # the run has part of its artifacts
+    recording.record_files(tracker, None, fitted_dir)
 
 
 @compute_task("register the model")

@@ -71,7 +71,7 @@ def test_save_replaces_an_existing_folder_whole(tiny_demo: DemoData, tmp_path: P
     target = tmp_path / "forecast.model"
     state.save(fitted_model(tiny_demo, seed=3), target)
     (target / "stray.txt").write_text("left from an older run")
-    (tmp_path / ".forecast.model.tmp").mkdir()  # left by a run that crashed while writing
+    (tmp_path / ".forecast.model.999999999.0badf00d.tmp").mkdir()  # left by a run (a dead pid) that crashed while writing
     newer = fitted_model(tiny_demo, seed=4, anchor=dt.date(2015, 7, 31))
     state.save(newer, target)
     assert_same(newer, state.load(target))

@@ -15,7 +15,7 @@ from tasks.data.panel_encode import PanelEncoding
 from tasks.data.spec import PanelSpec
 from tasks.model.inference import Params
 from tasks.model.panel import PanelStructure
-from tasks.model.state import replace_folder
+from tasks.ops.atomic import write_folder
 
 PANEL_STATE_VERSION = 1
 PARAMS_FILE = "params.npz"
@@ -49,7 +49,7 @@ def save(model: FittedPanel, directory: str | Path) -> Path:
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
 
-    return replace_folder(directory, fill)
+    return write_folder(directory, fill)
 
 
 def load(directory: str | Path) -> FittedPanel:

@@ -3,7 +3,7 @@
 A fitted model is a folder with ``params.npz`` (the variational parameters)
 and ``model.json`` (model structure, encoding spec, store ids, anchor date,
 versions, data fingerprint, fit summary). It is written to a temporary
-folder and renamed into place only when complete.
+folder and swapped into place only when complete (``tasks.ops.atomic``).
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import shutil
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -23,6 +21,7 @@ import numpy as np
 from tasks.data.encode import EncodingSpec
 from tasks.model.inference import Params
 from tasks.model.store_day import ModelStructure, Site
+from tasks.ops import atomic
 
 STATE_VERSION = 2  # 2: scale mixture over the dispersion, shock-scale covariates
 PARAMS_FILE = "params.npz"
@@ -83,44 +82,22 @@ def file_fingerprint(*paths: str | Path) -> str:
     return digest.hexdigest()
 
 
-def replace_folder(directory: str | Path, fill: Callable[[Path], object]) -> Path:
-    """``fill`` a temporary folder beside ``directory``, then rename it into place, replacing any previous
-    folder whole: a reader sees the old folder or the new one, never a half-written one."""
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = directory.with_name(f".{directory.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    fill(tmp)
-    if directory.exists():
-        old = directory.with_name(f".{directory.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        directory.rename(old)
-        tmp.rename(directory)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(directory)
-    return directory
-
-
 def save(model: FittedModel, directory: str | Path) -> Path:
-    """Write the model folder atomically; an existing folder is replaced."""
+    """Write the model folder atomically (``tasks.ops.atomic.write_folder``); an existing folder is replaced whole."""
+    extra = {} if model.history_shock_x is None else {"history_shock_x": model.history_shock_x}
+    meta = {
+        "state_version": STATE_VERSION,
+        "structure": asdict(model.structure),
+        "spec": json.loads(model.spec.to_json()),
+        "anchor": model.anchor.isoformat(),
+        "info": model.info,
+    }
 
-    def fill(tmp: Path) -> None:
-        extra = {} if model.history_shock_x is None else {"history_shock_x": model.history_shock_x}
+    def write(tmp: Path) -> None:
         np.savez(tmp / PARAMS_FILE, store_ids=model.store_ids, day_basis=model.day_basis, **extra, **model.params)
-        meta = {
-            "state_version": STATE_VERSION,
-            "structure": asdict(model.structure),
-            "spec": json.loads(model.spec.to_json()),
-            "anchor": model.anchor.isoformat(),
-            "info": model.info,
-        }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
 
-    return replace_folder(directory, fill)
+    return atomic.write_folder(directory, write)
 
 
 def load(directory: str | Path) -> FittedModel:

@@ -28,6 +28,7 @@ from tasks.evaluate.coldstart_curve import ColdStartCurve
 from tasks.forecast.draws import select_store_params
 from tasks.model.inference import FitResult, store_coefficients
 from tasks.model.state import FittedModel
+from tasks.ops import faults
 from tasks.pipeline import FitReport
 from tasks.track import plots, registry, tracking
 from tasks.track.report import methods_table
@@ -49,9 +50,10 @@ class Tracker:
     @property
     def link(self) -> str:
         """A browser link to the run on a tracking server; for a local database, how to open it."""
-        if self.uri.startswith(("http://", "https://")):
-            return f"{self.uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
-        return f"run {self.run_id} (browse with: mlflow ui --backend-store-uri {self.uri})"
+        uri = tracking.mask_credentials(self.uri)
+        if uri.startswith(("http://", "https://")):
+            return f"{uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
+        return f"run {self.run_id} (browse with: mlflow ui --backend-store-uri {uri})"
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ def open_run(config: TrackingConfig, run_name: str, tags: dict[str, str]) -> Ite
 def record_config(tracker: Tracker, config: BaseModel, extra_tags: dict[str, str] | None = None) -> None:
     tracking.log_config(tracker.client, tracker.run_id, config)
     for key, value in (extra_tags or {}).items():
-        tracker.client.set_tag(tracker.run_id, key, value)
+        tracker.client.set_tag(tracker.run_id, key, tracking.mask_credentials(str(value)))
 
 
 def record_fit(tracker: Tracker, report: FitReport) -> dict[str, float]:
@@ -189,6 +191,9 @@ def register(
         reasons = ("no backtest ran (backtest_days=0)",)
     else:
         reasons = tuple(gates.failures(backtest_scores))
+    faults.reached(faults.REGISTER)  # a version registered, the alias not yet moved
+    if not reasons and not registry.version_is_complete(tracker.client, config.registered_model, version):
+        reasons = (f"version {version} is not READY with its model files",)
     moved = not reasons
     if moved:
         registry.set_alias(tracker.client, config.registered_model, alias, version)

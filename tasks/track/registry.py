@@ -22,6 +22,7 @@ from mlflow.types import ParamSchema, ParamSpec
 from tasks.config import ForecastConfig, ModelSource
 from tasks.model import state
 from tasks.track import mlflow_model
+from tasks.track.tracking import mask_credentials
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,32 @@ def register_version(client: MlflowClient, name: str, run_id: str, tags: dict[st
     )
 
 
+def version_is_complete(client: MlflowClient, name: str, version: str) -> bool:
+    """Whether version ``version`` of ``name`` is READY and its run holds the model's files (MLmodel,
+    the code, the fitted parameters and metadata): the alias moves only to such a version."""
+    found = client.get_model_version(name, version)
+    if found.status != "READY" or not found.run_id:
+        return False
+    present: set[str] = set()
+    pending = [MODEL_ARTIFACT_PATH]
+    while pending:
+        for item in client.list_artifacts(found.run_id, pending.pop()):
+            if item.is_dir:
+                pending.append(item.path)
+            else:
+                present.add(item.path)
+    # MLflow keeps each artifact under model/artifacts/<the source's base name>/.
+    needed = {
+        "MLmodel": f"{MODEL_ARTIFACT_PATH}/MLmodel" in present,
+        state.PARAMS_FILE: any(p.startswith(f"{MODEL_ARTIFACT_PATH}/artifacts/") and p.endswith(f"/{state.PARAMS_FILE}") for p in present),
+        state.META_FILE: any(p.startswith(f"{MODEL_ARTIFACT_PATH}/artifacts/") and p.endswith(f"/{state.META_FILE}") for p in present),
+    }
+    missing = [name for name, found in needed.items() if not found]
+    if missing:
+        log.warning("%s version %s lacks %s", name, version, ", ".join(missing))
+    return not missing
+
+
 def set_alias(client: MlflowClient, name: str, alias: str, version: str) -> None:
     client.set_registered_model_alias(name, alias, version)
 
@@ -97,6 +124,7 @@ def load_fitted(source: ModelSource, tracking_uri: str) -> state.FittedModel:
             loaded = mlflow.pyfunc.load_model(folder)
             fitted = loaded.unwrap_python_model().fitted
     except MlflowException as err:
-        raise ValueError(f"cannot load the registered model {source.uri} from {tracking_uri}: {err.message}") from err
+        where = mask_credentials(tracking_uri)
+        raise ValueError(f"cannot load the registered model {source.uri} from {where}: {mask_credentials(err.message)}") from err
     log.info("loaded %s (version %s)", source.uri, version.version)
     return fitted

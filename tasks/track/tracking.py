@@ -19,6 +19,7 @@ points on SQLite, against 4.3 s batched).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -35,6 +36,8 @@ from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 from pydantic import BaseModel
 
+from tasks.ops.process import ProcessId
+
 try:
     from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAM_VAL_LENGTH
 except ImportError:  # pragma: no cover - the constants moved; keep MLflow 3's documented limits
@@ -45,8 +48,11 @@ if TYPE_CHECKING:
 
     from tasks.pipeline import FitReport
 
+log = logging.getLogger(__name__)
+
 BHM_HOME_ENV = "BHM_HOME"
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+SUPPRESS_URL_PRINTING_ENV = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
 DEFAULT_HOME = Path("~/.bhm")
 DB_FILE = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
@@ -84,6 +90,19 @@ def artifact_location(experiment: str | None = None, bhm_home: Path | None = Non
     return folder.as_uri()
 
 
+_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^/@\s:]*)(?::[^/@\s]*)?@")
+
+
+def mask_credentials(text: str) -> str:
+    """``text`` with the user and password of every URI in it masked: ``scheme://***:***@host/...``.
+
+    Applied to everything this project logs, prints, or records as a param or tag that may hold
+    a URI (tracking URIs, database URLs, run links), so that a password given in
+    ``MLFLOW_TRACKING_URI`` or a database URL never reaches a log or the tracking server.
+    """
+    return _CREDENTIALS.sub(lambda m: f"{m.group('scheme')}***:***@", text)
+
+
 def _is_local(uri: str) -> bool:
     return uri.startswith(("sqlite:", "file:")) or "://" not in uri
 
@@ -103,6 +122,9 @@ def tracked_run(
     BHM_HOME; with a tracking server, the server's artifact store decides.
     """
     uri = uri or tracking_uri()
+    if mask_credentials(uri) != uri:
+        # MLflow prints "View run ... at: <tracking URI>/#/..." to stdout when a run ends: with the password.
+        os.environ[SUPPRESS_URL_PRINTING_ENV] = "true"
     client = MlflowClient(tracking_uri=uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
@@ -110,7 +132,10 @@ def tracked_run(
         experiment_id = client.create_experiment(experiment, artifact_location=location)
     else:
         experiment_id = found.experiment_id
-    run = client.create_run(experiment_id, run_name=run_name, tags=dict(tags or {}))
+    mark_dead_runs(client, experiment_id)
+    process = ProcessId.current()
+    run_tags = {key: mask_credentials(str(value)) for key, value in {**(tags or {}), **process.tags()}.items()}
+    run = client.create_run(experiment_id, run_name=run_name, tags=run_tags)
     run_id = run.info.run_id
     status = RunStatus.to_string(RunStatus.FINISHED)
     try:
@@ -125,11 +150,31 @@ def tracked_run(
         client.set_terminated(run_id, status=status)
 
 
+def mark_dead_runs(client: MlflowClient, experiment_id: str) -> list[str]:
+    """End as FAILED the RUNNING runs of the experiment whose process (named by their ``bhm.host``,
+    ``bhm.pid`` and ``bhm.process_start`` tags) is gone from this host: a run killed with SIGKILL
+    (out of memory, a drained node) cannot end its own run. Runs of other hosts are left alone.
+    Returns the ids of the runs it ended."""
+    ended = []
+    running = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000)
+    for run in running:
+        process = ProcessId.from_tags(run.data.tags)
+        if process is None or not process.is_gone():
+            continue
+        reason = f"its process ({process.describe()}) ended without closing the run; marked FAILED by pid {os.getpid()}"
+        client.set_tag(run.info.run_id, "bhm.failed_reason", reason)
+        client.set_terminated(run.info.run_id, status=RunStatus.to_string(RunStatus.FAILED))
+        log.warning("MLflow run %s: %s", run.info.run_id, reason)
+        ended.append(run.info.run_id)
+    return ended
+
+
 # --- parameters ------------------------------------------------------------------
 
 
 def _param_value(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value) if isinstance(value, list | dict) else str(value)
+    text = mask_credentials(text)
     return text if len(text) <= MAX_PARAM_VAL_LENGTH else text[: MAX_PARAM_VAL_LENGTH - 3] + "..."
 
 
