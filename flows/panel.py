@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import time
 
+import jax
 from prefect import flow
 
 from flows.runtime import prefect_tags, rename_flow_run
-from tasks import panel_stages, stages
+from tasks import panel_pipeline, panel_stages, stages
 from tasks.config import PanelRunConfig
 from tasks.data.spec import PanelSpec, load_spec
 from tasks.panel_pipeline import PanelRunResult, run_info
@@ -18,6 +19,7 @@ from tasks.track import panel_recording
 from tasks.track.recording import open_run, record_config
 
 SUMMARY_ARTIFACT_KEY = "panel-summary"
+EFFECTS_STREAM = 1  # the effect draws' key: the forecast key folded with this
 
 
 @flow(name="panel", flow_run_name="panel", validate_parameters=True)
@@ -45,12 +47,15 @@ def panel(config: PanelRunConfig) -> PanelRunResult:
         frame, _ = panel_stages.forecast(fitted, tables, encoded, config.forecast, keys.forecast)
         out = panel_stages.export(frame, config.out)
         timings["forecast"] = time.perf_counter() - t
+        elasticities = panel_stages.elasticities(fitted, encoded, spec, jax.random.fold_in(keys.forecast, EFFECTS_STREAM))
 
         if tracker is not None:
             t = time.perf_counter()
             record_config(tracker, config, {"model_version": fitted.model_version})
             panel_recording.record_panel_fit(tracker, fit, encoded.encoding.n_series, encoded.n_masked)
             panel_recording.record_panel_files(tracker, out, fitted_dir)
+            for effects in elasticities:
+                panel_recording.record_effects(tracker, effects, panel_pipeline.key_labels(tables, spec, effects.side))
             timings["track"] = time.perf_counter() - t
         n_series_rows = int((frame["level"] == "series").sum())
         result = PanelRunResult(

@@ -286,6 +286,18 @@ def forecast_frame(
     )
 
 
+def key_labels(tables: PanelTables, spec: PanelSpec, side: str) -> dict:
+    """Key -> display name, from the dimension table's ``label`` column (empty without one)."""
+    table, frame, key = (spec.stores, tables.stores, n.SERIES_STORE) if side == STORE_SIDE else (spec.products, tables.products, n.SERIES_PRODUCT)
+    if table is None or table.label is None or frame is None:
+        return {}
+    return {k: f"{label} ({k})" for k, label in frame.select(key, table.label).iter_rows() if label is not None}
+
+
+def price_names(spec: PanelSpec) -> tuple[str, ...]:
+    return tuple(c.name for c in spec.covariates if c.kind == "price")
+
+
 def run_info(paths: dict[str, str], spec_text: str, config: PanelFitConfig, seed: int) -> dict:
     """What identifies a fit: data and spec fingerprint, model version, versions."""
     fingerprint = state.file_fingerprint(*[paths[role] for role in sorted(paths) if role != "future"])

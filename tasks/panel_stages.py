@@ -16,6 +16,7 @@ from tasks.data.spec import PanelSpec
 from tasks.forecast.panel_draws import PanelForecastArrays
 from tasks.model import panel_state
 from tasks.model.inference import FitResult
+from tasks.model.panel_effects import EffectDraws, price_elasticities
 from tasks.model.panel_state import FittedPanel
 from tasks.stages import compute_task, io_task, publishing_validation_failure
 
@@ -43,6 +44,11 @@ def forecast(
     aggregates = panel_pipeline.aggregate_levels(tables, encoded)
     arrays = panel_pipeline.forecast_encoded(fitted, encoded, aggregates, config, key)
     return panel_pipeline.forecast_frame(tables, encoded, arrays, aggregates, fitted.model_version), arrays
+
+
+@compute_task("price elasticities")
+def elasticities(fitted: FittedPanel, encoded: EncodedPanelData, spec: PanelSpec, key: jax.Array) -> list[EffectDraws]:
+    return price_elasticities(fitted, encoded.dims, panel_pipeline.price_names(spec), key)
 
 
 @io_task("save the fitted model")

@@ -10,6 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
+from mlflow import MlflowClient
 
 import flows.nightly
 import flows.panel
@@ -132,7 +133,7 @@ def test_panel_run_passes_the_options_through(panel_files: dict[str, Path], tmp_
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_server")
-def test_panel_run_end_to_end(panel_files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_panel_run_end_to_end(panel_files: dict[str, Path], bhm_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "forecast.parquet"
     argv = ["run", "--spec", str(panel_files["spec"]), "--data", str(panel_files["spec"].parent), "--future", str(panel_files["future"])]
     assert cli.main([*argv, "--out", str(out), "--max-steps", "300", "--num-draws", "200"]) == 0
@@ -147,6 +148,14 @@ def test_panel_run_end_to_end(panel_files: dict[str, Path], tmp_path: Path, caps
     total = forecast.filter(pl.col(n.LEVEL) == "total")["mean"].sum()
     assert total == pytest.approx(series["mean"].sum(), rel=1e-4)
     assert (tmp_path / "forecast.model" / "params.npz").is_file()
+    client = MlflowClient(f"sqlite:///{bhm_home / 'mlflow.db'}")
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()], "attributes.run_name LIKE 'panel%'")
+    assert {"effect_price_product.png"} <= {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "plots")}
+    local = client.download_artifacts(run.info.run_id, "effects/effect_price_product.parquet", str(tmp_path))
+    elasticities = pl.read_parquet(local)
+    assert elasticities.height == pl.read_csv(panel_files["spec"].parent / "products.csv").height
+    assert (elasticities["q05"] < elasticities["mean"]).all() and (elasticities["mean"] < elasticities["q95"]).all()
+    assert (elasticities["mean"] < 0).all()  # the demo's elasticities are all negative
 
 
 @pytest.mark.slow

@@ -15,9 +15,10 @@ import pytest
 from tasks import names as n
 from tasks.data import panel_rules as r
 from tasks.data.panel_ingest import PanelTables, read_panel
-from tasks.data.spec import PanelSpec, SpecError, parse_spec
+from tasks.data.spec import PRODUCT_SIDE, STORE_SIDE, PanelSpec, SpecError, parse_spec
 from tasks.data.validate import RULE_COLUMN_PRESENT, RULE_NOT_EMPTY, InputValidationError, RuleFailure, ValidationReport
 from tasks.names import FileRole
+from tasks.panel_pipeline import key_labels
 
 # ---------------------------------------------------------------------------
 # fixture: 3 shops x 2 skus x 20 weeks (Fridays), a 4-week future, shops with a region and a state,
@@ -192,6 +193,22 @@ def test_sales_are_canonical_typed_and_sorted(good: PanelTables) -> None:
     assert sales.select(keys).equals(sales.select(keys).sort(keys))
     first = sales.row(1, named=True)  # shop 1, sku 1, second week: row 7 of the file
     assert first[n.ROW] == sales_row(1, 1, 1) and first[n.PERIOD] == dt.date.fromisoformat(week(1))
+
+
+def test_a_label_column_names_the_keys_in_effect_plots(tmp_path: Path) -> None:
+    panel = Panel(spec=SPEC.replace("  hierarchy: [department, category]\n", "  hierarchy: [department, category]\n  label: title\n"))
+    for row in panel.tables[SKUS]:
+        row["title"] = f"Juice {row['sku']}"
+    tables = read(tmp_path, panel)
+    assert tables.products["title"].to_list() == ["Juice 1", "Juice 2"]
+    assert key_labels(tables, tables.spec, PRODUCT_SIDE) == {1: "Juice 1 (1)", 2: "Juice 2 (2)"}
+    assert key_labels(tables, tables.spec, STORE_SIDE) == {}
+
+
+def test_a_missing_label_column_is_reported(tmp_path: Path) -> None:
+    panel = Panel(spec=SPEC.replace("  hierarchy: [department, category]\n", "  hierarchy: [department, category]\n  label: title\n"))
+    report = failing(tmp_path, panel)
+    assert failure_keys(report) == {(FileRole.PRODUCTS, "title", RULE_COLUMN_PRESENT)}
 
 
 def test_negative_target_is_masked_and_counted(good: PanelTables) -> None:

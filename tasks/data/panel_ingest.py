@@ -53,7 +53,8 @@ class PanelTables:
         and ``row`` (1-based data row of the source file). Sorted by keys and period.
     future: the same columns less ``target``; None when no future file was given.
     stores: ``store``, one String column per store hierarchy level (spec names), one column per
-        attribute (Float64 for numeric, untransformed; String for category), ``row``. Every store of
+        attribute (Float64 for numeric, untransformed; String for category), the spec's ``label`` column
+        when it names one, ``row``. Every store of
         sales and future. Without a stores table: the distinct stores of sales and future, ``store`` only.
     products: the same for products; without a products table, the distinct products of sales and
         future (``product`` only, as ``stores`` without a stores table); None only when the spec has no
@@ -210,6 +211,8 @@ def _dimension(table: DimensionTable | None, typed: pl.DataFrame | None, key: st
     if table is None:
         return pl.concat([frame.select(key) for frame in series]).unique().sort(key)
     columns = [*table.hierarchy, *(a.column for a in table.attributes)]
+    if table.label is not None and table.label not in columns:
+        columns.append(table.label)
     return typed.select(pl.col(table.key).alias(key), *columns, n.ROW).sort(key)
 
 

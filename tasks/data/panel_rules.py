@@ -210,6 +210,8 @@ def series_plans(spec: PanelSpec, products: Sequence[object], present: Sequence[
 
 def table_plans(table: DimensionTable, kind: Kind) -> list[ColumnPlan]:
     plans = [ColumnPlan(table.key, kind)] + [ColumnPlan(level, Kind.TEXT) for level in table.hierarchy]
+    if table.label is not None and table.label not in table.hierarchy:
+        plans.append(ColumnPlan(table.label, Kind.TEXT, nullable=True))
     for attribute in table.attributes:
         if attribute.kind == "category":
             plans.append(ColumnPlan(attribute.column, Kind.TEXT))

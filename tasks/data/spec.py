@@ -78,6 +78,7 @@ class DimensionTable(_Strict):
     key: str = Field(min_length=1, description="the key's column in this file")
     hierarchy: tuple[str, ...] = Field((), description="columns of coarser groups, finest first (e.g. department, category)")
     attributes: tuple[Attribute, ...] = ()
+    label: str | None = Field(None, description="a column with each key's display name (plots of effects); None: the key")
 
 
 class CalendarTable(_Strict):
@@ -370,6 +371,7 @@ products:
   file: brands.csv
   key: brand
   hierarchy: [manufacturer]
+  label: name
   attributes:
     - {column: size_oz, kind: numeric, transform: log}
 aggregates: [store, brand, manufacturer, total]

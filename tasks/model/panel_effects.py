@@ -54,3 +54,11 @@ def side_effects(fitted: FittedPanel, dims: Dimensions, coefficient: str, side: 
         value = value + scale[:, None] * raw[:, groups[level]]
     keys = fitted.encoding.product_keys if side == PRODUCT_SIDE else fitted.encoding.store_keys
     return EffectDraws(coefficient=coefficient, side=side, keys=tuple(keys), draws=value)
+
+
+def price_elasticities(fitted: FittedPanel, dims: Dimensions, price_names: tuple[str, ...], key: jax.Array, num_draws: int = 1000) -> list[EffectDraws]:
+    """Each price covariate's elasticity per product (per store when the panel has no product key)."""
+    side = STORE_SIDE if fitted.encoding.product_keys == (None,) else PRODUCT_SIDE
+    names = [name for name in price_names if name in fitted.structure.coef_names]
+    keys = jax.random.split(key, max(len(names), 1))
+    return [side_effects(fitted, dims, name, side, k, num_draws) for name, k in zip(names, keys, strict=False)]
