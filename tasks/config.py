@@ -287,8 +287,8 @@ class PanelFitConfig(BaseModel):
     block_periods: int | None = Field(
         None, ge=1, le=366, description="periods per step of each series' level walk (default: 13 weeks, 28 days)"
     )
-    shocks: tuple[Literal["chain", "store", "product"], ...] = Field(
-        ("chain", "store"), description="period shocks the model has: shared by the chain, by a store's series, by a product's"
+    shocks: tuple[Literal["chain", "store", "product"], ...] | None = Field(
+        None, description="period shocks the model has (chain, store, product); None: the dataset spec's `shocks`"
     )
 
     def settings(self) -> FitSettings:

@@ -82,7 +82,7 @@ def structure_for(encoded: EncodedPanelData, spec: PanelSpec, config: PanelFitCo
         block_periods=config.block_periods or BLOCK_PERIODS.get(spec.period_days, 13),
         likelihood=likelihood,
         log_offset=log_offset,
-        shocks=tuple(config.shocks),
+        shocks=tuple(spec.shocks if config.shocks is None else config.shocks),
     )
 
 
@@ -135,7 +135,11 @@ def fit_encoded(
     if not history.observed.any():
         raise ValueError("the history has no observed target: nothing to fit")
     structure = structure_for(encoded, spec, config)
-    basis = shock_basis(history.x_time, history.x_series, history.observed)
+    by_product = PRODUCT_SIDE in structure.shocks
+    basis = shock_basis(
+        history.x_time, history.x_series, history.observed,
+        encoded.dims.series_product if by_product else None, len(encoded.encoding.product_keys) if by_product else 0,
+    )  # fmt: skip
     inputs = model_inputs(encoded, history, structure, basis, with_target=True)
     log.info(
         "panel fit: %d series (%d with data), %d periods, %d observed cells, %d coefficients",

@@ -19,7 +19,7 @@ from tasks.data.panel_demo import generate_panel_demo
 from tasks.data.panel_encode import CROSS_PRICE, PanelEncoding, encode_panel
 from tasks.data.spec import parse_spec
 from tasks.model import panel_state
-from tasks.model.panel import LogNormalScaleMixture, PanelSite, layouts, time_blocks
+from tasks.model.panel import LogNormalScaleMixture, PanelSite, layouts, orthogonal_shocks, shock_basis, time_blocks
 from tasks.model.panel_effects import side_effects
 
 FAST_FIT = PanelFitConfig(max_steps=300, chunk_steps=50)
@@ -169,6 +169,42 @@ def test_state_round_trips_without_pickle(fitted_demo, tmp_path) -> None:
     loaded = panel_state.load(folder)
     assert loaded.structure == fitted.structure and loaded.encoding == fitted.encoding and loaded.spec == fitted.spec
     assert all(np.array_equal(loaded.params[k], v) for k, v in fitted.params.items())
+
+
+def test_product_shocks_are_kept_off_each_products_own_covariates() -> None:
+    rng = np.random.default_rng(0)
+    n_periods, series_product = 30, np.array([0, 0, 1, 1, 1, 2])
+    x_time = rng.normal(size=(n_periods, 2))
+    x_series = rng.normal(size=(len(series_product), n_periods, 2))
+    observed = rng.random((len(series_product), n_periods)) > 0.1
+    basis = shock_basis(x_time, x_series, observed, series_product, 3)
+    assert basis.shape[0] == 4 and basis.shape[1] == n_periods
+    for p in range(3):
+        mine = series_product == p
+        weight = observed[mine][..., None]
+        own_mean = (x_series[mine] * weight).sum(axis=0) / np.maximum(weight.sum(axis=0), 1)  # [T, F]
+        raw = jnp.asarray(rng.normal(size=(3, n_periods)), jnp.float32)
+        shocks = np.asarray(orthogonal_shocks(raw, 0.5, jnp.asarray(basis[1:])))
+        # product p's shocks carry nothing its own price and promotion means (or the time design) explain
+        assert np.abs(shocks[p] @ own_mean).max() < 1e-3 and np.abs(shocks[p] @ x_time).max() < 1e-3
+        assert np.abs(shocks[p]).max() > 0.1
+    chain = shock_basis(x_time, x_series, observed)
+    assert chain.shape[0] == 1 and np.allclose(chain[0], basis[0])
+
+
+def test_a_fit_with_product_shocks_forecasts_coherent_aggregates(demo, tmp_path) -> None:
+    tables = demo.tables()
+    encoded = encode_panel(tables)
+    config = PanelFitConfig(max_steps=200, chunk_steps=50, shocks=("chain", "store", "product"))
+    fitted, fit = pp.fit_encoded(encoded, tables.spec, config, jax.random.key(0), on_progress=lambda p: None)
+    assert fitted.structure.shocks == ("chain", "store", "product") and np.all(np.isfinite(fit.losses))
+    assert fitted.shock_basis.shape[0] == 1 + len(encoded.encoding.product_keys)
+    loaded = panel_state.load(panel_state.save(fitted, tmp_path / "model"))
+    aggregates = pp.aggregate_levels(tables, encoded)
+    arrays = pp.forecast_encoded(loaded, encoded, aggregates, ForecastConfig(num_draws=200), jax.random.key(1))
+    total_mean, _ = arrays.aggregates["total"]
+    assert np.all(np.isfinite(arrays.quantiles))
+    assert total_mean.sum() == pytest.approx(float(arrays.mean[encoded.future.present].sum()), rel=1e-4)
 
 
 def test_a_new_series_starts_from_its_groups(demo) -> None:

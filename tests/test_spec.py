@@ -78,6 +78,8 @@ def test_defaults_of_a_minimal_spec() -> None:
         ("cross_price: {price: price, within: brand}\n", "not a level of the product hierarchy"),
         ("colour: blue\n", "colour: Extra inputs are not permitted"),
         ("yearly_fourier_order: 40\n", "yearly_fourier_order"),
+        ("shocks: [chain, region]\n", "shocks.1: Input should be 'chain', 'store' or 'product'"),
+        ("shocks: [chain, chain]\n", "shocks are listed twice"),
     ],
 )
 def test_broken_specs_name_the_field_and_the_rule(extra: str, message: str) -> None:
@@ -98,6 +100,8 @@ pooling: {level: [product]}
 """
     with pytest.raises(SpecError, match="needs a product key"):
         parse_spec(text, "s.yaml")
+    with pytest.raises(SpecError, match="product shocks need a product key"):
+        parse_spec(text.replace("pooling: {level: [product]}", "shocks: [chain, product]"), "s.yaml")
 
 
 def test_not_a_mapping_and_bad_yaml_and_unknown_layout() -> None:

@@ -165,7 +165,7 @@ class PanelInputs(NamedTuple):
     product_attributes: jnp.ndarray  # [n_products, A_p]
     block: jnp.ndarray  # int32 [T]: level block relative to the anchor's (0)
     history_index: jnp.ndarray  # int32 [T]
-    shock_basis: jnp.ndarray  # [n_history, K] orthonormal
+    shock_basis: jnp.ndarray  # [1 + n_products or 1, n_history, K] orthonormal columns (see shock_basis)
 
 
 # --- priors -------------------------------------------------------------------------------------
@@ -231,8 +231,11 @@ def _level_path(steps_past: jnp.ndarray, steps_future: jnp.ndarray | None, block
 
 
 def orthogonal_shocks(raw: jnp.ndarray, scale: jnp.ndarray, basis: jnp.ndarray) -> jnp.ndarray:
-    """Shocks over the history periods (last axis), with what the basis spans removed."""
+    """Shocks over the history periods (last axis), with what the basis spans removed: one basis [T, K]
+    for every row of shocks, or one per row [R, T, K]."""
     shock = scale * raw
+    if basis.ndim == 3:
+        return shock - jnp.einsum("rk,rtk->rt", jnp.einsum("rt,rtk->rk", shock, basis), basis)
     return shock - (shock @ basis) @ basis.T
 
 
@@ -270,7 +273,9 @@ def log_mean(
         if kind not in structure.shocks:
             continue
         raw_site, scale_site = SHOCK_SITES[kind]
-        history = orthogonal_shocks(latent[raw_site], latent[scale_site], inputs.shock_basis)  # [T_h] or [K, T_h]
+        per_product = kind == PRODUCT_SIDE and inputs.shock_basis.shape[0] > 1
+        basis = inputs.shock_basis[1:] if per_product else inputs.shock_basis[0]
+        history = orthogonal_shocks(latent[raw_site], latent[scale_site], basis)  # [T_h] or [K, T_h]
         shock = jnp.where(in_history, history[..., position], 0.0)
         if future_shocks is not None:
             shock = jnp.where(in_history, shock, future_shocks[i])
@@ -474,11 +479,28 @@ def time_blocks(offsets: np.ndarray, block_periods: int) -> np.ndarray:
     return np.where(offsets <= 0, past, future).astype(np.int32)
 
 
-def shock_basis(x_time: np.ndarray, x_series: np.ndarray, observed: np.ndarray) -> np.ndarray:
-    """Orthonormal basis [T, K] of what the time design and the covariates' period means explain."""
+def shock_basis(
+    x_time: np.ndarray, x_series: np.ndarray, observed: np.ndarray, series_product: np.ndarray | None = None, n_products: int = 0
+) -> np.ndarray:
+    """Orthonormal bases [1 + n_products, T, K] of what the design explains, which the period shocks are
+    kept off: [0] the time design and the covariates' period means over all series (chain and store
+    shocks); [1 + p] the time design and the period means over product p's series (its product shocks),
+    so that a product's shock cannot stand in for its own price or promotion. Columns beyond a basis'
+    rank are zeros. ``series_product`` None: the chain's basis only."""
     weight = observed.astype(np.float64)
-    per_period = (x_series * weight[..., None]).sum(axis=0) / np.maximum(weight.sum(axis=0), 1.0)[:, None]
+    bases = [_orthonormal(x_time, (x_series * weight[..., None]).sum(axis=0) / np.maximum(weight.sum(axis=0), 1.0)[:, None])]
+    if series_product is not None:
+        one_hot = (series_product[None, :] == np.arange(n_products)[:, None]).astype(np.float64)  # [P, S]
+        n_series, n_periods, n_features = x_series.shape
+        sums = (one_hot @ (x_series * weight[..., None]).reshape(n_series, -1)).reshape(n_products, n_periods, n_features)
+        counts = np.maximum(one_hot @ weight, 1.0)[..., None]
+        bases += [_orthonormal(x_time, per_period) for per_period in sums / counts]
+    width = max(b.shape[1] for b in bases)
+    return np.stack([np.pad(b, ((0, 0), (0, width - b.shape[1]))) for b in bases]).astype(np.float32)
+
+
+def _orthonormal(x_time: np.ndarray, per_period: np.ndarray) -> np.ndarray:
     design = np.concatenate([np.ones((x_time.shape[0], 1)), x_time, per_period], axis=1)
     u, singular, _ = np.linalg.svd(design, full_matrices=False)
     rank = int((singular > singular[0] * 1e-6).sum())
-    return u[:, :rank].astype(np.float32)
+    return u[:, :rank]

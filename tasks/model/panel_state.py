@@ -17,7 +17,7 @@ from tasks.model.inference import Params
 from tasks.model.panel import PanelStructure
 from tasks.ops.atomic import write_folder
 
-PANEL_STATE_VERSION = 1
+PANEL_STATE_VERSION = 2  # 2: shock bases [1 + n_products or 1, T, K]
 PARAMS_FILE = "params.npz"
 META_FILE = "model.json"
 SHOCK_BASIS = "shock_basis"
@@ -29,7 +29,7 @@ class FittedPanel:
     structure: PanelStructure
     encoding: PanelEncoding
     spec: PanelSpec
-    shock_basis: np.ndarray  # [n_history, K]
+    shock_basis: np.ndarray  # [1 + n_products or 1, n_history, K] (model.panel.shock_basis)
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
