@@ -657,6 +657,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         return cli_spec.backtest_panel(
             panel, args, lambda flow, raw, describe: _flow_command(flow, _validated_model("PanelBacktestConfig", raw), describe)
         )
+    for option, value in (("--horizon", args.horizon), ("--origins", args.origins)):
+        if value is not None:
+            raise UsageError(f"{option} goes with a panel spec (--spec); the Rossmann backtest takes --horizon-days and --origin")
     _check_input_files(args, "train", "stores")
     from tasks.config import BASELINE_NAMES
 

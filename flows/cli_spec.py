@@ -138,6 +138,15 @@ def run_panel(spec: Any, args: argparse.Namespace, run_flow: Any) -> int:
 
 
 def backtest_panel(spec: Any, args: argparse.Namespace, run_flow: Any) -> int:
+    from tasks.config import BacktestRunConfig
+
+    rossmann_only = {
+        "horizon_days": ("--horizon-days", "; a panel spec counts periods: --horizon N"),
+        "cold_start_stores": ("--cold-start-stores", ""),
+    }
+    for field, (option, hint) in rossmann_only.items():
+        if getattr(args, field) != BacktestRunConfig.model_fields[field].default:
+            raise SpecUsageError(f"{option} is for the Rossmann layout, not a panel spec ({spec.name!r}){hint}")
     raw: dict[str, Any] = {}
     if args.baselines is not None:
         raw["baselines"] = () if args.baselines.strip() == "none" else tuple(b.strip() for b in args.baselines.split(",") if b.strip())

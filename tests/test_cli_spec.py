@@ -91,6 +91,9 @@ def test_validate_a_broken_panel_file_exits_1_with_the_report(panel_files: dict[
         (["run", "--spec", "SPEC", "--data", "DATA"], "needs --future"),
         (["validate", "--spec", "MISSING", "--data", "DATA"], "spec file not found"),
         (["validate"], "give --train, --stores (or --spec and --data)"),
+        (["backtest", "--spec", "SPEC", "--data", "DATA", "--horizon-days", "84"], "--horizon-days is for the Rossmann layout, not a panel spec ('panel_demo'); a panel spec counts periods: --horizon N"),
+        (["backtest", "--spec", "SPEC", "--data", "DATA", "--cold-start-stores", "5"], "--cold-start-stores is for the Rossmann layout"),
+        (["backtest", "--train", "t.csv", "--stores", "s.csv", "--horizon", "12"], "--horizon goes with a panel spec"),
     ],
 )
 def test_spec_usage_errors_exit_2(argv: list[str], message: str, panel_files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
