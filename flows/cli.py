@@ -10,6 +10,7 @@ Exit codes:
     2  usage: bad or missing options, a file not found, an invalid configuration
     3  the fit diverged (non-finite ELBO): nothing was written
     4  another run holds the lock on the same outputs (the message names it): nothing was done
+  143  terminated by SIGTERM: the run unwound (MLflow run FAILED, temporary server stopped), outputs as before
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -36,6 +39,7 @@ EXIT_DATA = 1
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
 EXIT_LOCKED = 4
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports it
 
 BHM_HOME_ENV = environment.BHM_HOME_ENV
 DEFAULT_BHM_HOME = environment.DEFAULT_BHM_HOME
@@ -799,8 +803,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     setup_logging(_log_level(args))
+    previous = _on_sigterm_unwind()
     try:
         return args.handler(args)
+    except Terminated:
+        print(f"bhm {args.command}: terminated (SIGTERM): the outputs are as before this run", file=sys.stderr)
+        return EXIT_TERMINATED
     except (UsageError, cli_spec.SpecUsageError) as err:
         print(f"bhm {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -816,6 +824,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler stopping the job, a node drained): unwinds like Ctrl-C, so that the MLflow run
+    ends FAILED, temporaries are removed and the temporary Prefect server is stopped, not orphaned."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def _on_sigterm_unwind() -> Any:
+    """Turn SIGTERM into ``Terminated`` for the command's duration (main thread only); the previous handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 if __name__ == "__main__":

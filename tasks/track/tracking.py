@@ -36,6 +36,7 @@ from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 from pydantic import BaseModel
 
+from tasks.ops.atomic import sweep_stale, temp_path
 from tasks.ops.process import ProcessId
 
 try:
@@ -70,11 +71,38 @@ def home_dir(path: Path | str | None = None) -> Path:
 
 
 def tracking_uri(bhm_home: Path | None = None) -> str:
-    """``$MLFLOW_TRACKING_URI`` when set, else ``sqlite:///<abs BHM_HOME>/mlflow.db``."""
+    """``$MLFLOW_TRACKING_URI`` when set, else ``sqlite:///<abs BHM_HOME>/mlflow.db``, created whole the
+    first time (``create_database``)."""
     from_env = os.environ.get(TRACKING_URI_ENV, "").strip()
     if from_env:
         return from_env
-    return f"sqlite:///{(home_dir(bhm_home) / DB_FILE).as_posix()}"
+    path = home_dir(bhm_home) / DB_FILE
+    if not path.exists():
+        create_database(path)
+    return f"sqlite:///{path.as_posix()}"
+
+
+def create_database(path: Path) -> None:
+    """An empty MLflow SQLite database at ``path``, built under a temporary name and linked into place.
+
+    MLflow creates its schema in some hundred migration steps: a first run stopped during them (a
+    scheduler's SIGTERM, an out-of-memory kill) would leave a database that every later run rejects as
+    out of date. Linking (not renaming) makes two first runs at once safe: one database wins, the other
+    run uses it.
+    """
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    sweep_stale(path)
+    tmp = temp_path(path)
+    try:
+        store = SqlAlchemyStore(f"sqlite:///{tmp.as_posix()}", artifact_location(bhm_home=path.parent))
+        store.engine.dispose()
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another run created it first
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _slug(name: str) -> str:
