@@ -623,6 +623,10 @@ def _flow_command(flow_name: str, config: BaseModel, describe: Callable[[Any], l
     return code
 
 
+def _panel_flow_command(flow_name: str, config_name: str, raw: dict[str, Any], describe: Callable[[Any], list[str]]) -> int:
+    return _flow_command(flow_name, _validated_model(config_name, raw), describe)
+
+
 def _tracking_lines(registration: Any, mlflow_run: str | None) -> list[str]:
     lines = []
     if registration is not None:
@@ -714,7 +718,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from tasks.config import TrainConfig
 
-    cli_spec.load(args)
+    panel = cli_spec.load(args)
+    if panel is not None:
+        return cli_spec.train_panel(panel, args, _panel_flow_command)
     _check_input_files(args, "train", "stores")
     raw = {
         "train": args.train,
@@ -767,7 +773,9 @@ def cmd_cold_start(args: argparse.Namespace) -> int:
 def cmd_forecast(args: argparse.Namespace) -> int:
     from tasks.config import ForecastRunConfig
 
-    cli_spec.load(args)
+    panel = cli_spec.load(args)
+    if panel is not None:
+        return cli_spec.forecast_panel(panel, args, _panel_flow_command)
     _check_input_files(args, "stores", "future")
     raw = {
         "stores": args.stores,

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-SPEC_COMMANDS_WITH_PANEL = ("validate", "run", "backtest")
+SPEC_COMMANDS_WITH_PANEL = ("validate", "run", "backtest", "train", "forecast")
 
 
 class SpecUsageError(Exception):
@@ -176,3 +176,55 @@ def backtest_panel(spec: Any, args: argparse.Namespace, run_flow: Any) -> int:
         return lines
 
     return run_flow("panel_backtest", raw, describe)
+
+
+def train_panel(spec: Any, args: argparse.Namespace, run_flow: Any) -> int:
+    if args.state_dir is None:
+        raise SpecUsageError("bhm train --spec needs --state-dir (the folder to write the fitted model to)")
+    raw = {
+        "spec": args.spec,
+        "data": args.data,
+        "state_dir": args.state_dir,
+        "seed": args.seed,
+        "fit": {"max_steps": args.max_steps},
+        "tracking": {"enabled": not args.no_tracking},
+    }
+
+    def describe(result: Any) -> list[str]:
+        fit = result.fit
+        return [
+            f"fitted model: {Path(result.fitted_dir).resolve()}",
+            f"fit: {result.n_series:,} series, {fit.n_steps:,} steps, converged: {'yes' if fit.converged else 'no (stopped at the step cap)'}",
+            *([f"MLflow: {result.mlflow_run}"] if result.mlflow_run else []),
+        ]
+
+    return run_flow("panel_train", "PanelTrainConfig", raw, describe)
+
+
+def forecast_panel(spec: Any, args: argparse.Namespace, run_flow: Any) -> int:
+    if args.model_dir is None:
+        raise SpecUsageError("bhm forecast --spec needs --model-dir (a fitted panel model folder; the registry holds Rossmann models)")
+    if args.future is None or args.out is None:
+        raise SpecUsageError("bhm forecast --spec needs --future (the keys and periods to forecast) and --out")
+    if not args.future.is_file():
+        raise SpecUsageError(f"--future: file not found: {args.future}")
+    raw = {
+        "spec": args.spec,
+        "data": args.data,
+        "future": args.future,
+        "out": args.out,
+        "model_dir": args.model_dir,
+        "seed": args.seed,
+        "forecast": {"num_draws": args.num_draws},
+        "tracking": {"enabled": not args.no_tracking},
+    }
+
+    def describe(result: Any) -> list[str]:
+        return [
+            f"forecast: {result.n_forecast_rows:,} series rows and {result.n_aggregate_rows:,} aggregate rows written to "
+            f"{Path(result.forecast_path).resolve()}",
+            f"model version: {result.model_version}",
+            *([f"MLflow: {result.mlflow_run}"] if result.mlflow_run else []),
+        ]
+
+    return run_flow("panel_forecast", "PanelForecastConfig", raw, describe)

@@ -5,6 +5,7 @@ the effect plots)."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import jax
 from prefect import flow
@@ -22,11 +23,16 @@ SUMMARY_ARTIFACT_KEY = "panel-summary"
 EFFECTS_STREAM = 1  # the effect draws' key: the forecast key folded with this
 
 
+def panel_spec(path: Path) -> PanelSpec:
+    spec = load_spec(path)
+    if not isinstance(spec, PanelSpec):
+        raise ValueError(f"{path}: layout {spec.layout!r} runs with the nightly flows, not the panel flows")
+    return spec
+
+
 @flow(name="panel", flow_run_name="panel", validate_parameters=True)
 def panel(config: PanelRunConfig) -> PanelRunResult:
-    spec = load_spec(config.spec)
-    if not isinstance(spec, PanelSpec):
-        raise ValueError(f"{config.spec}: layout {spec.layout!r} runs with the nightly flow, not the panel flow")
+    spec = panel_spec(config.spec)
     keys = RunKeys.from_seed(config.seed)
     timings: dict[str, float] = {}
     started = time.perf_counter()

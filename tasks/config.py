@@ -329,6 +329,34 @@ class PanelRunConfig(BaseModel):
         return self.state_dir or model_dir_beside(self.out)
 
 
+class PanelTrainConfig(BaseModel):
+    """Fit a dataset spec's panel on its history and save the fitted model; no forecast."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    spec: Path = Field(description="dataset spec (YAML); `bhm spec NAME` prints a built-in one")
+    data: Path = Field(description="folder holding the files the spec names")
+    state_dir: Path = Field(description="folder to write the fitted model to")
+    seed: int = Field(0, ge=0, description="seed of the JAX random key")
+    fit: PanelFitConfig = PanelFitConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+
+class PanelForecastConfig(BaseModel):
+    """Forecast a future table (series and aggregates) with a saved panel model, from the end of the history it was fitted on."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    spec: Path = Field(description="dataset spec (YAML): the model's own, or one with the same keys and covariates")
+    data: Path = Field(description="folder holding the files the spec names")
+    future: Path = Field(description="future table: the keys and periods to forecast, with their known covariates")
+    out: ParquetFile = Field(description="forecast Parquet file to write")
+    model_dir: Path = Field(description="fitted panel model folder (written by `bhm train --spec` or `bhm run --spec`)")
+    seed: int = Field(0, ge=0, description="seed of the JAX random key")
+    forecast: ForecastConfig = ForecastConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+
 PanelBaselineName = Literal["seasonal_naive", "ets", "lightgbm_quantile", "loglog_price_regression"]
 PANEL_BASELINE_NAMES: tuple[str, ...] = get_args(PanelBaselineName)
 

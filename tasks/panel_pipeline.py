@@ -25,7 +25,7 @@ from tasks.data.panel_encode import CROSS_PRICE, EncodedPanelData, PanelArrays, 
 from tasks.data.panel_ingest import PanelTables
 from tasks.data.spec import LEVEL, PRODUCT_SIDE, SEASON, STORE_SIDE, TOTAL, WEEKDAY, PanelSpec
 from tasks.forecast.panel_draws import AggregateLevel, PanelForecastArrays, forecast_panel
-from tasks.model import state
+from tasks.model import panel_state, state
 from tasks.model.inference import FitProgress, FitResult, log_progress
 from tasks.model.panel import INTERCEPT, PanelInputs, PanelSite, PanelStructure, shock_basis, time_blocks
 from tasks.model.panel_inference import fit_panel, prior_params
@@ -288,6 +288,52 @@ def forecast_frame(
     return out.sort(
         [pl.col(n.LEVEL).replace_strict(level_order, return_dtype=pl.Int32), n.GROUP, *keys], nulls_last=True
     )
+
+
+# What a saved model's spec and a forecast's spec must share: the file names and folders may differ.
+_MODEL_SPEC_FIELDS = ("frequency", "target_kind", "key_type", "pooling", "cross_price", "yearly_fourier_order", "shocks")
+
+
+def load_for(directory: Path, spec: PanelSpec) -> FittedPanel:
+    """The fitted panel model in ``directory``, checked against the spec of the data it is to forecast."""
+    fitted = panel_state.load(directory)
+    mine, theirs = fitted.spec, spec
+    differences = [name for name in _MODEL_SPEC_FIELDS if getattr(mine, name) != getattr(theirs, name)]
+    if [(c.name, c.kind) for c in mine.covariates] != [(c.name, c.kind) for c in theirs.covariates]:
+        differences.append("covariates")
+    for side in (STORE_SIDE, PRODUCT_SIDE):
+        if mine.hierarchy_levels(side) != theirs.hierarchy_levels(side):
+            differences.append(f"{side} hierarchy")
+    if differences:
+        raise ValueError(f"the model in {directory} was fitted with spec {mine.name!r}, which differs from {theirs.name!r} in: {', '.join(differences)}")
+    return fitted
+
+
+def encode_for(tables: PanelTables, fitted: FittedPanel) -> EncodedPanelData:
+    """``tables`` encoded with a saved model's encoding: its history up to the model's last period, and the
+    future table, whose series must all be the model's and whose periods must come after that period."""
+    encoding = fitted.encoding
+    if tables.future is None or not tables.future.height:
+        raise ValueError("there is no future table to forecast")
+    keys = [n.SERIES_STORE, *([n.SERIES_PRODUCT] if tables.spec.sales.product else [])]
+    known = pl.DataFrame(
+        [[encoding.store_keys[s] for s, _ in encoding.series], [encoding.product_keys[p] for _, p in encoding.series]],
+        schema={n.SERIES_STORE: tables.future.schema[n.SERIES_STORE], n.SERIES_PRODUCT: tables.future.schema.get(n.SERIES_PRODUCT, pl.Null)},
+        orient="col",
+    ).select(keys)
+    unknown = tables.future.select(keys).unique().join(known, on=keys, how="anti").sort(keys)
+    if unknown.height:
+        examples = ", ".join(str(tuple(row)) for row in unknown.head(5).iter_rows())
+        raise ValueError(
+            f"{unknown.height} series of the future table are not in the model ({examples}): fit a model that knows them "
+            "(`bhm train --spec` on data that lists them, or `bhm run --spec`)"
+        )
+    first_future = tables.future[n.PERIOD].min()
+    if first_future <= encoding.anchor_date:
+        raise ValueError(f"the future table starts on {first_future}, not after the model's last period {encoding.anchor_date}")
+    first = dt.date.fromisoformat(encoding.first_period)
+    sales = tables.sales.filter(pl.col(n.PERIOD).is_between(first, encoding.anchor_date)).join(known, on=keys, how="semi")
+    return encode_panel(replace(tables, sales=sales), encoding)
 
 
 def key_labels(tables: PanelTables, spec: PanelSpec, side: str) -> dict:

@@ -56,6 +56,16 @@ def save_model(fitted: FittedPanel, directory: Path) -> Path:
     return panel_state.save(fitted, directory)
 
 
+@io_task("load the fitted model")
+def load_model(directory: Path, spec: PanelSpec) -> FittedPanel:
+    return panel_pipeline.load_for(directory, spec)
+
+
+@compute_task("encode with the model's encoding")
+def encode_with(tables: PanelTables, fitted: FittedPanel) -> EncodedPanelData:
+    return panel_pipeline.encode_for(tables, fitted)
+
+
 @io_task("export")
 def export(frame: pl.DataFrame, out: Path) -> Path:
     from tasks.pipeline import write_parquet_atomic

@@ -4,6 +4,7 @@ Rossmann through its spec giving the same forecast as through its file options."
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,7 +88,8 @@ def test_validate_a_broken_panel_file_exits_1_with_the_report(panel_files: dict[
         (["validate", "--spec", "SPEC"], "--spec needs --data"),
         (["validate", "--data", "DATA"], "--data goes with --spec"),
         (["validate", "--spec", "SPEC", "--data", "DATA", "--train", "t.csv"], "--train does not go with --spec"),
-        (["train", "--spec", "SPEC", "--data", "DATA", "--state-dir", "m"], "runs on Rossmann-layout specs only"),
+        (["cold-start", "--spec", "SPEC", "--data", "DATA", "--future", "f.csv", "--out", "o.parquet"], "runs on Rossmann-layout specs only"),
+        (["forecast", "--spec", "SPEC", "--data", "DATA", "--future", "f.csv", "--out", "o.parquet"], "needs --model-dir"),
         (["run", "--spec", "SPEC", "--data", "DATA"], "needs --future"),
         (["validate", "--spec", "MISSING", "--data", "DATA"], "spec file not found"),
         (["validate"], "give --train, --stores (or --spec and --data)"),
@@ -159,6 +161,41 @@ def test_panel_run_end_to_end(panel_files: dict[str, Path], bhm_home: Path, tmp_
     assert elasticities.height == pl.read_csv(panel_files["spec"].parent / "products.csv").height
     assert (elasticities["q05"] < elasticities["mean"]).all() and (elasticities["mean"] < elasticities["q95"]).all()
     assert (elasticities["mean"] < 0).all()  # the demo's elasticities are all negative
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
+def test_panel_train_then_forecast_gives_the_runs_forecast(panel_files: dict[str, Path], tmp_path: Path) -> None:
+    data = ["--spec", str(panel_files["spec"]), "--data", str(panel_files["spec"].parent)]
+    common = ["--seed", "2", "--max-steps", "200", "--no-tracking"]
+    future = ["--future", str(panel_files["future"]), "--num-draws", "100"]
+    ran = tmp_path / "run.parquet"
+    assert cli.main(["run", *data, *common, *future, "--out", str(ran)]) == 0
+    model = tmp_path / "trained.model"
+    assert cli.main(["train", *data, *common, "--state-dir", str(model)]) == 0
+    forecast = tmp_path / "forecast.parquet"
+    assert cli.main(["forecast", *data, "--seed", "2", "--no-tracking", *future, "--model-dir", str(model), "--out", str(forecast)]) == 0
+    # the same seed fits the same model and draws the same forecast; only the version (a data fingerprint) differs
+    assert pl.read_parquet(forecast).drop(n.MODEL_VERSION).equals(pl.read_parquet(ran).drop(n.MODEL_VERSION))
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
+def test_panel_forecast_refuses_series_the_model_does_not_know(panel_files: dict[str, Path], tmp_path: Path, capsys) -> None:
+    folder = panel_files["spec"].parent
+    fewer = tmp_path / "fewer"
+    shutil.copytree(folder, fewer)
+    sales = pl.read_csv(folder / "sales.csv")
+    first = sales.row(0, named=True)
+    sales.filter((pl.col("store_id") != first["store_id"]) | (pl.col("item_id") != first["item_id"])).write_csv(fewer / "sales.csv")
+    model = tmp_path / "trained.model"
+    spec = ["--spec", str(panel_files["spec"])]
+    assert cli.main(["train", *spec, "--data", str(fewer), "--max-steps", "100", "--no-tracking", "--state-dir", str(model)]) == 0
+    out = tmp_path / "forecast.parquet"
+    argv = ["forecast", *spec, "--data", str(folder), "--no-tracking", "--future", str(panel_files["future"]), "--model-dir", str(model)]
+    assert cli.main([*argv, "--out", str(out)]) == 1
+    assert f"1 series of the future table are not in the model (({first['store_id']}, {first['item_id']}))" in capsys.readouterr().err
+    assert not out.exists()
 
 
 @pytest.mark.slow

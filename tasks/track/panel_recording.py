@@ -43,9 +43,11 @@ def record_effects(tracker: Tracker, effects: EffectDraws, labels: dict | None =
     tracking.log_frame(tracker.client, tracker.run_id, frame, f"effect_{effects.coefficient}_{effects.side}.parquet", "effects")
 
 
-def record_panel_files(tracker: Tracker, forecast_path: Path, fitted_dir: Path) -> None:
-    tracking.log_artifact(tracker.client, tracker.run_id, forecast_path, "forecast")
-    tracking.log_artifact(tracker.client, tracker.run_id, fitted_dir, "model")
+def record_panel_files(tracker: Tracker, forecast_path: Path | None, fitted_dir: Path | None) -> None:
+    if forecast_path is not None:
+        tracking.log_artifact(tracker.client, tracker.run_id, forecast_path, "forecast")
+    if fitted_dir is not None:
+        tracking.log_artifact(tracker.client, tracker.run_id, fitted_dir, "model")
 
 
 def record_panel_scores(tracker: Tracker, scores: pl.DataFrame) -> None:

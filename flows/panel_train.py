@@ -1,0 +1,48 @@
+"""The panel train flow: a dataset spec's history read, validated, encoded and fitted; the fitted model
+saved (and its fit, files and price elasticities tracked). No forecast: `bhm forecast --spec` uses it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+from prefect import flow
+
+from flows.panel import EFFECTS_STREAM, panel_spec
+from flows.runtime import prefect_tags, rename_flow_run
+from tasks import panel_pipeline, panel_stages
+from tasks.config import PanelTrainConfig
+from tasks.model.inference import FitResult
+from tasks.pipeline import RunKeys
+from tasks.track import panel_recording
+from tasks.track.recording import open_run, record_config
+
+
+@dataclass(frozen=True)
+class PanelTrainResult:
+    fitted_dir: Path
+    fit: FitResult
+    n_series: int
+    mlflow_run: str | None
+
+
+@flow(name="panel-train", flow_run_name="panel-train", validate_parameters=True)
+def panel_train(config: PanelTrainConfig) -> PanelTrainResult:
+    spec = panel_spec(config.spec)
+    keys = RunKeys.from_seed(config.seed)
+    tables = panel_stages.read_tables(spec, config.data, None)
+    rename_flow_run(f"panel-train {spec.name} {tables.sales['period'].max()}")
+    encoded = panel_stages.encode(tables)
+    info = panel_pipeline.run_info(tables.paths, config.spec.read_text(), config.fit, config.seed)
+    tags = {**prefect_tags("panel-train"), "dataset": spec.name, "data_fingerprint": info["data_fingerprint"]}
+    with open_run(config.tracking, f"panel-train {spec.name}", tags) as tracker:
+        fitted, fit = panel_stages.fit(encoded, spec, config.fit, keys.fit, info)
+        fitted_dir = panel_stages.save_model(fitted, config.state_dir)
+        if tracker is not None:
+            record_config(tracker, config, {"model_version": fitted.model_version})
+            panel_recording.record_panel_fit(tracker, fit, encoded.encoding.n_series, encoded.n_masked)
+            panel_recording.record_panel_files(tracker, None, fitted_dir)
+            for effects in panel_stages.elasticities(fitted, encoded, spec, jax.random.fold_in(keys.forecast, EFFECTS_STREAM)):
+                panel_recording.record_effects(tracker, effects, panel_pipeline.key_labels(tables, spec, effects.side))
+    return PanelTrainResult(fitted_dir, fit, encoded.encoding.n_series, tracker.link if tracker else None)
