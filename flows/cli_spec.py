@@ -105,11 +105,27 @@ def validate_panel(spec: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def run_panel(spec: Any, args: argparse.Namespace, run_flow: Any) -> int:
+def _require_future(args: argparse.Namespace) -> None:
     if args.future is None or args.out is None:
-        raise SpecUsageError("a panel spec needs --future (the keys and periods to forecast) and --out")
+        raise SpecUsageError(f"bhm {args.command} with a panel spec needs --future (the keys and periods to forecast) and --out")
     if not args.future.is_file():
         raise SpecUsageError(f"--future: file not found: {args.future}")
+
+
+def _forecast_line(result: Any) -> str:
+    return (
+        f"forecast: {result.n_forecast_rows:,} series rows and {result.n_aggregate_rows:,} aggregate rows written to "
+        f"{Path(result.forecast_path).resolve()}"
+    )
+
+
+def _fit_line(result: Any) -> str:
+    fit = result.fit
+    return f"fit: {result.n_series:,} series, {fit.n_steps:,} steps, converged: {'yes' if fit.converged else 'no (stopped at the step cap)'}"
+
+
+def run_panel(spec: Any, args: argparse.Namespace, run_flow: Any) -> int:
+    _require_future(args)
     raw = {
         "spec": args.spec,
         "data": args.data,
@@ -124,13 +140,11 @@ def run_panel(spec: Any, args: argparse.Namespace, run_flow: Any) -> int:
     start = time.perf_counter()
 
     def describe(result: Any) -> list[str]:
-        fit = result.fit
         stages = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in result.timings.items())
         return [
-            f"forecast: {result.n_forecast_rows:,} series rows and {result.n_aggregate_rows:,} aggregate rows written to "
-            f"{Path(result.forecast_path).resolve()}",
+            _forecast_line(result),
             f"fitted model: {Path(result.fitted_dir).resolve()}",
-            f"fit: {result.n_series:,} series, {fit.n_steps:,} steps, converged: {'yes' if fit.converged else 'no (stopped at the step cap)'}",
+            _fit_line(result),
             f"seconds: {stages}; total {time.perf_counter() - start:.1f}s",
         ]
 
@@ -191,12 +205,8 @@ def train_panel(spec: Any, args: argparse.Namespace, run_flow: Any) -> int:
     }
 
     def describe(result: Any) -> list[str]:
-        fit = result.fit
-        return [
-            f"fitted model: {Path(result.fitted_dir).resolve()}",
-            f"fit: {result.n_series:,} series, {fit.n_steps:,} steps, converged: {'yes' if fit.converged else 'no (stopped at the step cap)'}",
-            *([f"MLflow: {result.mlflow_run}"] if result.mlflow_run else []),
-        ]
+        mlflow = [f"MLflow: {result.mlflow_run}"] if result.mlflow_run else []
+        return [f"fitted model: {Path(result.fitted_dir).resolve()}", _fit_line(result), *mlflow]
 
     return run_flow("panel_train", "PanelTrainConfig", raw, describe)
 
@@ -204,10 +214,7 @@ def train_panel(spec: Any, args: argparse.Namespace, run_flow: Any) -> int:
 def forecast_panel(spec: Any, args: argparse.Namespace, run_flow: Any) -> int:
     if args.model_dir is None:
         raise SpecUsageError("bhm forecast --spec needs --model-dir (a fitted panel model folder; the registry holds Rossmann models)")
-    if args.future is None or args.out is None:
-        raise SpecUsageError("bhm forecast --spec needs --future (the keys and periods to forecast) and --out")
-    if not args.future.is_file():
-        raise SpecUsageError(f"--future: file not found: {args.future}")
+    _require_future(args)
     raw = {
         "spec": args.spec,
         "data": args.data,
@@ -220,11 +227,7 @@ def forecast_panel(spec: Any, args: argparse.Namespace, run_flow: Any) -> int:
     }
 
     def describe(result: Any) -> list[str]:
-        return [
-            f"forecast: {result.n_forecast_rows:,} series rows and {result.n_aggregate_rows:,} aggregate rows written to "
-            f"{Path(result.forecast_path).resolve()}",
-            f"model version: {result.model_version}",
-            *([f"MLflow: {result.mlflow_run}"] if result.mlflow_run else []),
-        ]
+        mlflow = [f"MLflow: {result.mlflow_run}"] if result.mlflow_run else []
+        return [_forecast_line(result), f"model version: {result.model_version}", *mlflow]
 
     return run_flow("panel_forecast", "PanelForecastConfig", raw, describe)
