@@ -306,9 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verbosity(demo, top_level=False)
     demo.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder to write the files to")
     demo.add_argument(
-        "--shape", choices=("rossmann", "panel"), default="rossmann",
-        help="rossmann: train.csv, store.csv, test.csv; panel: a store x product panel with its spec.yaml, future.csv and truth.csv",
+        "--shape", choices=("rossmann", "panel", "m5"), default="rossmann",
+        help="rossmann: train.csv, store.csv, test.csv; panel: a store x product panel with its spec.yaml, future.csv and "
+        "truth.csv; m5: an M5-shaped daily store x item panel (intermittent demand, prices, events, SNAP days by state) "
+        "with its spec.yaml, a 28-day future.parquet, truth.parquet and truth_params.npz",
     )
+    demo.add_argument("--series", type=int, metavar="N", default=None, help="with --shape m5: about N series (default 30,490, M5's)")
+    demo.add_argument("--days", type=int, metavar="N", default=None, help="with --shape m5: days of history (default 1,941, M5's)")
     demo.set_defaults(handler=cmd_demo)
 
     spec = commands.add_parser(
@@ -705,10 +709,19 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from tasks.data.demo import generate_demo
 
+    if args.shape != "m5" and (args.series is not None or args.days is not None):
+        raise UsageError("--series and --days go with --shape m5")
     if args.shape == "panel":
         from tasks.data.panel_demo import generate_panel_demo
 
         paths = generate_panel_demo(seed=DEMO_SEED).write(args.out)
+    elif args.shape == "m5":
+        from tasks.data.m5_demo import M5_DAYS, M5_SERIES, write_m5_demo
+
+        try:
+            paths = write_m5_demo(args.out, n_series=args.series or M5_SERIES, seed=DEMO_SEED, n_days=args.days or M5_DAYS)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
     else:
         paths = generate_demo(seed=DEMO_SEED).write(args.out)
     print("\n".join(f"{role}: {path.resolve()}" for role, path in paths.items()))

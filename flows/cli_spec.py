@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+FREQUENCY_WORDS = {"day": "daily", "week": "weekly"}
 SPEC_COMMANDS_WITH_PANEL = ("validate", "run", "backtest", "train", "forecast")
 
 
@@ -72,7 +73,7 @@ def tables_summary(tables: Any) -> str:
     sales = tables.sales
     series_keys = [n.SERIES_STORE] + ([n.SERIES_PRODUCT] if spec.sales.product else [])
     lines = [
-        f"dataset {spec.name}: {spec.frequency}ly periods, target {spec.sales.target} ({spec.target_kind})",
+        f"dataset {spec.name}: {FREQUENCY_WORDS[spec.frequency]} periods, target {spec.sales.target} ({spec.target_kind})",
         f"sales: {sales.height:,} rows, {sales.select(series_keys).n_unique():,} series, "
         f"{sales[n.SERIES_STORE].n_unique():,} stores"
         + (f", {sales[n.SERIES_PRODUCT].n_unique():,} products" if spec.sales.product else ""),
