@@ -70,3 +70,21 @@ def test_bhm_demo_shape_m5(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert pl.read_parquet(tmp_path / "sales.parquet")["store_id"].n_unique() == 10
     assert cli.main(["demo", "--shape", "panel", "--series", "40", "--out", str(tmp_path / "p")]) == 2
     assert "--series and --days go with --shape m5" in capsys.readouterr().err
+
+
+def test_a_failed_write_leaves_no_file_and_no_temporary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tasks.data.m5_demo as m5_demo
+
+    prices = m5_demo._weekly_prices
+    calls = []
+
+    def broken(*args, **kwargs):  # the third store fails, after two stores' rows were written
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError("disk full")
+        return prices(*args, **kwargs)
+
+    monkeypatch.setattr(m5_demo, "_weekly_prices", broken)
+    with pytest.raises(OSError, match="disk full"):
+        write_m5_demo(tmp_path, n_series=20, n_days=60)
+    assert list(tmp_path.iterdir()) == []
