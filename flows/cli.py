@@ -646,7 +646,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     panel = cli_spec.load(args)
     if panel is not None:
         return cli_spec.run_panel(
-            panel, args, lambda flow, raw, describe: _flow_command(flow, _validated_model("PanelRunConfig", raw), describe)
+            panel, args, _panel_flow_command
         )
     config = _run_config(args)
     start = time.perf_counter()
@@ -667,7 +667,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     panel = cli_spec.load(args)
     if panel is not None:
         return cli_spec.backtest_panel(
-            panel, args, lambda flow, raw, describe: _flow_command(flow, _validated_model("PanelBacktestConfig", raw), describe)
+            panel, args, _panel_flow_command
         )
     for option, value in (("--horizon", args.horizon), ("--origins", args.origins)):
         if value is not None:

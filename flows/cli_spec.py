@@ -149,7 +149,7 @@ def run_panel(spec: Any, args: argparse.Namespace, run_flow: Any) -> int:
             f"seconds: {stages}; total {time.perf_counter() - start:.1f}s",
         ]
 
-    return run_flow("panel", raw, describe)
+    return run_flow("panel", "PanelRunConfig", raw, describe)
 
 
 def backtest_panel(spec: Any, args: argparse.Namespace, run_flow: Any) -> int:
@@ -190,7 +190,7 @@ def backtest_panel(spec: Any, args: argparse.Namespace, run_flow: Any) -> int:
             lines.append(f"MLflow: {result.mlflow_run}")
         return lines
 
-    return run_flow("panel_backtest", raw, describe)
+    return run_flow("panel_backtest", "PanelBacktestConfig", raw, describe)
 
 
 def train_panel(spec: Any, args: argparse.Namespace, run_flow: Any) -> int:

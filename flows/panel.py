@@ -13,11 +13,14 @@ from prefect import flow
 from flows.runtime import prefect_tags, rename_flow_run
 from tasks import panel_pipeline, panel_stages, stages
 from tasks.config import PanelRunConfig
+from tasks.data.panel_encode import EncodedPanelData
+from tasks.data.panel_ingest import PanelTables
 from tasks.data.spec import PanelSpec, load_spec
+from tasks.model.panel_state import FittedPanel
 from tasks.panel_pipeline import PanelRunResult, run_info
 from tasks.pipeline import RunKeys
 from tasks.track import panel_recording
-from tasks.track.recording import open_run, record_config
+from tasks.track.recording import Tracker, open_run, record_config
 
 SUMMARY_ARTIFACT_KEY = "panel-summary"
 EFFECTS_STREAM = 1  # the effect draws' key: the forecast key folded with this
@@ -28,6 +31,12 @@ def panel_spec(path: Path) -> PanelSpec:
     if not isinstance(spec, PanelSpec):
         raise ValueError(f"{path}: layout {spec.layout!r} runs with the nightly flows, not the panel flows")
     return spec
+
+
+def record_elasticities(tracker: Tracker, fitted: FittedPanel, encoded: EncodedPanelData, tables: PanelTables, spec: PanelSpec, keys: RunKeys) -> None:
+    """Each price covariate's elasticity per product, drawn only when a run records them."""
+    for effects in panel_stages.elasticities(fitted, encoded, spec, jax.random.fold_in(keys.forecast, EFFECTS_STREAM)):
+        panel_recording.record_effects(tracker, effects, panel_pipeline.key_labels(tables, spec, effects.side))
 
 
 @flow(name="panel", flow_run_name="panel", validate_parameters=True)
@@ -53,15 +62,13 @@ def panel(config: PanelRunConfig) -> PanelRunResult:
         frame, _ = panel_stages.forecast(fitted, tables, encoded, config.forecast, keys.forecast)
         out = panel_stages.export(frame, config.out)
         timings["forecast"] = time.perf_counter() - t
-        elasticities = panel_stages.elasticities(fitted, encoded, spec, jax.random.fold_in(keys.forecast, EFFECTS_STREAM))
 
         if tracker is not None:
             t = time.perf_counter()
             record_config(tracker, config, {"model_version": fitted.model_version})
             panel_recording.record_panel_fit(tracker, fit, encoded.encoding.n_series, encoded.n_masked)
             panel_recording.record_panel_files(tracker, out, fitted_dir)
-            for effects in elasticities:
-                panel_recording.record_effects(tracker, effects, panel_pipeline.key_labels(tables, spec, effects.side))
+            record_elasticities(tracker, fitted, encoded, tables, spec, keys)
             timings["track"] = time.perf_counter() - t
         n_series_rows = int((frame["level"] == "series").sum())
         result = PanelRunResult(

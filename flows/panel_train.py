@@ -6,10 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import jax
 from prefect import flow
 
-from flows.panel import EFFECTS_STREAM, panel_spec
+from flows.panel import panel_spec, record_elasticities
 from flows.runtime import prefect_tags, rename_flow_run
 from tasks import panel_pipeline, panel_stages
 from tasks.config import PanelTrainConfig
@@ -43,6 +42,5 @@ def panel_train(config: PanelTrainConfig) -> PanelTrainResult:
             record_config(tracker, config, {"model_version": fitted.model_version})
             panel_recording.record_panel_fit(tracker, fit, encoded.encoding.n_series, encoded.n_masked)
             panel_recording.record_panel_files(tracker, None, fitted_dir)
-            for effects in panel_stages.elasticities(fitted, encoded, spec, jax.random.fold_in(keys.forecast, EFFECTS_STREAM)):
-                panel_recording.record_effects(tracker, effects, panel_pipeline.key_labels(tables, spec, effects.side))
+            record_elasticities(tracker, fitted, encoded, tables, spec, keys)
     return PanelTrainResult(fitted_dir, fit, encoded.encoding.n_series, tracker.link if tracker else None)

@@ -316,11 +316,11 @@ def encode_for(tables: PanelTables, fitted: FittedPanel) -> EncodedPanelData:
     if tables.future is None or not tables.future.height:
         raise ValueError("there is no future table to forecast")
     keys = [n.SERIES_STORE, *([n.SERIES_PRODUCT] if tables.spec.sales.product else [])]
+    codes = {n.SERIES_STORE: (0, encoding.store_keys), n.SERIES_PRODUCT: (1, encoding.product_keys)}
     known = pl.DataFrame(
-        [[encoding.store_keys[s] for s, _ in encoding.series], [encoding.product_keys[p] for _, p in encoding.series]],
-        schema={n.SERIES_STORE: tables.future.schema[n.SERIES_STORE], n.SERIES_PRODUCT: tables.future.schema.get(n.SERIES_PRODUCT, pl.Null)},
-        orient="col",
-    ).select(keys)
+        {key: [codes[key][1][pair[codes[key][0]]] for pair in encoding.series] for key in keys},
+        schema={key: tables.future.schema[key] for key in keys},
+    )
     unknown = tables.future.select(keys).unique().join(known, on=keys, how="anti").sort(keys)
     if unknown.height:
         examples = ", ".join(str(tuple(row)) for row in unknown.head(5).iter_rows())

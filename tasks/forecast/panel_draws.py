@@ -171,11 +171,13 @@ def forecast_panel(
         draws = _draw_target(key_y, structure, log_mu, spread)[:, valid]  # [D, s, T]
         expected = np.asarray(jnp.exp(log_mu))[:, valid]
         keep = rows[valid]
-        mean[keep] = expected.mean(axis=0)
+        series_mean = expected.mean(axis=0)
+        mean[keep] = series_mean
         quants[:, keep] = np.quantile(np.moveaxis(draws, 0, -1), quantiles, axis=-1)
         cells = wanted[keep]  # [s, T]
-        wanted_draws = np.moveaxis(draws * cells[None], 0, -1)  # [s, T, D]
-        wanted_mean = expected.mean(axis=0) * cells
+        if aggregates:
+            wanted_draws = np.moveaxis(draws * cells[None], 0, -1)  # [s, T, D]
+            wanted_mean = series_mean * cells
         for level in aggregates:
             codes = level.codes[keep]
             _add_by_group(sums[level.name], codes, wanted_draws)
