@@ -421,6 +421,25 @@ def _add_flow_commands(commands: Any, formatter: type[argparse.HelpFormatter]) -
     _add_tracking(fc)
     fc.set_defaults(handler=cmd_forecast)
 
+    from tasks.config import ReplenishConfig
+
+    rp = commands.add_parser(
+        "replenish",
+        help="order for every series of a future table (a panel spec with an inventory section)",
+        description="Run the replenish flow: a fitted panel model's joint draws of demand over each order's lead time "
+        "and review period, and the spec's inventory file (stock, lead time, packs, costs), give each series' "
+        "cost-minimising order in packs, with its expected cost, fill rate, stock-out probability and left-over "
+        "(README: Orders).",
+        formatter_class=formatter,
+    )
+    _add_verbosity(rp, top_level=False)
+    cli_spec.add_spec_options(rp)
+    _add_paths(rp, ReplenishConfig, "future", "out", "model_dir")
+    _add_count(rp, ReplenishConfig, "seed")
+    _add_count(rp, ForecastConfig, "num_draws")
+    _add_tracking(rp)
+    rp.set_defaults(handler=cmd_replenish)
+
 
 # --------------------------------------------------------------------------
 # helpers
@@ -808,6 +827,13 @@ def cmd_forecast(args: argparse.Namespace) -> int:
         ]
 
     return _flow_command("forecast", _validated(ForecastRunConfig, raw), describe)
+
+
+def cmd_replenish(args: argparse.Namespace) -> int:
+    panel = cli_spec.load(args)
+    if panel is None:
+        raise UsageError("bhm replenish needs --spec and --data: a panel spec with an inventory section (README: Orders)")
+    return cli_spec.replenish_panel(panel, args, _panel_flow_command)
 
 
 # --------------------------------------------------------------------------

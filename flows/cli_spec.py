@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 FREQUENCY_WORDS = {"day": "daily", "week": "weekly"}
-SPEC_COMMANDS_WITH_PANEL = ("validate", "run", "backtest", "train", "forecast")
+SPEC_COMMANDS_WITH_PANEL = ("validate", "run", "backtest", "train", "forecast", "replenish")
 
 
 class SpecUsageError(Exception):
@@ -212,11 +212,10 @@ def train_panel(spec: Any, args: argparse.Namespace, run_flow: Any) -> int:
     return run_flow("panel_train", "PanelTrainConfig", raw, describe)
 
 
-def forecast_panel(spec: Any, args: argparse.Namespace, run_flow: Any) -> int:
-    if args.model_dir is None:
-        raise SpecUsageError("bhm forecast --spec needs --model-dir (a fitted panel model folder; the registry holds Rossmann models)")
+def _saved_model_raw(args: argparse.Namespace) -> dict[str, Any]:
+    """The config of a flow that draws from a saved panel model: forecast and replenish."""
     _require_future(args)
-    raw = {
+    return {
         "spec": args.spec,
         "data": args.data,
         "future": args.future,
@@ -227,8 +226,35 @@ def forecast_panel(spec: Any, args: argparse.Namespace, run_flow: Any) -> int:
         "tracking": {"enabled": not args.no_tracking},
     }
 
+
+def forecast_panel(spec: Any, args: argparse.Namespace, run_flow: Any) -> int:
+    if args.model_dir is None:
+        raise SpecUsageError("bhm forecast --spec needs --model-dir (a fitted panel model folder; the registry holds Rossmann models)")
+    raw = _saved_model_raw(args)
+
     def describe(result: Any) -> list[str]:
         mlflow = [f"MLflow: {result.mlflow_run}"] if result.mlflow_run else []
         return [_forecast_line(result), f"model version: {result.model_version}", *mlflow]
 
     return run_flow("panel_forecast", "PanelForecastConfig", raw, describe)
+
+
+def replenish_panel(spec: Any, args: argparse.Namespace, run_flow: Any) -> int:
+    if spec.inventory is None:
+        raise SpecUsageError(f"spec {spec.name!r} has no inventory section: bhm replenish needs one (README: Orders)")
+    raw = _saved_model_raw(args)
+
+    def describe(result: Any) -> list[str]:
+        figures = result.summary
+        lines = [f"orders: {result.n_order_rows:,} rows (series x order day) written to {Path(result.orders_path).resolve()}"]
+        if figures.get("orders_series"):
+            lines.append(
+                f"to place now: {int(figures['orders_nonzero']):,} of {int(figures['orders_series']):,} series order, "
+                f"{figures['orders_units']:,.0f} units; expected cost {figures['orders_expected_cost']:,.1f}, "
+                f"fill rate {figures['orders_fill_rate']:.1%}, no stock-out {figures['orders_service_level']:.1%} "
+                f"(critical ratio {figures['orders_critical_ratio']:.1%})"
+            )
+        lines.append(f"model version: {result.model_version}")
+        return lines + ([f"MLflow: {result.mlflow_run}"] if result.mlflow_run else [])
+
+    return run_flow("replenish", "ReplenishConfig", raw, describe)

@@ -357,6 +357,22 @@ class PanelForecastConfig(BaseModel):
     tracking: TrackingConfig = TrackingConfig()
 
 
+class ReplenishConfig(BaseModel):
+    """Order for every series of a future table: a saved panel model's joint draws of demand over each
+    order's protection interval (lead time + review period), and the spec's inventory section."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    spec: Path = Field(description="dataset spec (YAML) with an inventory section")
+    data: Path = Field(description="folder holding the files the spec names (the inventory file among them)")
+    future: Path = Field(description="future table: the keys and periods to forecast (it must cover lead time + review period)")
+    out: ParquetFile = Field(description="orders Parquet file to write")
+    model_dir: Path = Field(description="fitted panel model folder (written by `bhm train --spec` or `bhm run --spec`)")
+    seed: int = Field(0, ge=0, description="seed of the JAX random key")
+    forecast: ForecastConfig = ForecastConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+
 PanelBaselineName = Literal["seasonal_naive", "ets", "lightgbm_quantile", "loglog_price_regression"]
 PANEL_BASELINE_NAMES: tuple[str, ...] = get_args(PanelBaselineName)
 

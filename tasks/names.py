@@ -21,6 +21,9 @@ class FileRole(str, Enum):
     PRODUCTS = "products"
     CALENDAR = "calendar"
     SPEC = "spec"
+    # bhm replenish: the stock and ordering rules per series, and the orders already placed.
+    INVENTORY = "inventory"
+    OPEN_ORDERS = "open_orders"
 
 
 # Raw input columns (Kaggle Rossmann format).
@@ -77,6 +80,9 @@ SERIES_STORE = "store"
 SERIES_PRODUCT = "product"
 PERIOD = "period"
 TARGET = "target"
+# Set when the spec marks stock-outs: True where the period stocked out (its flag is 1, or its stock on hand
+# is 0), so that its target is a lower bound of demand.
+CENSORED = "censored"
 # The rows of the forecast file that hold an aggregate: its level ("series" for a series' own row,
 # a level named in the spec's aggregates otherwise) and the group's value at that level.
 LEVEL = "level"
@@ -107,3 +113,20 @@ def quantile_column(q: float) -> str:
         return QUANTILE_COLUMNS[q]
     digits = f"{q:.6f}".split(".")[1].rstrip("0")
     return "q" + (digits if len(digits) > 1 else digits + "0")
+
+
+# The orders file of ``bhm replenish`` (README: "Orders file"): one row per series and order day, keyed by
+# the input's own key columns.
+ORDER_PERIOD = "order_period"
+ARRIVAL_PERIOD = "arrival_period"
+PLACE_NOW = "place_now"
+PACKS = "packs"
+PACK_SIZE = "pack_size"
+ORDER_QUANTITY = "order_quantity"
+INVENTORY_POSITION = "inventory_position"
+EXPECTED_DEMAND = "expected_demand"
+EXPECTED_COST = "expected_cost"
+FILL_RATE = "fill_rate"
+STOCKOUT_PROBABILITY = "stockout_probability"
+EXPECTED_LEFTOVER = "expected_leftover"
+CRITICAL_RATIO = "critical_ratio"

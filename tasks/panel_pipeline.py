@@ -26,8 +26,9 @@ from tasks.data.panel_ingest import PanelTables
 from tasks.data.spec import LEVEL, PRODUCT_SIDE, SEASON, STORE_SIDE, TOTAL, WEEKDAY, PanelSpec
 from tasks.forecast.panel_draws import AggregateLevel, PanelForecastArrays, forecast_panel
 from tasks.model import panel_state, state
+from tasks.model.censored import MAX_CENSORED_UNITS, survival_terms
 from tasks.model.inference import FitProgress, FitResult, log_progress
-from tasks.model.panel import INTERCEPT, PanelInputs, PanelSite, PanelStructure, shock_basis, time_blocks
+from tasks.model.panel import INTERCEPT, PanelInputs, PanelSite, PanelStructure, censored_periods, shock_basis, time_blocks
 from tasks.model.panel_inference import fit_panel, prior_params
 from tasks.model.panel_state import FittedPanel
 
@@ -69,6 +70,7 @@ def structure_for(encoded: EncodedPanelData, spec: PanelSpec, config: PanelFitCo
         likelihood = "lognormal"
     dims = encoded.dims
     return PanelStructure(
+        censor_terms=_censor_terms(history, likelihood),
         coef_names=coef_names,
         n_time=len(encoded.encoding.time_names),
         store_pooled=tuple(store_pooled),
@@ -84,6 +86,21 @@ def structure_for(encoded: EncodedPanelData, spec: PanelSpec, config: PanelFitCo
         log_offset=log_offset,
         shocks=tuple(spec.shocks if config.shocks is None else config.shocks),
     )
+
+
+def _censor_terms(history: PanelArrays, likelihood: str) -> int:
+    """The survival grid of the censored counts (0 without any); a count above the cap is lowered to it
+    in the likelihood (demand is still at least the cap), which is said here once."""
+    if likelihood != "nb" or history.censored is None or not history.censored.any():
+        return 0
+    values = history.y[history.censored]
+    above = int((values > MAX_CENSORED_UNITS).sum())
+    if above:
+        log.warning(
+            "%d stocked-out periods sold more than %d units (largest %d): their demand enters as at least %d",
+            above, MAX_CENSORED_UNITS, int(values.max()), MAX_CENSORED_UNITS,
+        )  # fmt: skip
+    return survival_terms(float(values.max()))
 
 
 def model_inputs(encoded: EncodedPanelData, arrays: PanelArrays, structure: PanelStructure, basis: np.ndarray, with_target: bool) -> PanelInputs:
@@ -105,7 +122,16 @@ def model_inputs(encoded: EncodedPanelData, arrays: PanelArrays, structure: Pane
         block=jnp.asarray(time_blocks(offsets, structure.block_periods)),
         history_index=jnp.asarray(history_index),
         shock_basis=jnp.asarray(basis),
+        **_censoring(arrays if with_target else None),
     )
+
+
+def _censoring(arrays: PanelArrays | None) -> dict[str, jnp.ndarray]:
+    """PanelInputs' censoring fields: none at all without a censored cell, so that such a fit is the
+    uncensored model exactly."""
+    if arrays is None or arrays.censored is None or not arrays.censored.any():
+        return {}
+    return {"censored": jnp.asarray(arrays.censored), "censored_periods": jnp.asarray(censored_periods(arrays.censored))}
 
 
 def _unobserved_groups(encoded: EncodedPanelData, structure: PanelStructure) -> dict[str, np.ndarray]:
@@ -142,11 +168,12 @@ def fit_encoded(
     )  # fmt: skip
     inputs = model_inputs(encoded, history, structure, basis, with_target=True)
     log.info(
-        "panel fit: %d series (%d with data), %d periods, %d observed cells, %d coefficients",
+        "panel fit: %d series (%d with data), %d periods, %d observed cells (%d stocked out), %d coefficients",
         encoded.encoding.n_series,
         int(history.observed.any(axis=1).sum()),
         history.n_periods,
         int(history.observed.sum()),
+        0 if history.censored is None else int(history.censored.sum()),
         structure.n_coef,
     )
     result = fit_panel(inputs, structure, config.settings(), key, on_progress)

@@ -52,3 +52,25 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@pytest.fixture
+def cli_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """What a test of `bhm` commands run in process needs: its own BHM_HOME (MLflow's database, the run
+    locks), the session's flow environment left as it is (conftest.prefect_server), and the root logger
+    that `bhm` configures put back as it was for the other tests."""
+    import logging
+
+    from flows import cli, environment
+
+    home = tmp_path / "bhm_home"
+    monkeypatch.setenv(cli.BHM_HOME_ENV, str(home))
+    monkeypatch.setattr(environment, "configure", lambda *args, **kwargs: {})
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    quiet = {name: logging.getLogger(name).level for name in cli.QUIET_LOGGERS}
+    yield home
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, value in quiet.items():
+        logging.getLogger(name).setLevel(value)

@@ -3,9 +3,7 @@ Rossmann through its spec giving the same forecast as through its file options."
 
 from __future__ import annotations
 
-import logging
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -15,7 +13,7 @@ from mlflow import MlflowClient
 
 import flows.nightly
 import flows.panel
-from flows import cli, environment
+from flows import cli
 from tasks import names as n
 from tasks.config import NightlyConfig, PanelRunConfig
 from tasks.data.panel_demo import generate_panel_demo
@@ -24,24 +22,8 @@ from tasks.model.inference import FitDivergedError
 
 
 @pytest.fixture(autouse=True)
-def bhm_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "bhm_home"
-    monkeypatch.setenv(cli.BHM_HOME_ENV, str(home))
-    return home
-
-
-@pytest.fixture(autouse=True)
-def session_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(environment, "configure", lambda *args, **kwargs: {})
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+def bhm_home(cli_home: Path) -> Path:
+    return cli_home
 
 
 @pytest.fixture(scope="module")

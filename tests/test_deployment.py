@@ -121,8 +121,10 @@ def test_deploy_creates_the_deployments_with_schedule_and_limits(operator_env: d
     assert nightly["global_concurrency_limit"]["limit"] == 1
     assert nightly["work_pool_name"] == POOL
     assert nightly["parameters"]["config"]["train"] == str(Path(operator_env["BHM_DATA_DIR"]) / "train.csv")
-    for flow, name in (("cold_start", "cold-start"), ("forecast", "forecast"), ("train", "train")):
+    for flow, name in (("cold_start", "cold-start"), ("forecast", "forecast"), ("train", "train"), ("replenish", "replenish")):
         assert _deployment(operator_env, flow, name)["work_pool_name"] == POOL
+    replenish = _deployment(operator_env, "replenish", "replenish")
+    assert replenish["parameters"]["config"]["out"] == str(Path(operator_env["BHM_DATA_DIR"]) / "orders" / "orders.parquet")
 
 
 def test_an_invalid_parameter_is_refused_before_a_run(operator_env: dict[str, str]) -> None:

@@ -57,6 +57,20 @@ def test_demand_is_intermittent_and_items_launch_during_the_history(m5: dict[str
         assert params["elasticity"].shape == (21,) and (params["elasticity"] < 0).mean() > 0.9
 
 
+def test_the_inventory_covers_every_future_series_and_passes_its_rules(m5: dict[str, Path]) -> None:
+    from tasks.inventory.ingest import read_inventory
+
+    spec = parse_spec(M5_SPEC, "m5")
+    future = pl.read_parquet(m5["future"])
+    series = list(future.select("store_id", "item_id").unique().sort("store_id", "item_id").iter_rows())
+    periods = np.array(sorted(future["date"].unique().to_list()), dtype="datetime64[D]")
+    policy = read_inventory(spec, m5["spec"].parent, series, periods).policy
+    assert policy.n_series == len(series) == 10 * 21
+    assert set(np.unique(policy.pack_size)) == {1.0, 6.0}
+    assert (policy.lead_time == 2).all() and (policy.review_period == 7).all()
+    np.testing.assert_allclose(policy.critical_ratio, 0.4 / (0.4 + 0.6 * 0.25), atol=0.02)  # price rounding
+
+
 def test_the_same_seed_writes_the_same_data(m5: dict[str, Path], tmp_path: Path) -> None:
     again = write_m5_demo(tmp_path, n_series=N_SERIES, n_days=N_DAYS, seed=4)
     assert pl.read_parquet(again["sales"]).equals(pl.read_parquet(m5["sales"]))

@@ -90,7 +90,21 @@ pooling:
   snap: [product]
   event: [product]
 yearly_fourier_order: 4
+# bhm replenish: orders every 7 days arrive 2 days later; foods come in packs of 6; a lost sale costs
+# the margin (price - unit cost), a unit left over unit_cost x 0.25.
+inventory:
+  file: inventory.parquet
+  on_hand: on_hand
+  lead_time: 2
+  review_period: 7
+  pack_size: pack_size
+  price: price
+  unit_cost: unit_cost
+  holding_rate: 0.25
 """
+FOODS_PACK = 6
+UNIT_COST_SHARE = 0.6  # of the shelf price
+STOCK_DAYS = 3.0  # mean days of demand on the shelf at the origin
 
 
 @dataclass(frozen=True)
@@ -220,8 +234,10 @@ def write_m5_demo(folder: str | Path, n_series: int = M5_SERIES, seed: int = 0, 
         "future": folder / "future.parquet",
         "truth": folder / "truth.parquet",
         "truth_params": folder / "truth_params.npz",
+        "inventory": folder / "inventory.parquet",
         "spec": folder / "spec.yaml",
     }
+    stock = []
     with _ParquetParts(paths["sales"]) as sales, _ParquetParts(paths["future"]) as future, _ParquetParts(paths["truth"]) as true:
         for s, (store_id, state) in enumerate(stores.select("store_id", "state_id").iter_rows()):
             store_rng = np.random.default_rng([seed, 1, s])
@@ -249,6 +265,8 @@ def write_m5_demo(folder: str | Path, n_series: int = M5_SERIES, seed: int = 0, 
             ahead = frame.filter(pl.col("_t") >= shape.n_days).drop("_t")
             future.write(ahead.drop("sales", "true_mean"))
             true.write(ahead)
+            stock.append(_inventory(store_rng, store_id, items, truth.launch < n_total, mu[:, shape.n_days - 1], price[:, shape.n_days - 1]))
+    write_file(paths["inventory"], pl.concat(stock).write_parquet)
     write_file(paths["stores"], stores.write_csv)
     write_file(paths["products"], items.write_csv)
     write_file(paths["calendar"], calendar.write_csv)
@@ -256,6 +274,20 @@ def write_m5_demo(folder: str | Path, n_series: int = M5_SERIES, seed: int = 0, 
     write_file(paths["truth_params"], lambda tmp: np.savez(tmp.open("wb"), **params))
     write_file(paths["spec"], lambda tmp: tmp.write_text(M5_SPEC))
     return paths
+
+
+def _inventory(rng: np.random.Generator, store_id: str, items: pl.DataFrame, listed: np.ndarray, mu: np.ndarray, price: np.ndarray) -> pl.DataFrame:
+    """A store's shelf at the origin: about STOCK_DAYS days of demand, packs, shelf price and unit cost."""
+    return pl.DataFrame(
+        {
+            "store_id": store_id,
+            "item_id": items["item_id"],
+            "on_hand": rng.poisson(STOCK_DAYS * mu).astype(np.float64),
+            "pack_size": np.where(items["cat_id"].to_numpy() == "FOODS", FOODS_PACK, 1).astype(np.float64),
+            "price": np.round(price, 2),
+            "unit_cost": np.round(UNIT_COST_SHARE * price, 2),
+        }
+    ).filter(pl.Series(listed))
 
 
 class _ParquetParts:

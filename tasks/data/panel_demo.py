@@ -3,7 +3,10 @@
 Stores sit in regions, products in departments; each series' log mean is a sum of a store effect, a
 region effect, a department effect, a product effect, the department's yearly profile, a price
 elasticity (per product, around its department's) times the log relative price, and a promotion lift;
-counts are negative binomial. Tests check that the fitted model's intervals hold these truths, and
+counts are negative binomial. With ``stockout_share`` > 0, each period's stock is drawn from the
+series' own demand law (a random quantile, independent of the period's demand), sales are
+min(demand, stock) and a ``stockout`` flag marks the periods that sold out (about that share), so
+that the history's sales are censored demand; the horizon's truth stays the demand. Tests check that the fitted model's intervals hold these truths, and
 ``bhm demo --shape panel`` writes the files with their spec so that a person can run the generic path.
 
 Deterministic given the seed: one explicit ``numpy.random.Generator``.
@@ -19,12 +22,13 @@ import numpy as np
 import polars as pl
 
 from tasks import names as n
-from tasks.data.panel_ingest import PanelTables
-from tasks.data.spec import BUILTIN_SPECS, PanelSpec, parse_spec
+from tasks.data.panel_ingest import CENSORED, PanelTables
+from tasks.data.spec import BUILTIN_SPECS, PanelSpec, dump_spec, parse_spec
 
 DEFAULT_START = dt.date(2022, 1, 6)  # a Thursday: every period starts on one
 
 DEMO_SPEC = BUILTIN_SPECS["panel_demo"]
+STOCKOUT = "stockout"  # the sales table's stock-out flag, when the demo censors demand
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ class PanelTruth:
     promo_lift: np.ndarray  # [n_departments]
     concentration: float
     future_mean: np.ndarray  # [n_stores, n_products, horizon] the true mean of the horizon's periods
+    history_mean: np.ndarray | None = None  # [n_stores, n_products, n_weeks] the true mean demand of the history
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,8 @@ class PanelDemo:
         sales = self.sales.rename({**rename, "units": n.TARGET}).with_columns(
             pl.col(n.TARGET).cast(pl.Float64), pl.col("price").cast(pl.Float64), pl.col("promo").cast(pl.Float64)
         )
+        if STOCKOUT in sales.columns:
+            sales = sales.with_columns((pl.col(STOCKOUT) == 1).alias(CENSORED)).drop(STOCKOUT)
         future = self.future.rename(rename).with_columns(pl.col("price").cast(pl.Float64), pl.col("promo").cast(pl.Float64))
         stores = self.stores.rename({"store_id": n.SERIES_STORE}).with_columns(pl.col("size").cast(pl.Float64))
         products = self.products.rename({"item_id": n.SERIES_PRODUCT})
@@ -68,8 +75,35 @@ class PanelDemo:
             paths={"sales": "sales.csv", "stores": "stores.csv", "products": "products.csv", "future": "future.csv"},
         )
 
+    def shelves(self) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """The inventory at the origin (about a week of demand on the shelf, packs of 6 or 12 by department,
+        the first forecast week's shelf price, a unit cost of 60% of it) and the open orders (every third
+        series has a pack arriving in the second forecast week): the spec's inventory section's files."""
+        first = self.future.filter(pl.col("week") == pl.col("week").min()).sort("store_id", "item_id")
+        stores = {k: i for i, k in enumerate(self.stores["store_id"].to_list())}
+        items = {k: i for i, k in enumerate(self.products["item_id"].to_list())}
+        week_one = self.truth.future_mean[:, :, 0]
+        mean = np.array([week_one[stores[s], items[p]] for s, p in first.select("store_id", "item_id").iter_rows()])
+        department = dict(self.products.select("item_id", "department").iter_rows())
+        pack = np.array([6.0 if department[p] == "D1" else 12.0 for p in first["item_id"].to_list()])
+        inventory = first.select(
+            "store_id",
+            "item_id",
+            pl.Series("on_hand", np.floor(mean)),
+            pl.Series("pack_size", pack),
+            pl.col("price").round(2),
+            (0.6 * pl.col("price")).round(2).alias("unit_cost"),
+        )
+        second = self.future["week"].unique().sort()[min(1, self.future["week"].n_unique() - 1)]
+        open_orders = (
+            inventory.gather_every(3)
+            .select("store_id", "item_id", pl.lit(second).alias("week"), pl.col("pack_size").alias("units"))
+        )
+        return inventory, open_orders
+
     def write(self, folder: str | Path) -> dict[str, Path]:
-        """sales.csv, stores.csv, products.csv, future.csv, truth.csv and spec.yaml in ``folder``."""
+        """sales.csv, stores.csv, products.csv, future.csv, truth.csv, inventory.csv, open_orders.csv and
+        spec.yaml in ``folder``."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         paths = {
@@ -85,7 +119,11 @@ class PanelDemo:
         self.products.write_csv(paths["products"])
         self.future.write_csv(paths["future"])
         self.truth_future.write_csv(paths["truth"])
-        paths["spec"].write_text(DEMO_SPEC)
+        paths["inventory"], paths["open_orders"] = folder / "inventory.csv", folder / "open_orders.csv"
+        inventory, open_orders = self.shelves()
+        inventory.write_csv(paths["inventory"])
+        open_orders.write_csv(paths["open_orders"])
+        paths["spec"].write_text(DEMO_SPEC if self.spec.sales.stockout is None else dump_spec(self.spec))
         return paths
 
 
@@ -99,9 +137,13 @@ def generate_panel_demo(
     horizon: int = 13,
     start: dt.date = DEFAULT_START,
     missing_share: float = 0.03,
+    stockout_share: float = 0.0,
+    concentration: float = 15.0,
 ) -> PanelDemo:
     if min(n_stores, n_regions, n_departments, products_per_department, n_weeks, horizon) < 1:
         raise ValueError("every count of the panel demo must be >= 1")
+    if not 0.0 <= stockout_share < 0.5:
+        raise ValueError(f"stockout_share must lie in [0, 0.5), got {stockout_share!r}")
     rng = np.random.default_rng(seed)
     n_products = n_departments * products_per_department
     region = np.arange(n_stores) % n_regions
@@ -120,7 +162,6 @@ def generate_panel_demo(
     promo_lift = rng.uniform(0.15, 0.4, n_departments)
     season_amplitude = rng.uniform(0.1, 0.3, n_departments)
     season_phase = rng.uniform(0, 2 * np.pi, n_departments)
-    concentration = 15.0
     base = np.log(20.0)
 
     n_total = n_weeks + horizon
@@ -146,6 +187,14 @@ def generate_panel_demo(
     )
     mu = np.exp(log_mu)
     units = rng.negative_binomial(concentration, concentration / (concentration + mu))
+    stocked_out = np.zeros(units.shape, bool)
+    if stockout_share > 0:
+        # A stream of its own, so that the demo without stock-outs draws exactly what it always did.
+        stock_rng = np.random.default_rng([seed, 1])
+        level = stock_rng.uniform(1.0 - 2.0 * stockout_share, 1.0, units.shape)
+        stock = _nb_quantile(level, mu, concentration)
+        stocked_out = (units >= stock) & (np.arange(n_weeks + horizon) < n_weeks)  # the horizon keeps its demand
+        units = np.where(stocked_out, stock, units)
 
     store_ids = np.arange(1, n_stores + 1)
     item_ids = np.arange(101, 101 + n_products)
@@ -158,13 +207,14 @@ def generate_panel_demo(
             "units": units.ravel(),
             "price": np.round(price.ravel(), 4),
             "promo": promo.ravel().astype(np.int8),
+            **({STOCKOUT: stocked_out.ravel().astype(np.int8)} if stockout_share > 0 else {}),
             "_t": t_grid.ravel(),
         }
     )
     history = frame.filter(pl.col("_t") < n_weeks)
     keep = rng.random(history.height) >= missing_share  # absent rows: missing weeks
     sales = history.filter(pl.Series(keep)).drop("_t")
-    horizon_rows = frame.filter(pl.col("_t") >= n_weeks).drop("_t")
+    horizon_rows = frame.filter(pl.col("_t") >= n_weeks).drop("_t", *([STOCKOUT] if stockout_share > 0 else []))
     stores = pl.DataFrame({"store_id": store_ids, "region": [f"R{r + 1}" for r in region], "size": size})
     products = pl.DataFrame({"item_id": item_ids, "department": [f"D{d + 1}" for d in department]})
     truth = PanelTruth(
@@ -176,9 +226,13 @@ def generate_panel_demo(
         promo_lift=promo_lift,
         concentration=concentration,
         future_mean=mu[..., n_weeks:],
+        history_mean=mu[..., :n_weeks],
     )
+    spec = parse_spec(DEMO_SPEC, "panel demo spec")
+    if stockout_share > 0:
+        spec = spec.model_copy(update={"sales": spec.sales.model_copy(update={"stockout": STOCKOUT})})
     return PanelDemo(
-        spec=parse_spec(DEMO_SPEC, "panel demo spec"),
+        spec=spec,
         sales=sales,
         future=horizon_rows.drop("units"),
         stores=stores,
@@ -186,3 +240,21 @@ def generate_panel_demo(
         truth_future=horizon_rows,
         truth=truth,
     )
+
+
+def _nb_quantile(level: np.ndarray, mu: np.ndarray, concentration: float) -> np.ndarray:
+    """The smallest k with P(Y <= k) >= level, for Y ~ NB(mu, concentration), element by element: the
+    pmf's recurrence, summed until every level is reached."""
+    p = mu / (mu + concentration)
+    pmf = (1.0 - p) ** concentration
+    cdf = pmf.copy()
+    quantile = np.zeros(mu.shape, np.int64)
+    k = 0
+    while True:
+        below = cdf < level
+        if not below.any():
+            return quantile
+        pmf = pmf * (k + concentration) / (k + 1) * p
+        k += 1
+        cdf = cdf + pmf
+        quantile = np.where(below, k, quantile)

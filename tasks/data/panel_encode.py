@@ -25,7 +25,7 @@ import numpy as np
 import polars as pl
 
 from tasks import names as n
-from tasks.data.panel_ingest import PanelTables
+from tasks.data.panel_ingest import CENSORED, PanelTables
 from tasks.data.spec import (
     PRODUCT_PLACEHOLDER,
     PRODUCT_SIDE,
@@ -112,6 +112,9 @@ class PanelArrays:
     y: np.ndarray  # float32 [S, T]; 0 where unobserved
     observed: np.ndarray  # bool [S, T]: enters the likelihood
     present: np.ndarray  # bool [S, T]: the input has a row for the cell
+    # bool [S, T]: observed cells that stocked out, whose target is a lower bound of demand; None when the
+    # spec marks no stock-outs (or for the future)
+    censored: np.ndarray | None = None
 
     @property
     def n_periods(self) -> int:
@@ -332,6 +335,7 @@ def _scatter(
     present[s_idx, t_idx] = True
     y = np.zeros((n_series, n_periods), np.float32)
     observed = np.zeros((n_series, n_periods), bool)
+    censored = None
     if with_target:
         target = frame[n.TARGET].cast(pl.Float64).to_numpy()
         usable = np.isfinite(target)
@@ -339,6 +343,10 @@ def _scatter(
             usable &= target > 0  # the log-scale likelihood needs a positive amount
         y[s_idx[usable], t_idx[usable]] = target[usable]
         observed[s_idx[usable], t_idx[usable]] = True
+        if CENSORED in frame.columns:
+            flagged = usable & frame[CENSORED].fill_null(False).to_numpy()
+            censored = np.zeros((n_series, n_periods), bool)
+            censored[s_idx[flagged], t_idx[flagged]] = True
     return PanelArrays(
         periods=periods,
         x_time=time_features(periods, encoding.fourier_order, encoding.weekday),
@@ -346,6 +354,7 @@ def _scatter(
         y=y,
         observed=observed,
         present=present,
+        censored=censored,
     )
 
 

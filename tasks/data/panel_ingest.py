@@ -40,6 +40,7 @@ ROLES = {"sales": FileRole.SALES, "stores": FileRole.STORES, "products": FileRol
 # the calendar's `by` value of a row, while sales and calendar are joined
 _BY = "_by"
 _IN_CALENDAR = "_in_calendar"
+CENSORED = n.CENSORED
 
 @dataclass(frozen=True)
 class PanelTables:
@@ -51,7 +52,9 @@ class PanelTables:
         covariate holds the raw price, > 0), for a per-product price pattern also the pattern's
         column of every product (e.g. ``price1`` ... ``price11``, Float64, as the input names them),
         and ``row`` (1-based data row of the source file). Sorted by keys and period.
-    future: the same columns less ``target``; None when no future file was given.
+        With a ``stockout`` or ``stock_on_hand`` column in the spec, also ``censored`` (Boolean, after
+        ``target``): the period stocked out, its target is a lower bound of demand.
+    future: the same columns less ``target`` (and ``censored``); None when no future file was given.
     stores: ``store``, one String column per store hierarchy level (spec names), one column per
         attribute (Float64 for numeric, untransformed; String for category), the spec's ``label`` column
         when it names one, ``row``. Every store of
@@ -170,9 +173,21 @@ def _canonical_series(spec: PanelSpec, typed: pl.DataFrame, products: Sequence[o
         if spec.negative_target == "mask":
             target = pl.when(target < 0).then(None).otherwise(target)
         columns.append(target.alias(n.TARGET))
+        if spec.sales.censoring_columns:
+            columns.append(_stocked_out(spec).alias(CENSORED))
     columns += [_own_value(c, spec.sales.product, products).alias(c.name) for c in spec.sales.covariates]
     columns += [pl.col(column) for column in r.pattern_columns(spec, products)]
     return typed.select(*columns, pl.col(n.ROW))
+
+
+def _stocked_out(spec: PanelSpec) -> pl.Expr:
+    """True where the period stocked out: its flag is 1, or its stock on hand at the end is 0."""
+    flags = []
+    if spec.sales.stockout is not None:
+        flags.append(pl.col(spec.sales.stockout) == 1.0)
+    if spec.sales.stock_on_hand is not None:
+        flags.append(pl.col(spec.sales.stock_on_hand) == 0.0)
+    return pl.any_horizontal(flags).fill_null(False)
 
 
 def _join_calendar(
@@ -222,7 +237,7 @@ def _series_order(spec: PanelSpec) -> list[str]:
 
 def _series_columns(spec: PanelSpec, products: Sequence[object], with_target: bool) -> list[str]:
     """PanelTables' column order: keys, period, target, covariates (sales, then calendar), pattern columns, row."""
-    target = [n.TARGET] if with_target else []
+    target = ([n.TARGET] + ([CENSORED] if spec.sales.censoring_columns else [])) if with_target else []
     covariates = [c.name for c in spec.covariates]
     return [*_series_order(spec), *target, *covariates, *r.pattern_columns(spec, products), n.ROW]
 
@@ -291,6 +306,9 @@ def read_panel(spec: PanelSpec, data_dir: str | Path, future: str | Path | None 
     if n_masked:
         log.info("%s: %d negative %s values masked (negative_target: mask): left out of the fit",
                  paths[FileRole.SALES], n_masked, spec.sales.target)
+    if spec.sales.censoring_columns:
+        n_stocked_out = int(series[FileRole.SALES][CENSORED].sum())
+        log.info("%s: %d periods stocked out: their %s is a lower bound of demand", paths[FileRole.SALES], n_stocked_out, spec.sales.target)
     order = _series_order(spec)
     sales, future_frame = (series[role].sort(order) if role in series else None for role in (FileRole.SALES, FileRole.FUTURE))
     keyed = [frame for frame in (sales, future_frame) if frame is not None]

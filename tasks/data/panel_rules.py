@@ -50,6 +50,7 @@ RULE_PARSE_FLAG = "parses as a flag (0/1 or true/false)"
 RULE_PRICE_POSITIVE = "price > 0"
 RULE_WHOLE_UNITS = "units are whole numbers"
 RULE_TARGET_NOT_NEGATIVE = "target >= 0 (negative_target: reject)"
+RULE_STOCK_NOT_NEGATIVE = "stock on hand >= 0"
 RULE_LOG_DOMAIN = "value > 0 (log transform)"
 RULE_LOG1P_DOMAIN = "value > -1 (log1p transform)"
 RULE_UNIQUE_SERIES_PERIOD = "one row per series and period"
@@ -132,30 +133,34 @@ class SpecColumnsError(InputValidationError, SpecError):
 # value checks, named by their rule text (pandera reports the name)
 
 
-def _check(rule: str, ok: pl.Expr) -> pa.Check:
+def value_check(rule: str, ok: pl.Expr) -> pa.Check:
     """A vectorised pandera check; a null passes (blanks are the not-null rule's to report)."""
     return pa.Check(lambda data: data.lazyframe.select(ok.fill_null(True)), name=rule)
 
 
 def positive_price(column: str) -> pa.Check:
-    return _check(RULE_PRICE_POSITIVE, pl.col(column) > 0)
+    return value_check(RULE_PRICE_POSITIVE, pl.col(column) > 0)
 
 
 def whole_units(column: str) -> pa.Check:
     # a negative target is the negative-target rule's (reject) or masked (mask)
-    return _check(RULE_WHOLE_UNITS, (pl.col(column) == pl.col(column).floor()) | (pl.col(column) < 0))
+    return value_check(RULE_WHOLE_UNITS, (pl.col(column) == pl.col(column).floor()) | (pl.col(column) < 0))
 
 
 def not_negative_target(column: str) -> pa.Check:
-    return _check(RULE_TARGET_NOT_NEGATIVE, pl.col(column) >= 0)
+    return value_check(RULE_TARGET_NOT_NEGATIVE, pl.col(column) >= 0)
+
+
+def not_negative_stock(column: str) -> pa.Check:
+    return value_check(RULE_STOCK_NOT_NEGATIVE, pl.col(column) >= 0)
 
 
 def transform_domain(column: str, transform: str) -> tuple[pa.Check, ...]:
     """The encoder takes log / log1p of the attribute: reject values where that is undefined now."""
     if transform == "log":
-        return (_check(RULE_LOG_DOMAIN, pl.col(column) > 0),)
+        return (value_check(RULE_LOG_DOMAIN, pl.col(column) > 0),)
     if transform == "log1p":
-        return (_check(RULE_LOG1P_DOMAIN, pl.col(column) > -1),)
+        return (value_check(RULE_LOG1P_DOMAIN, pl.col(column) > -1),)
     return ()
 
 
@@ -203,9 +208,22 @@ def series_plans(spec: PanelSpec, products: Sequence[object], present: Sequence[
     plans.append(ColumnPlan(spec.sales.period, Kind.DATE))
     if with_target:
         plans.append(ColumnPlan(spec.sales.target, Kind.NUMBER, checks=_target_checks(spec)))
+        plans += stock_plans(spec)
     plans += _covariate_plans(spec.sales.covariates, products)
     levels = [*spec.hierarchy_levels(STORE_SIDE), *spec.hierarchy_levels(PRODUCT_SIDE)]
     return plans + [ColumnPlan(level, Kind.TEXT, nullable=True) for level in levels if level in present]
+
+
+def stock_plans(spec: PanelSpec) -> list[ColumnPlan]:
+    """The sales table's stock-out columns (the future table needs neither): a flag (0/1, true/false) and
+    the stock on hand at the end of the period (>= 0); a blank in either is an error, since it would
+    leave open whether the period's sales are demand or a lower bound of it."""
+    plans = []
+    if spec.sales.stockout is not None:
+        plans.append(ColumnPlan(spec.sales.stockout, Kind.FLAG))
+    if spec.sales.stock_on_hand is not None:
+        plans.append(ColumnPlan(spec.sales.stock_on_hand, Kind.NUMBER, checks=(not_negative_stock(spec.sales.stock_on_hand),)))
+    return plans
 
 
 def table_plans(table: DimensionTable, kind: Kind) -> list[ColumnPlan]:

@@ -14,6 +14,7 @@ Two layouts: ``panel`` (the generic contract: any store x product series, daily 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -97,6 +98,28 @@ class SalesTable(_Strict):
     product: str | None = Field(None, description="the product key column; None: one series per store")
     target: str = Field(min_length=1)
     covariates: tuple[Covariate, ...] = ()
+    stockout: str | None = Field(
+        None, description="a 0/1 (true/false) column: 1 when the period stocked out, so that its sales are a lower bound of demand"
+    )
+    stock_on_hand: str | None = Field(
+        None, description="stock at the end of the period (>= 0): 0 means the period stocked out, as the stockout flag does"
+    )
+
+    @model_validator(mode="after")
+    def _distinct_stock_columns(self) -> SalesTable:
+        roles = {"period": self.period, "store": self.store, "product": self.product, "target": self.target}
+        for name, column in (("stockout", self.stockout), ("stock_on_hand", self.stock_on_hand)):
+            clash = [role for role, other in roles.items() if column is not None and other == column]
+            if clash:
+                raise ValueError(f"sales.{name} {column!r} is also the {clash[0]} column")
+        if self.stockout is not None and self.stockout == self.stock_on_hand:
+            raise ValueError(f"sales.stockout and sales.stock_on_hand name the same column {self.stockout!r}")
+        return self
+
+    @property
+    def censoring_columns(self) -> tuple[str, ...]:
+        """The columns that mark a stock-out (the stockout flag, the stock on hand), as the input names them."""
+        return tuple(c for c in (self.stockout, self.stock_on_hand) if c is not None)
 
 
 class CrossPrice(_Strict):
@@ -104,6 +127,104 @@ class CrossPrice(_Strict):
 
     price: Name = Field(description="name of the price covariate (kind price, with a {product} pattern)")
     within: str | None = Field(None, description="product hierarchy level that groups substitutes (None: all products)")
+
+
+# An inventory setting: the name of a column of the inventory file (a value per series), or a number
+# (the same value for every series).
+Setting = str | float
+
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The values an inventory setting may take: above (or at) ``low``, whole numbers when ``whole``."""
+
+    low: float
+    inclusive: bool
+    whole: bool = False
+
+    @property
+    def rule(self) -> str:
+        text = f"{'>=' if self.inclusive else '>'} {self.low:g}"
+        return f"a whole number {text}" if self.whole else text
+
+    def holds(self, value: float) -> bool:
+        above = value >= self.low if self.inclusive else value > self.low
+        return above and (not self.whole or float(value).is_integer())
+
+
+INVENTORY_BOUNDS: dict[str, Bound] = {
+    "on_hand": Bound(0, True),
+    "lead_time": Bound(0, True, whole=True),
+    "review_period": Bound(1, True, whole=True),
+    "pack_size": Bound(0, False),
+    "min_order": Bound(0, True),
+    "lost_sale_cost": Bound(0, False),
+    "leftover_cost": Bound(0, False),
+    "price": Bound(0, False),
+    "unit_cost": Bound(0, False),
+    "holding_rate": Bound(0, False),
+}
+
+
+class OpenOrdersTable(_Strict):
+    """Orders placed and not yet received: one row per series and arrival period."""
+
+    file: str = Field(min_length=1)
+    period: str = Field(min_length=1, description="the period the order arrives at (the start of that period)")
+    quantity: str = Field(min_length=1, description="units arriving")
+
+
+class InventoryTable(_Strict):
+    """What ``bhm replenish`` orders from: the stock and ordering rules of each series (keyed like the
+    sales table), each setting a column of ``file`` or one number for every series.
+
+    Costs: ``lost_sale_cost`` and ``leftover_cost`` per unit, or ``price``, ``unit_cost`` and
+    ``holding_rate`` (a lost sale costs the margin, price - unit_cost; a left-over unit costs
+    unit_cost x holding_rate)."""
+
+    file: str = Field(min_length=1)
+    on_hand: Setting = Field(description="units on the shelf at the start of the first forecast period")
+    lead_time: Setting = Field(description="periods from placing an order to its arrival (0: arrives the same period)")
+    review_period: Setting = Field(1.0, description="periods between order days; order days are the horizon's periods 0, R, 2R, ...")
+    pack_size: Setting = Field(1.0, description="orders are whole packs of this many units")
+    min_order: Setting = Field(0.0, description="smallest order in units (0: none); an order is 0 or at least this")
+    lost_sale_cost: Setting | None = None
+    leftover_cost: Setting | None = None
+    price: Setting | None = None
+    unit_cost: Setting | None = None
+    holding_rate: Setting | None = None
+    open_orders: OpenOrdersTable | None = None
+
+    @model_validator(mode="after")
+    def _costs(self) -> InventoryTable:
+        direct = (self.lost_sale_cost, self.leftover_cost)
+        derived = (self.price, self.unit_cost, self.holding_rate)
+        if all(v is None for v in direct + derived):
+            raise ValueError(
+                "inventory costs are missing: give lost_sale_cost and leftover_cost, or price, unit_cost and holding_rate"
+            )
+        if any(v is not None for v in direct) and any(v is not None for v in derived):
+            raise ValueError("inventory costs: give lost_sale_cost and leftover_cost, or price, unit_cost and holding_rate, not both")
+        chosen = direct if any(v is not None for v in direct) else derived
+        names = ("lost_sale_cost", "leftover_cost") if chosen is direct else ("price", "unit_cost", "holding_rate")
+        missing = [name for name, value in zip(names, chosen, strict=True) if value is None]
+        if missing:
+            raise ValueError(f"inventory costs are incomplete: {', '.join(missing)} missing (with {', '.join(names)})")
+        bad = [
+            f"{name} = {value:g} must be {INVENTORY_BOUNDS[name].rule}"
+            for name, value in self.settings().items()
+            if not isinstance(value, str) and not INVENTORY_BOUNDS[name].holds(value)
+        ]
+        if bad:
+            raise ValueError("inventory: " + "; ".join(bad))
+        return self
+
+    def settings(self) -> dict[str, Setting]:
+        """Every setting given: name -> column or number."""
+        names = ("on_hand", "lead_time", "review_period", "pack_size", "min_order", "lost_sale_cost", "leftover_cost",
+                 "price", "unit_cost", "holding_rate")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
 
 class PanelSpec(_Strict):
@@ -130,6 +251,7 @@ class PanelSpec(_Strict):
     )
     cross_price: CrossPrice | None = None
     yearly_fourier_order: int = Field(6, ge=0, le=26)
+    inventory: InventoryTable | None = Field(None, description="stock and ordering rules per series, for bhm replenish")
     shocks: tuple[Literal["chain", "store", "product"], ...] = Field(
         ("chain", "store"),
         description="period shocks: shared by the chain, by a store's series, by a product's; each kept off what "
@@ -435,6 +557,19 @@ pooling:
   price: [product]
   promo: [product]
 yearly_fourier_order: 2
+# bhm replenish: each shelf's stock at the origin and the orders under way (the demo writes both); an
+# order every 2 weeks arrives a week later, in packs; a lost sale costs the margin, a unit left over a
+# quarter of its cost.
+inventory:
+  file: inventory.csv
+  on_hand: on_hand
+  lead_time: 1
+  review_period: 2
+  pack_size: pack_size
+  price: price
+  unit_cost: unit_cost
+  holding_rate: 0.25
+  open_orders: {file: open_orders.csv, period: week, quantity: units}
 """
 
 

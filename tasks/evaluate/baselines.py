@@ -108,11 +108,16 @@ def _global_rows(panel: EncodedPanel, cells: tuple[np.ndarray, np.ndarray]) -> n
 
 
 def lightgbm_global(
-    history: EncodedPanel, future: EncodedPanel, levels: tuple[float, ...] = DEFAULT_QUANTILES, seed: int = 0
+    history: EncodedPanel,
+    future: EncodedPanel,
+    levels: tuple[float, ...] = DEFAULT_QUANTILES,
+    seed: int = 0,
+    threads: int | None = None,
 ) -> PanelForecast:
     """One gradient-boosted model over all stores (calendar, store-day and store features, the store id as a
     category) on log sales: squared error for the point forecast, a quantile objective per level; the
-    predictive sample interpolates between the quantiles."""
+    predictive sample interpolates between the quantiles. ``threads``: LightGBM's (default: 1 on small data,
+    else up to 4)."""
     try:
         import lightgbm as lgb
     except ImportError as err:
@@ -125,7 +130,10 @@ def lightgbm_global(
     s_all, t_all = np.meshgrid(np.arange(future.n_stores), np.arange(future.n_days), indexing="ij")
     x_future = _global_rows(future, (s_all.ravel(), t_all.ravel()))
     # OpenMP threads spin while they wait: on small data or a busy machine one thread is faster.
-    threads = 1 if y.size < 200_000 else min(4, os.cpu_count() or 1)
+    if threads is None:  # OpenMP threads spin while they wait: more than the cores is slower on a shared machine
+        threads = 1 if y.size < 200_000 else min(4, os.cpu_count() or 1)
+    elif threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
     common = {
         "learning_rate": 0.05,
         "num_leaves": 63,

@@ -75,7 +75,7 @@ def split(tables: PanelTables, origin: dt.date, horizon: int) -> tuple[PanelTabl
     return replace(tables, sales=history, future=actual.drop(n.TARGET)), actual
 
 
-def _cells(encoded: EncodedPanelData, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def future_cells(encoded: EncodedPanelData, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(series, period) positions in the future arrays of ``frame``'s rows."""
     encoding = encoded.encoding
     store_code = {k: i for i, k in enumerate(encoding.store_keys)}
@@ -87,7 +87,7 @@ def _cells(encoded: EncodedPanelData, frame: pl.DataFrame) -> tuple[np.ndarray, 
     return s.astype(np.int64), t.astype(np.int64)
 
 
-def _history(encoded: EncodedPanelData, spec: PanelSpec) -> PanelHistory:
+def series_history(encoded: EncodedPanelData, spec: PanelSpec) -> PanelHistory:
     """The baselines' view of the history: the target with NaN gaps, covariates over history and horizon."""
     history, future = encoded.history, encoded.future
     prices = [c.name for c in spec.covariates if c.kind == "price"]
@@ -158,7 +158,7 @@ def score_methods(
     weight_flag: str | None,
 ) -> pl.DataFrame:
     """Scores of the model and every baseline, at the series level and at each aggregate level, on the same rows."""
-    s, t = _cells(encoded, actual)
+    s, t = future_cells(encoded, actual)
     y = actual[n.TARGET].to_numpy().astype(np.float64)
     scored = np.isfinite(y)
     weights = None
@@ -216,7 +216,7 @@ def run_panel_backtest(
     model = forecast_encoded(fitted, encoded, aggregates, forecast_config, key_forecast)
     seconds[MODEL] = time.perf_counter() - t0
 
-    history = _history(encoded, tables.spec)
+    history = series_history(encoded, tables.spec)
     n_future = encoded.future.n_periods
     forecasts = {}
     for name in baselines:

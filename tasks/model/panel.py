@@ -24,7 +24,8 @@ product in a known store from its store's and department's effects. Everything i
   prior. They carry the correlation between series that aggregate intervals need.
 - likelihood: units: a scale mixture of negative binomials with a common mean (``tasks.model.negbin``);
   amounts (money): a scale mixture of log-normals with a common mean. Unobserved cells (absent rows,
-  masked targets, amounts <= 0) are left out.
+  masked targets, amounts <= 0) are left out. A censored cell (a stock-out: its sales are a lower bound
+  of demand) contributes log P(Y >= y) of the same law instead (``tasks.model.censored``).
 
 This module is pure: no Prefect, no MLflow. ``log_mean`` is the one formula: the model and the
 forecast (``tasks.forecast.panel_draws``) both call it.
@@ -43,6 +44,7 @@ import numpyro.distributions as dist
 from numpyro.distributions import constraints
 from numpyro.distributions.util import promote_shapes
 
+from tasks.model.censored import lognormal_mixture_log_survival, nb_mixture_log_survival
 from tasks.model.negbin import NegativeBinomialScaleMixture
 
 INTERCEPT = "intercept"
@@ -82,6 +84,7 @@ class PanelSite:
     TAIL_LOGIT = "tail_logit"
     TAIL_GAP = "tail_gap"
     Y = "y"
+    Y_CENSORED = "y_censored"  # a factor: log P(Y >= y) of the censored cells
     SERIES_PLATE = "series"
     PERIODS_PLATE = "periods"
 
@@ -126,6 +129,7 @@ class PanelStructure:
     shocks: tuple[str, ...] = ("chain", "store")  # which period shocks the model has: chain, store, product
     n_future_blocks: int = 0
     n_future: int = 0
+    censor_terms: int = 0  # grid of the censored NB survival (tasks.model.censored.survival_terms); 0: no censored cell
 
     @property
     def n_coef(self) -> int:
@@ -166,6 +170,11 @@ class PanelInputs(NamedTuple):
     block: jnp.ndarray  # int32 [T]: level block relative to the anchor's (0)
     history_index: jnp.ndarray  # int32 [T]
     shock_basis: jnp.ndarray  # [1 + n_products or 1, n_history, K] orthonormal columns (see shock_basis)
+    # Stock-outs (None: no censored cell): bool [S, T], observed cells whose target is a lower bound of
+    # demand; and each series' censored periods, int32 [S, C], padded with -1 (the survival runs on
+    # these C cells per series only, not on every cell).
+    censored: jnp.ndarray | None = None
+    censored_periods: jnp.ndarray | None = None
 
 
 # --- priors -------------------------------------------------------------------------------------
@@ -345,6 +354,19 @@ def likelihood(structure: PanelStructure, log_mu, log_dispersion, tail_logit, ta
     return LogNormalScaleMixture(log_mu, log_dispersion, offsets, logits)
 
 
+def log_survival(structure: PanelStructure, y, log_mu, log_dispersion, tail_logit, tail_gap) -> jnp.ndarray:
+    """log P(Y >= y) under ``likelihood``'s law, for censored cells. A count above the survival grid
+    (``structure.censor_terms``, capped at ``censored.MAX_CENSORED_UNITS``) is lowered to it: demand is
+    still at least that much, a weaker but true bound."""
+    logits, offsets = mixture_parameters(tail_logit, tail_gap, structure.likelihood)
+    if structure.likelihood == "nb":
+        if structure.censor_terms < 1:
+            raise ValueError(f"censored counts need a survival grid: structure.censor_terms is {structure.censor_terms}")
+        y = jnp.minimum(y, structure.censor_terms)
+        return nb_mixture_log_survival(y, log_mu, log_dispersion, offsets, logits, structure.censor_terms)
+    return lognormal_mixture_log_survival(y, log_mu, log_dispersion, offsets, logits)
+
+
 # --- the model ------------------------------------------------------------------------------------
 
 
@@ -464,11 +486,33 @@ def model(inputs: PanelInputs, structure: PanelStructure, subsample_size: int | 
         observed = inputs.observed[idx]
         y = None if inputs.y is None else inputs.y[idx]
         law = likelihood(structure, log_mu, log_dispersion, latent[PanelSite.TAIL_LOGIT], latent[PanelSite.TAIL_GAP])
+        if inputs.censored is not None and y is not None:
+            # A stock-out's sales are a lower bound of demand: P(Y >= y) in place of P(Y = y).
+            observed = observed & ~inputs.censored[idx]
+            periods = inputs.censored_periods[idx]  # [s, C], -1 padded
+            valid = periods >= 0
+            at = jnp.maximum(periods, 0)
+            y_censored = jnp.where(valid, jnp.take_along_axis(y, at, axis=1), 0.0)
+            mu_censored = jnp.take_along_axis(log_mu, at, axis=1)
+            tails = (latent[PanelSite.TAIL_LOGIT], latent[PanelSite.TAIL_GAP])
+            survival = log_survival(structure, y_censored, mu_censored, log_dispersion, *tails)
+            numpyro.factor(PanelSite.Y_CENSORED, jnp.where(valid, survival, 0.0).sum(axis=1, keepdims=True))
         with numpyro.plate(PanelSite.PERIODS_PLATE, n_periods, dim=-1):
             numpyro.sample(PanelSite.Y, law.mask(observed), obs=y)
 
 
 # --- inputs --------------------------------------------------------------------------------------
+
+
+def censored_periods(censored: np.ndarray) -> np.ndarray:
+    """Each series' censored periods, int32 [S, C] (C: the most any series has), padded with -1."""
+    censored = np.asarray(censored, bool)
+    counts = censored.sum(axis=1)
+    out = np.full((censored.shape[0], int(counts.max(initial=0))), -1, np.int32)
+    rows, periods = np.nonzero(censored)
+    slot = np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    out[rows, slot] = periods
+    return out
 
 
 def time_blocks(offsets: np.ndarray, block_periods: int) -> np.ndarray:

@@ -35,6 +35,7 @@ from tasks.model.panel import (
     PanelStructure,
     coef_prior_scales,
     layouts,
+    log_mean,
     model,
 )
 
@@ -163,3 +164,21 @@ def prior_params(params: Params, structure: PanelStructure, series: np.ndarray, 
             out[f"{PanelSite.GLOBALS}.loc"][start + row * width : start + (row + 1) * width] = 0.0
             out[f"{PanelSite.GLOBALS}.scale"][start + row * width : start + (row + 1) * width] = 1.0
     return out
+
+
+def posterior_mean_demand(params: Params, structure: PanelStructure, inputs: PanelInputs, key: jax.Array, num_draws: int = 200) -> np.ndarray:
+    """E[y] = exp(log mu) [S, T] over the history periods of ``inputs``, averaged over ``num_draws`` draws
+    of the guide: what the fit says mean demand was (a censored fit: demand, not sales)."""
+    real, positive, series = layouts(structure)
+    keys = jax.random.split(key, 3)
+
+    def draws(site: str, k: jax.Array, shape: tuple[int, ...]) -> jnp.ndarray:
+        loc, scale = jnp.asarray(params[f"{site}.loc"]), jnp.asarray(params[f"{site}.scale"])
+        return loc + scale * jax.random.normal(k, (num_draws, *shape))
+
+    globals_ = real.unpack(draws(PanelSite.GLOBALS, keys[0], (real.size,)))
+    globals_ |= positive.unpack(jnp.exp(draws(PanelSite.SCALES, keys[1], (positive.size,))))
+    per_series = series.unpack(draws(PanelSite.SERIES, keys[2], np.shape(params[f"{PanelSite.SERIES}.loc"])))
+    idx = jnp.arange(inputs.observed.shape[0])
+    log_mu = jax.vmap(lambda latent: log_mean(latent, inputs, structure, idx))({**globals_, **per_series})
+    return np.asarray(jnp.exp(log_mu).mean(axis=0))
