@@ -251,8 +251,8 @@ def replenish_panel(spec: Any, args: argparse.Namespace, run_flow: Any) -> int:
             lines.append(
                 f"to place now: {int(figures['orders_nonzero']):,} of {int(figures['orders_series']):,} series order, "
                 f"{figures['orders_units']:,.0f} units; expected cost {figures['orders_expected_cost']:,.1f}, "
-                f"fill rate {figures['orders_fill_rate']:.1%}, no stock-out {figures['orders_service_level']:.1%} "
-                f"(critical ratio {figures['orders_critical_ratio']:.1%})"
+                f"fill rate {figures['orders_fill_rate']:.1%}; cycles without a lost sale {figures['orders_cycle_service']:.1%} "
+                f"(critical ratio {figures['orders_critical_ratio']:.1%}; with the lead time's: {figures['orders_no_stockout']:.1%})"
             )
         lines.append(f"model version: {result.model_version}")
         return lines + ([f"MLflow: {result.mlflow_run}"] if result.mlflow_run else [])

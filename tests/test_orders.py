@@ -70,6 +70,21 @@ def test_a_certain_demand_is_met_exactly_with_nothing_left() -> None:
     assert orders.critical_ratio[0] == pytest.approx(0.75)
 
 
+@pytest.mark.parametrize("under", [1.0, 3.0, 9.0])
+def test_the_orders_cycles_lose_no_sale_at_the_critical_ratio(under: float) -> None:
+    rng = np.random.default_rng(2)
+    demand = rng.poisson(rng.uniform(20, 60, (1, 400, 1)), size=(2000, 400, 3)).astype(float)
+    policy = InventoryPolicy(
+        on_hand=np.full(400, 30.0), lead_time=np.ones(400), review_period=np.full(400, 2.0), pack_size=np.ones(400),
+        min_order=np.zeros(400), lost_sale_cost=np.full(400, under), leftover_cost=np.ones(400), open_orders=np.zeros((400, 3)),
+    )
+    orders = order_at(demand, policy, 0)
+    # whole units make the distribution discrete: the cheapest order's cycle service lies at or just above the ratio
+    assert orders.cycle_service.mean() == pytest.approx(under / (under + 1.0), abs=0.03)
+    assert np.all(orders.cycle_service >= orders.critical_ratio - 0.01)
+    assert np.all(orders.stockout_probability >= 1.0 - orders.cycle_service - 1e-12)  # the lead time's losses come on top
+
+
 def test_packs_round_to_the_cheaper_side_and_a_minimum_order_can_mean_no_order() -> None:
     demand = np.full((10, 2, 2), 7.0)
     policy = InventoryPolicy(

@@ -193,9 +193,11 @@ def test_train_then_replenish_writes_the_orders_and_tracks_them(shop: dict[str, 
     assert ((orders[n.ARRIVAL_PERIOD] - orders[n.ORDER_PERIOD]).dt.total_days() == 7).all()
     assert orders[n.CRITICAL_RATIO].to_numpy() == pytest.approx(3.0 / 3.5)
     assert ((orders[n.FILL_RATE] >= 0) & (orders[n.FILL_RATE] <= 1)).all()
+    assert (orders[n.CYCLE_SERVICE] >= 1.0 - orders[n.STOCKOUT_PROBABILITY] - 1e-9).all()
     client = MlflowClient(f"sqlite:///{bhm_home / 'mlflow.db'}")
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()], "attributes.run_name LIKE 'replenish%'")
     assert run.data.metrics["orders_series"] == n_series
+    assert run.data.metrics["orders_cycle_service"] == pytest.approx(float(now[n.CYCLE_SERVICE].mean()), rel=1e-6)
     assert run.data.metrics["orders_expected_cost"] == pytest.approx(float(now[n.EXPECTED_COST].sum()), rel=1e-6)
     assert {"orders.png"} <= {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "plots")}
     assert [Path(a.path).name for a in client.list_artifacts(run.info.run_id, "orders")] == ["orders.parquet"]

@@ -110,7 +110,8 @@ class Orders:
     quantity: np.ndarray  # [S] units: packs x pack size
     expected_cost: np.ndarray  # [S] over the protection interval
     fill_rate: np.ndarray  # [S] expected share of protection-interval demand served
-    stockout_probability: np.ndarray  # [S] probability that some demand is lost
+    stockout_probability: np.ndarray  # [S] probability that some demand is lost (the lead time's included)
+    cycle_service: np.ndarray  # [S] probability that the order's cycle (its review period) loses no sale: aims at the critical ratio
     expected_leftover: np.ndarray  # [S] units left when the next order arrives
     expected_demand: np.ndarray  # [S] over the protection interval
     inventory_position: np.ndarray  # [S] mean on hand + open orders within the interval, before ordering
@@ -230,6 +231,7 @@ def order_at(
         expected_cost=cu * mean_lost + co * leftover.mean(axis=0, dtype=np.float64),
         fill_rate=fill,
         stockout_probability=(lost > 0).mean(axis=0),
+        cycle_service=(short <= 0).mean(axis=0),
         expected_leftover=leftover.mean(axis=0, dtype=np.float64),
         expected_demand=mean_demand,
         inventory_position=position,

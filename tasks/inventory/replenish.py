@@ -25,6 +25,7 @@ _FIGURES = (
     (n.EXPECTED_COST, "expected_cost"),
     (n.FILL_RATE, "fill_rate"),
     (n.STOCKOUT_PROBABILITY, "stockout_probability"),
+    (n.CYCLE_SERVICE, "cycle_service"),
     (n.EXPECTED_LEFTOVER, "expected_leftover"),
     (n.CRITICAL_RATIO, "critical_ratio"),
 )
@@ -136,7 +137,8 @@ def summary(frame: pl.DataFrame) -> dict[str, float]:
         "orders_units": float(now[n.ORDER_QUANTITY].sum()),
         "orders_expected_cost": float(now[n.EXPECTED_COST].sum()),
         "orders_fill_rate": served / demand if demand > 0 else 1.0,
-        "orders_service_level": float(1.0 - now[n.STOCKOUT_PROBABILITY].mean()),
+        "orders_cycle_service": float(now[n.CYCLE_SERVICE].mean()),
+        "orders_no_stockout": float(1.0 - now[n.STOCKOUT_PROBABILITY].mean()),
         "orders_critical_ratio": float(now[n.CRITICAL_RATIO].mean()),
     }
 
