@@ -433,7 +433,7 @@ def _add_flow_commands(commands: Any, formatter: type[argparse.HelpFormatter]) -
         formatter_class=formatter,
     )
     _add_verbosity(rp, top_level=False)
-    cli_spec.add_spec_options(rp)
+    cli_spec.add_spec_options(rp, "dataset spec (required: a panel spec with an inventory section)")
     _add_paths(rp, ReplenishConfig, "future", "out", "model_dir")
     _add_count(rp, ReplenishConfig, "seed")
     _add_count(rp, ForecastConfig, "num_draws")

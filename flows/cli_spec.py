@@ -21,8 +21,8 @@ class SpecUsageError(Exception):
     """A spec that cannot be used, or options that do not go with it (exit code 2)."""
 
 
-def add_spec_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("dataset spec (instead of the Rossmann file options)")
+def add_spec_options(parser: argparse.ArgumentParser, title: str = "dataset spec (instead of the Rossmann file options)") -> None:
+    group = parser.add_argument_group(title)
     group.add_argument("--spec", type=Path, metavar="SPEC.yaml", default=None, help="dataset spec; `bhm spec NAME` prints a built-in one")
     group.add_argument("--data", type=Path, metavar="DIR", default=None, help="folder holding the files the spec names")
 
