@@ -183,6 +183,7 @@ def bucket_scores(rows: pl.DataFrame, by: str | list[str]) -> pl.DataFrame:
         pl.max_horizontal(q * (pl.col(n.SALES) - pl.col(n.quantile_column(q))), (q - 1) * (pl.col(n.SALES) - pl.col(n.quantile_column(q))))
         for q in levels
     ) / len(levels)
+    rows = rows.with_columns(pl.col(n.SALES).cast(pl.Float64))  # Int32 sums of sales overflow
     r = rows.with_columns(
         (((pl.col(n.SALES) - pl.col(n.MEAN)) / pl.col(n.SALES)) ** 2).alias("spe"),
         ((pl.col(n.SALES) - pl.col(n.quantile_column(0.5))).abs() / pl.col(n.SALES)).alias("ape"),
@@ -499,7 +500,7 @@ def blend(rows: pl.DataFrame) -> str:
 
 
 def analyse(rows: pl.DataFrame, inputs, args) -> None:
-    rows = rows.filter(pl.col("scored") & pl.col("method").is_in(METHODS))
+    rows = rows.filter(pl.col("scored") & pl.col("method").is_in(METHODS)).with_columns(pl.col(n.SALES).cast(pl.Float64))
     rows = context(rows, inputs.train, inputs.stores)
     origins = sorted(rows["origin"].unique().to_list())
     print(f"\nscored rows: {rows.filter(pl.col('method') == 'model').height:,} store-days per method, origins {', '.join(map(str, origins))}\n")
@@ -534,6 +535,12 @@ def analyse(rows: pl.DataFrame, inputs, args) -> None:
             part = rows.filter(pl.col("origin") == origin)
             print(table(bucket_scores(part, ["week"]), ["week"], f"{origin}: by week of the horizon"))
             print(table(bucket_scores(part, ["weekday"]), ["weekday"], f"{origin}: by weekday"))
+    # The days around Christmas and the new year, one by one.
+    christmas = rows.filter(
+        ((pl.col(n.DATE).dt.month() == 12) & (pl.col(n.DATE).dt.day() >= 15)) | ((pl.col(n.DATE).dt.month() == 1) & (pl.col(n.DATE).dt.day() <= 5))
+    )
+    if christmas.height:
+        print(table(bucket_scores(christmas, [n.DATE, "weekday"]), [n.DATE, "weekday"], "Christmas and the new year, day by day"))
     # Not printed, only searched for buckets where LightGBM does better.
     for name, by in {"origin x week": ["origin", "week"], "origin x weekday": ["origin", "weekday"], "origin x promo": ["origin", "promo"]}.items():
         tables[name] = bucket_scores(rows, by)
