@@ -16,25 +16,12 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import replace
 
 import common
-import jax
 import numpy as np
-import polars as pl
 
-from tasks import names as n
-from tasks import panel_pipeline as pp
-from tasks.config import ForecastConfig, PanelFitConfig
 from tasks.data.panel_demo import generate_panel_demo
-from tasks.data.panel_encode import encode_panel
-from tasks.data.panel_ingest import CENSORED
-from tasks.model.panel_inference import posterior_mean_demand
-
-
-def uncensored(tables):
-    spec = tables.spec.model_copy(update={"sales": tables.spec.sales.model_copy(update={"stockout": None})})
-    return replace(tables, spec=spec, sales=tables.sales.drop(CENSORED))
+from tasks.evaluate.censoring import censoring_experiment
 
 
 def run_seed(seed: int, args: argparse.Namespace) -> dict:
@@ -42,33 +29,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict:
         seed=seed, n_stores=args.stores, n_departments=2, products_per_department=args.products_per_department,
         n_weeks=args.weeks, horizon=args.horizon, stockout_share=args.share, concentration=args.concentration,
     )  # fmt: skip
-    tables = demo.tables()
-    truth = demo.truth_future.select("store_id", "item_id", "week", pl.col("units").alias("demand"))
-    out: dict = {"seed": seed, "stocked_out": float(tables.sales[CENSORED].mean()), "true_future_mean": float(demo.truth.future_mean.mean())}
-    config = PanelFitConfig(max_steps=args.steps, chunk_steps=100)
-    for name, these in (("censored", tables), ("uncensored", uncensored(tables))):
-        t = time.perf_counter()
-        encoded = encode_panel(these)
-        fitted, _ = pp.fit_encoded(encoded, these.spec, config, jax.random.key(seed), on_progress=lambda p: None)
-        history = pp.model_inputs(encoded, encoded.history, fitted.structure, fitted.shock_basis, with_target=True)
-        estimate = posterior_mean_demand(fitted.params, fitted.structure, history, jax.random.key(seed + 200))
-        observed = encoded.history.observed
-        s_store, s_product = np.asarray(encoded.encoding.series).T
-        out["true_mean"] = float(demo.truth.history_mean[s_store, s_product][observed].mean())
-        out["sales_mean"] = float(encoded.history.y[observed].mean())
-        aggregates = pp.aggregate_levels(these, encoded)
-        arrays = pp.forecast_encoded(fitted, encoded, aggregates, ForecastConfig(num_draws=400), jax.random.key(seed + 100))
-        frame = pp.forecast_frame(these, encoded, arrays, aggregates, "bench").filter(pl.col(n.LEVEL) == n.SERIES_LEVEL)
-        joined = frame.join(truth, on=["store_id", "item_id", "week"], how="inner")
-        demand = joined["demand"].to_numpy()
-        out[name] = {
-            "mean": float(estimate[observed].mean()),
-            "future_mean": float(joined[n.MEAN].mean()),
-            "coverage90": float(((demand >= joined["q05"].to_numpy()) & (demand <= joined["q95"].to_numpy())).mean()),
-            "coverage50": float(((demand >= joined["q25"].to_numpy()) & (demand <= joined["q75"].to_numpy())).mean()),
-            "seconds": time.perf_counter() - t,
-        }
-    return out
+    return {"seed": seed, **censoring_experiment(demo, args.steps, seed)}
 
 
 def main() -> None:

@@ -42,7 +42,7 @@ def replenish(config: ReplenishConfig) -> ReplenishResult:
     with open_run(config.tracking, f"replenish {spec.name}", tags) as tracker:
         columns = inventory_stages.orders(fitted, encoded, positions, inventory, config.forecast, keys.forecast)
         frame = orders_of.orders_frame(spec, series_keys, encoded.future.periods, columns, fitted.model_version)
-        out = inventory_stages.export(frame, config.out)
+        out = panel_stages.export(frame, config.out)
         summary = orders_of.summary(frame)
         if tracker is not None:
             record_config(tracker, config, {"model_version": fitted.model_version})

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import jax
 import numpy as np
-import polars as pl
 
 from tasks.config import ForecastConfig
 from tasks.data.panel_encode import EncodedPanelData
@@ -29,10 +28,3 @@ def orders(
     fitted: FittedPanel, encoded: EncodedPanelData, positions: np.ndarray, inputs: InventoryInputs, config: ForecastConfig, key: jax.Array
 ) -> dict[str, np.ndarray]:
     return replenish.replenish_encoded(fitted, encoded, positions, inputs.policy, config, key)
-
-
-@io_task("export the orders")
-def export(frame: pl.DataFrame, out: Path) -> Path:
-    from tasks.pipeline import write_parquet_atomic
-
-    return write_parquet_atomic(frame, out)

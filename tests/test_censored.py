@@ -5,7 +5,6 @@ of mean demand from a panel with a fifth of its periods stocked out."""
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import replace
 from pathlib import Path
 
 import jax
@@ -19,13 +18,14 @@ from scipy import stats
 
 from tasks import names as n
 from tasks import panel_pipeline as pp
-from tasks.config import ForecastConfig, PanelFitConfig
+from tasks.config import PanelFitConfig
 from tasks.data import panel_rules as r
 from tasks.data.panel_demo import generate_panel_demo
 from tasks.data.panel_encode import encode_panel
 from tasks.data.panel_ingest import CENSORED, read_panel
 from tasks.data.spec import SpecError, parse_spec
 from tasks.data.validate import InputValidationError
+from tasks.evaluate.censoring import censoring_experiment, without_censoring
 from tasks.model import panel_state
 from tasks.model.censored import (
     MAX_CENSORED_UNITS,
@@ -35,7 +35,6 @@ from tasks.model.censored import (
 )
 from tasks.model.censored import nb_log_survival as _nb_log_survival
 from tasks.model.panel import PanelSite, censored_periods, layouts, likelihood, log_mean, log_survival, model
-from tasks.model.panel_inference import posterior_mean_demand
 
 # compiled once per dtype and shape: eager dispatch of the grid's ops dominates these tests otherwise
 nb_log_survival = jax.jit(_nb_log_survival, static_argnums=3)
@@ -151,11 +150,6 @@ def censored_demo():
     return generate_panel_demo(seed=1, n_stores=2, n_departments=2, products_per_department=2, n_weeks=30, horizon=4, stockout_share=0.2)
 
 
-def _uncensored(tables):
-    spec = tables.spec.model_copy(update={"sales": tables.spec.sales.model_copy(update={"stockout": None})})
-    return replace(tables, spec=spec, sales=tables.sales.drop(CENSORED))
-
-
 def _inputs(tables):
     encoded = encode_panel(tables)
     structure = pp.structure_for(encoded, tables.spec, PanelFitConfig())
@@ -183,7 +177,7 @@ def test_censored_cells_contribute_their_survival_and_the_rest_is_unchanged(cens
     mask = encoded.history.censored
     assert mask is not None and mask.sum() == int(tables.sales[CENSORED].sum()) and not (mask & ~encoded.history.observed).any()
     assert structure.censor_terms == survival_terms(float(encoded.history.y[mask].max()))
-    _, plain_structure, plain = _inputs(_uncensored(tables))
+    _, plain_structure, plain = _inputs(without_censoring(tables))
     assert plain.censored is None and plain.censored_periods is None and plain_structure.censor_terms == 0
 
     trace = handlers.trace(handlers.seed(model, jax.random.key(0))).get_trace(plain, plain_structure)
@@ -289,45 +283,12 @@ def test_a_planted_stock_fault_is_reported_by_file_column_rule_and_row(tmp_path:
 # --- recovery (slow) -------------------------------------------------------------------------------
 
 
-def censoring_experiment(seed: int, n_stores: int, products_per_department: int, n_weeks: int, horizon: int, steps: int):
-    """Fit the censored and the uncensored model to one simulated panel with ~20% of its periods stocked
-    out. Returns the true mean demand of the history's observed cells and, per model, its estimate there
-    (the posterior mean of E[demand]), the mean forecast of the horizon, and the coverage of the horizon's
-    true demand by the 90% and 50% intervals."""
-    demo = generate_panel_demo(
-        seed=seed, n_stores=n_stores, n_departments=2, products_per_department=products_per_department,
-        n_weeks=n_weeks, horizon=horizon, stockout_share=0.2, concentration=5.0,
-    )  # fmt: skip
-    tables = demo.tables()
-    truth = demo.truth_future.select("store_id", "item_id", "week", pl.col("units").alias("demand"))
-    out = {"true_future_mean": float(demo.truth.future_mean.mean()), "stocked_out": float(tables.sales[CENSORED].mean())}
-    config = PanelFitConfig(max_steps=steps, chunk_steps=100)
-    for name, these in (("censored", tables), ("uncensored", _uncensored(tables))):
-        encoded = encode_panel(these)
-        fitted, fit = pp.fit_encoded(encoded, these.spec, config, jax.random.key(seed), on_progress=lambda p: None)
-        history = pp.model_inputs(encoded, encoded.history, fitted.structure, fitted.shock_basis, with_target=True)
-        estimate = posterior_mean_demand(fitted.params, fitted.structure, history, jax.random.key(seed + 200))
-        observed = encoded.history.observed
-        s_store, s_product = np.asarray(encoded.encoding.series).T  # codes: the demo's store and product order
-        out["true_mean"] = float(demo.truth.history_mean[s_store, s_product][observed].mean())
-        aggregates = pp.aggregate_levels(these, encoded)
-        arrays = pp.forecast_encoded(fitted, encoded, aggregates, ForecastConfig(num_draws=400), jax.random.key(seed + 100))
-        frame = pp.forecast_frame(these, encoded, arrays, aggregates, "test").filter(pl.col(n.LEVEL) == n.SERIES_LEVEL)
-        joined = frame.join(truth, on=["store_id", "item_id", "week"], how="inner")
-        demand = joined["demand"].to_numpy()
-        out[name] = {
-            "mean": float(estimate[observed].mean()),
-            "future_mean": float(joined[n.MEAN].mean()),
-            "coverage90": float(((demand >= joined["q05"].to_numpy()) & (demand <= joined["q95"].to_numpy())).mean()),
-            "coverage50": float(((demand >= joined["q25"].to_numpy()) & (demand <= joined["q75"].to_numpy())).mean()),
-            "fitted": fitted,
-        }
-    return out
-
-
 @pytest.mark.slow
 def test_the_censored_model_recovers_mean_demand_the_uncensored_one_underestimates(tmp_path: Path) -> None:
-    result = censoring_experiment(seed=0, n_stores=6, products_per_department=3, n_weeks=80, horizon=13, steps=1000)
+    demo = generate_panel_demo(
+        seed=0, n_stores=6, n_departments=2, products_per_department=3, n_weeks=80, horizon=13, stockout_share=0.2, concentration=5.0
+    )
+    result = censoring_experiment(demo, steps=1000, seed=0)
     true_mean, censored, uncensored = result["true_mean"], result["censored"], result["uncensored"]
     assert 0.15 < result["stocked_out"] < 0.27
     assert censored["mean"] == pytest.approx(true_mean, rel=0.03)

@@ -77,7 +77,7 @@ class PanelTables:
 # one file at a time
 
 
-def _read_raw(path: str, role: FileRole) -> tuple[pl.DataFrame | None, list[RuleFailure]]:
+def read_raw(path: str, role: FileRole) -> tuple[pl.DataFrame | None, list[RuleFailure]]:
     """The file as it is (CSV as text), in file order; an unreadable file is a failure, not a crash."""
     try:
         raw = ingest.scan_raw(path, role).collect()
@@ -110,7 +110,7 @@ def _pattern_failures(spec: PanelSpec, raw: pl.DataFrame, products: Sequence[obj
     return set(missing)
 
 
-def _validate_file(check: FileCheck, raw: pl.DataFrame, plans: Sequence[ColumnPlan]) -> None:
+def validate_file(check: FileCheck, raw: pl.DataFrame, plans: Sequence[ColumnPlan]) -> None:
     """Columns present, at least one row, values parse, per-column rules; sets ``check.frame`` when the
     columns are there (cross-file rules then run on it)."""
     missing = r.missing_column_failures(raw.columns, [p.column for p in plans], check.role, check.path)
@@ -129,7 +129,7 @@ def _check_files(spec: PanelSpec, paths: dict[FileRole, str]) -> tuple[dict[File
     checks = {role: FileCheck(role, path) for role, path in paths.items()}
     raws = {}
     for role, path in paths.items():
-        raw, failures = _read_raw(path, role)
+        raw, failures = read_raw(path, role)
         checks[role].failures += failures
         if raw is not None:
             raws[role] = raw
@@ -144,7 +144,7 @@ def _check_files(spec: PanelSpec, paths: dict[FileRole, str]) -> tuple[dict[File
             plans = r.calendar_plans(spec)
         else:
             plans = r.table_plans(spec.stores if role is FileRole.STORES else spec.products, r.key_kind(spec))
-        _validate_file(check, raw, plans)
+        validate_file(check, raw, plans)
     return checks, products
 
 

@@ -16,19 +16,17 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from tasks import names as n
 from tasks.data import panel_rules as r
+from tasks.data.panel_ingest import read_raw, validate_file
 from tasks.data.panel_rules import ColumnPlan, FileCheck, Kind
 from tasks.data.spec import INVENTORY_BOUNDS, InventoryTable, PanelSpec, SpecError
 from tasks.data.validate import (
-    RULE_NOT_EMPTY,
     InputValidationError,
     RuleFailure,
     ValidationReport,
     _describe_rows,
     _failure_from_rows,
 )
-from tasks.data.validate import _unreadable_failure as unreadable_failure
 from tasks.inventory.orders import InventoryPolicy
 from tasks.names import FileRole
 
@@ -71,24 +69,11 @@ def _plans(spec: PanelSpec, table: InventoryTable) -> list[ColumnPlan]:
 
 
 def _read(path: str, role: FileRole, plans: list[ColumnPlan]) -> FileCheck:
-    from tasks.data import ingest
-
+    """The file read and checked column by column as the sales files are (``tasks.data.panel_ingest``)."""
     check = FileCheck(role, path)
-    try:
-        raw = ingest.scan_raw(path, role).collect().sort(n.ROW)
-    except pl.exceptions.PolarsError as err:
-        check.failures.append(unreadable_failure(err, role, path))
-        return check
-    missing = r.missing_column_failures(raw.columns, [p.column for p in plans], role, path)
-    if missing:
-        check.failures += missing
-        return check
-    typed, unparsed = r.cast_file(raw, plans)
-    if typed.is_empty():
-        check.failures.append(RuleFailure(path, role, None, RULE_NOT_EMPTY, 0, (), ()))
-    check.failures += r.parse_failures(unparsed, plans, role, path)
-    check.failures += r.column_failures(typed, plans, unparsed, role, path)
-    check.frame = typed
+    raw, check.failures = read_raw(path, role)
+    if raw is not None:
+        validate_file(check, raw, plans)
     return check
 
 

@@ -4,8 +4,6 @@ one chunk's draws whatever the number of series. Pure: no Prefect, no MLflow."""
 
 from __future__ import annotations
 
-import datetime as dt
-
 import jax
 import numpy as np
 import polars as pl
@@ -48,24 +46,31 @@ def series_to_order(tables: PanelTables, encoded: EncodedPanelData) -> tuple[np.
 class _OrderCollector:
     """The forecast's ``on_draws``: plans the orders of each chunk's series to order, keeps their rows."""
 
-    def __init__(self, positions: np.ndarray, policy: InventoryPolicy) -> None:
-        self.where = {int(p): i for i, p in enumerate(positions)}
+    def __init__(self, positions: np.ndarray, policy: InventoryPolicy, n_series: int) -> None:
+        self.policy_row = np.full(n_series, -1, np.int64)  # model series -> its policy row (-1: not ordered)
+        self.policy_row[positions] = np.arange(positions.size)
         self.policy = policy
         self.parts: list[dict[str, np.ndarray]] = []
 
     def __call__(self, rows: np.ndarray, draws: np.ndarray) -> None:
-        local = np.array([k for k, r in enumerate(rows) if int(r) in self.where], dtype=np.int64)
+        mine = self.policy_row[rows]
+        local = np.flatnonzero(mine >= 0)
         if local.size == 0:
             return
-        mine = np.array([self.where[int(rows[k])] for k in local])
+        mine = mine[local]
         sub = self.policy.select(mine)
         for orders in plan_orders(draws[:, local].astype(np.float64), sub):
             self.parts.append(_rows(orders, mine, sub))
 
     def columns(self) -> dict[str, np.ndarray]:
         if not self.parts:
-            return {}
+            integer = {"series", "period", "lead_time", "packs"}
+            return {name: np.zeros(0, np.int64 if name in integer else np.float64) for name in _rows_names()}
         return {name: np.concatenate([p[name] for p in self.parts]) for name in self.parts[0]}
+
+
+def _rows_names() -> tuple[str, ...]:
+    return ("series", "period", "lead_time", "packs", "pack_size", "quantity", *(attr for _, attr in _FIGURES))
 
 
 def _rows(orders: Orders, series: np.ndarray, policy: InventoryPolicy) -> dict[str, np.ndarray]:
@@ -93,7 +98,7 @@ def replenish_encoded(
     (index into ``positions``), period (forecast period index), lead_time, packs, pack_size, quantity, figures."""
     if policy.n_series != positions.size:
         raise ValueError(f"the policy holds {policy.n_series} series, {positions.size} are to be ordered")
-    collector = _OrderCollector(positions, policy)
+    collector = _OrderCollector(positions, policy, encoded.encoding.n_series)
     forecast_encoded(fitted, encoded, (), config, key, on_draws=collector)
     return collector.columns()
 
@@ -102,24 +107,22 @@ def orders_frame(spec, keys: list[tuple], periods: np.ndarray, columns: dict[str
     """The orders file: one row per series and order day, keyed by the input's key column names, sorted by
     order day then keys; ``place_now`` marks the orders of the first forecast period (the ones to send)."""
     dtype = pl.Int64 if spec.key_type == "int" else pl.String
-    series = columns.get("series", np.zeros(0, np.int64))
-    period = columns.get("period", np.zeros(0, np.int64))
-    lead = columns.get("lead_time", np.zeros(0, np.int64))
+    series, period = columns["series"], columns["period"]
     days = periods.astype("datetime64[D]")
     data = {spec.sales.store: pl.Series([keys[i][0] for i in series], dtype=dtype)}
     if spec.sales.product is not None:
         data[spec.sales.product] = pl.Series([keys[i][1] for i in series], dtype=dtype)
     step = (days[1] - days[0]) if len(days) > 1 else np.timedelta64(spec.period_days, "D")
     data |= {
-        n.ORDER_PERIOD: pl.Series(days[period], dtype=pl.Date) if period.size else pl.Series([], dtype=pl.Date),
-        n.ARRIVAL_PERIOD: pl.Series(days[0] + (period + lead) * step, dtype=pl.Date) if period.size else pl.Series([], dtype=pl.Date),
+        n.ORDER_PERIOD: pl.Series(days[period], dtype=pl.Date),
+        n.ARRIVAL_PERIOD: pl.Series(days[0] + (period + columns["lead_time"]) * step, dtype=pl.Date),
         n.PLACE_NOW: pl.Series(period == 0, dtype=pl.Boolean),
-        n.PACKS: pl.Series(columns.get("packs", np.zeros(0)), dtype=pl.Int64),
-        n.PACK_SIZE: pl.Series(columns.get("pack_size", np.zeros(0)), dtype=pl.Float64),
-        n.ORDER_QUANTITY: pl.Series(columns.get("quantity", np.zeros(0)), dtype=pl.Float64),
+        n.PACKS: pl.Series(columns["packs"], dtype=pl.Int64),
+        n.PACK_SIZE: pl.Series(columns["pack_size"], dtype=pl.Float64),
+        n.ORDER_QUANTITY: pl.Series(columns["quantity"], dtype=pl.Float64),
     }
     for column, attr in _FIGURES:
-        data[column] = pl.Series(columns.get(attr, np.zeros(0)), dtype=pl.Float64)
+        data[column] = pl.Series(columns[attr], dtype=pl.Float64)
     frame = pl.DataFrame(data).with_columns(pl.lit(model_version).alias(n.MODEL_VERSION))
     return frame.sort([n.ORDER_PERIOD, *spec.key_columns])
 
@@ -141,7 +144,3 @@ def summary(frame: pl.DataFrame) -> dict[str, float]:
         "orders_no_stockout": float(1.0 - now[n.STOCKOUT_PROBABILITY].mean()),
         "orders_critical_ratio": float(now[n.CRITICAL_RATIO].mean()),
     }
-
-
-def first_period(periods: np.ndarray) -> dt.date:
-    return periods.astype("datetime64[D]")[0].astype(dt.date)
