@@ -280,8 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_count(bt, BacktestRunConfig, "horizon_days")
     bt.add_argument(
         "--baselines", metavar="NAMES", default=None,
-        help=f"comma-separated baselines, or none (default: {','.join(BASELINE_NAMES)}; with a panel spec: "
-        "seasonal_naive,ets,lightgbm_quantile,loglog_price_regression)"
+        help=f"comma-separated baselines, or none (default: {','.join(BASELINE_NAMES)}; also seed_like, the seed's "
+        "model, the new stores' reference; with a panel spec: seasonal_naive,ets,lightgbm_quantile,loglog_price_regression)"
     )
     bt.add_argument("--out-dir", type=Path, metavar="DIR", default=None, help="write backtest_rows.parquet and metrics.md here")
     _add_count(bt, BacktestRunConfig, "cold_start_stores")

@@ -100,6 +100,19 @@ def test_weekday_features_are_six_contrasts_against_monday() -> None:
     np.testing.assert_array_equal(weekday[1:], np.eye(6, dtype=np.int8))  # Tuesday..Sunday: one each
 
 
+def test_year_end_days_each_have_their_own_flag() -> None:
+    december = pl.LazyFrame({n.DATE: [dt.date(2014, 12, 1) + dt.timedelta(days=i) for i in range(38)]})
+    frame = enc.date_features(december, enc.EncodingSpec()).collect()
+    flagged = {name: [d.day for d, on in zip(frame[n.DATE], frame[name], strict=True) if on] for name in fx.YEAR_END_FEATURES}
+    assert flagged == {
+        fx.CHRISTMAS_RUSH_FEATURE: [16, 17, 18, 19, 20, 21],
+        fx.CHRISTMAS_LAST_DAYS_FEATURE: [22, 23],
+        fx.CHRISTMAS_EVE_FEATURE: [24],
+        fx.NEW_YEAR_RUSH_FEATURE: [29, 30],
+        fx.NEW_YEARS_EVE_FEATURE: [31],
+    }  # and nothing in January
+
+
 def test_state_holiday_and_store_attributes_are_contrasts() -> None:
     train = train_frame(
         [{n.STORE: 1, n.DATE: day(i), n.SALES: 100, n.OPEN: 1, n.STATE_HOLIDAY: h} for i, h in enumerate("0abc")]

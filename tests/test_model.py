@@ -10,6 +10,7 @@ beat a per-store regression, and no divergence for any of 10 seeds.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 import jax
 import jax.numpy as jnp
@@ -285,3 +286,44 @@ def test_complete_pooling_gives_stores_with_equal_attributes_equal_expected_sale
     sites = trace(seed(model, jax.random.key(0))).get_trace(twin, structure)
     expected = np.asarray(sites[Site.EXPECTED_SALES]["value"])
     np.testing.assert_allclose(expected[0], expected[1], rtol=1e-5)
+
+
+def test_seed_like_model_ignores_store_attributes_level_walk_and_day_shocks(tiny_demo: DemoData) -> None:
+    """The seed-like reference: a store's mean is its own pooled coefficients and the calendar, nothing else."""
+    from numpyro.handlers import seed, substitute, trace
+
+    encoded = _encoded(tiny_demo)
+    history = encoded.history
+    structure = ModelStructure.from_features(encoded.spec.features, history.n_days, 28, 8.0, pooling="seed_like")
+    inputs = panel_inputs(history, history.dates[-1].astype(dt.date), structure, with_sales=False)
+    assert not np.allclose(inputs.store_z[0], inputs.store_z[1])
+    twin = inputs._replace(
+        store_day_x=inputs.store_day_x.at[1].set(inputs.store_day_x[0]),
+        observed=inputs.observed.at[1].set(inputs.observed[0]),
+    )
+    n_stores = inputs.store_z.shape[0]
+    same_coefficients = {Site.POOLED_RAW: jnp.full((n_stores, 1, structure.n_pooled), 0.3)}
+
+    def expected_sales(values: dict, rng: int) -> np.ndarray:
+        traced = trace(seed(substitute(model, data={**same_coefficients, **values}), jax.random.key(rng)))
+        return np.asarray(traced.get_trace(twin, structure)[Site.EXPECTED_SALES]["value"])
+
+    quiet = {
+        Site.DAY_RAW: jnp.zeros(structure.n_history_days),
+        Site.LEVEL_STEPS_PAST: jnp.zeros((n_stores, 1, structure.n_past_blocks)),
+    }
+    loud = {
+        Site.DAY_RAW: jnp.full(structure.n_history_days, 3.0),
+        Site.LEVEL_STEPS_PAST: jnp.full((n_stores, 1, structure.n_past_blocks), 3.0),
+    }
+    baseline = expected_sales(quiet, 0)
+    np.testing.assert_allclose(baseline[0], baseline[1], rtol=1e-5)  # different attributes, same mean
+    np.testing.assert_allclose(expected_sales(loud, 0), baseline, rtol=1e-5)  # no day shocks, no level walk
+    # The model proper moves with the level walk and the day shocks (so the check above can fail).
+    partial = replace(structure, pooling="partial")
+
+    def partial_sales(values: dict) -> np.ndarray:
+        traced = trace(seed(substitute(model, data={**same_coefficients, **values}), jax.random.key(0)))
+        return np.asarray(traced.get_trace(twin, partial)[Site.EXPECTED_SALES]["value"])
+
+    assert not np.allclose(partial_sales(loud), partial_sales(quiet), rtol=1e-3)

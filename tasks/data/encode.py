@@ -28,7 +28,8 @@ from tasks.data import features as fx
 
 log = logging.getLogger(__name__)
 
-SPEC_VERSION = 1
+# 2: the year-end date features (christmas_rush narrowed to Dec 16-21); a model saved under 1 is refitted, not reread.
+SPEC_VERSION = 2
 IS_FUTURE = n.IS_FUTURE
 STORE_INDEX = "store_index"
 DAY_INDEX = "day_index"
@@ -214,7 +215,7 @@ def store_day_features(rows: pl.LazyFrame, stores: pl.LazyFrame) -> pl.LazyFrame
 
 
 def date_features(dates: pl.LazyFrame, spec: EncodingSpec) -> pl.LazyFrame:
-    """Features of the calendar day alone: weekday contrasts, seasonality, Christmas rush."""
+    """Features of the calendar day alone: weekday contrasts, seasonality, the days of the year's end."""
     date = pl.col(n.DATE)
     weekday = [(date.dt.weekday() == d).alias(name) for d, name in zip(range(2, 8), fx.WEEKDAY_FEATURES, strict=True)]
     # Angles from days since the epoch, so that every year has the same phase.
@@ -228,8 +229,9 @@ def date_features(dates: pl.LazyFrame, spec: EncodingSpec) -> pl.LazyFrame:
     for k in range(1, spec.monthly_fourier_order + 1):
         angle = 2 * math.pi * k * position
         monthly += [angle.sin().alias(f"month_sin_{k}"), angle.cos().alias(f"month_cos_{k}")]
-    christmas = ((date.dt.month() == 12) & date.dt.day().is_between(16, 23)).alias(fx.CHRISTMAS_RUSH_FEATURE)
-    return dates.select(date, *weekday, *yearly, *monthly, christmas)
+    december = date.dt.month() == 12
+    year_end = [(december & date.dt.day().is_between(*days)).alias(name) for name, days in fx.YEAR_END_FEATURES.items()]
+    return dates.select(date, *weekday, *yearly, *monthly, *year_end)
 
 
 def store_features(stores: pl.LazyFrame, spec: EncodingSpec) -> pl.LazyFrame:

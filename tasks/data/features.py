@@ -53,7 +53,22 @@ TWO_AFTER_CLOSURE_FEATURE = "two_days_after_closure"
 # Rossmann's promo runs Monday to Friday; its lift differs by weekday (contrasts vs Monday).
 PROMO_WEEKDAY_FEATURES = tuple(f"promo_weekday_{d}" for d in range(2, 6))
 COMPETITION_ACTIVE_FEATURE = "competition_active"
+# The year's end, day by day where the days differ: the rush before Christmas (Dec 16-21) and its last two
+# days (Dec 22-23, a quarter above the rush), the short shopping days before the holidays' closures (Dec 24
+# and Dec 31: open in the morning only, well below the pre-closure day they otherwise look like) and the
+# rush before New Year (Dec 29-30). December of the day -> feature; the other days of December have none.
 CHRISTMAS_RUSH_FEATURE = "christmas_rush"
+CHRISTMAS_LAST_DAYS_FEATURE = "christmas_last_days"
+CHRISTMAS_EVE_FEATURE = "christmas_eve"
+NEW_YEAR_RUSH_FEATURE = "new_year_rush"
+NEW_YEARS_EVE_FEATURE = "new_years_eve"
+YEAR_END_FEATURES = {
+    CHRISTMAS_RUSH_FEATURE: (16, 21),
+    CHRISTMAS_LAST_DAYS_FEATURE: (22, 23),
+    CHRISTMAS_EVE_FEATURE: (24, 24),
+    NEW_YEAR_RUSH_FEATURE: (29, 30),
+    NEW_YEARS_EVE_FEATURE: (31, 31),
+}
 LOG_COMPETITION_DISTANCE_FEATURE = "log_competition_distance"
 COMPETITION_DISTANCE_MISSING_FEATURE = "competition_distance_missing"
 PROMO2_PARTICIPANT_FEATURE = "promo2_participant"
@@ -85,7 +100,7 @@ def registry(yearly_order: int, monthly_order: int) -> tuple[Feature, ...]:
     date = [Feature(name, Scope.DATE, pooled=True) for name in WEEKDAY_FEATURES]
     date += [Feature(name, Scope.DATE) for name in yearly_fourier_features(yearly_order)]
     date += [Feature(name, Scope.DATE) for name in monthly_fourier_features(monthly_order)]
-    date.append(Feature(CHRISTMAS_RUSH_FEATURE, Scope.DATE))
+    date += [Feature(name, Scope.DATE) for name in YEAR_END_FEATURES]
     store_day = [Feature(name, Scope.STORE_DAY, pooled=True) for name in STORE_DAY_POOLED_FEATURES]
     store_day += [Feature(name, Scope.STORE_DAY) for name in STORE_DAY_GLOBAL_FEATURES]
     store = [Feature(name, Scope.STORE) for name in STORE_TYPE_FEATURES + ASSORTMENT_FEATURES]

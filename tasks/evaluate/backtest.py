@@ -238,7 +238,7 @@ def panel_forecast_frame(panel: EncodedPanel, forecast: PanelForecast, levels: t
 
 
 # The model with other pooling, scored as baselines: what partial pooling buys.
-MODEL_VARIANTS = {"pooled": "complete", "unpooled": "none"}
+MODEL_VARIANTS = {"pooled": "complete", "unpooled": "none", "seed_like": "seed_like"}
 
 
 def _model_rows(

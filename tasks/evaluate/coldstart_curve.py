@@ -13,7 +13,8 @@ per-store baselines have nothing to go on for stores closed that day), next to
   globals (what their forecast costs once they are established),
 - the other stores' forecast of the same days (the established stores),
 - the baselines given the same N days, and the pooling variants of the model
-  fitted without the held-out stores.
+  fitted without the held-out stores (among them ``seed_like``, the seed's
+  model: the reference a new store's forecast has to beat).
 """
 
 from __future__ import annotations
@@ -117,10 +118,12 @@ def cold_start_curve(
     horizon_days: int = 48,
     baselines: tuple[str, ...] = (),
     seed: int = 0,
+    origin: dt.date | None = None,
 ) -> ColdStartCurve:
+    """The curve at ``origin`` (default: ``horizon_days`` before the last day of ``train``)."""
     if max(days) > COLD_START_WINDOW_DAYS or min(days) < 1:
         raise ValueError(f"days must lie in 1..{COLD_START_WINDOW_DAYS}, got {days}")
-    origin = default_origin(train, horizon_days)
+    origin = origin or default_origin(train, horizon_days)
     split = split_at(train, origin, horizon_days)
     held = held_out_stores(split, n_stores, seed)
     is_held = pl.col(n.STORE).is_in(held.tolist())

@@ -102,7 +102,9 @@ INTERCEPT = "intercept"
 # How store-level variables are pooled. "partial": drawn from a population shifted by the store's
 # attributes (the model). "complete": no store-level variation at all (a store is its attributes).
 # "none": each store's coefficients on their own wide prior, nothing learnt from other stores.
-POOLING = ("partial", "complete", "none")
+# "seed_like": partial pooling from one population for all stores (no store attributes shift it),
+# with neither the level walk nor the day shocks: the seed's model, the new-store reference.
+POOLING = ("partial", "complete", "none", "seed_like")
 UNPOOLED_SCALE_INTERCEPT = 2.0
 UNPOOLED_SCALE_EFFECT = 1.0
 
@@ -127,7 +129,7 @@ class ModelStructure:
     pooled_names: tuple[str, ...]
     global_names: tuple[str, ...]
     store_feature_names: tuple[str, ...]
-    pooling: str = "partial"  # Pooling: the model; "complete" and "none" are the evaluation's comparisons
+    pooling: str = "partial"  # POOLING: the model; the others are the evaluation's comparisons
 
     @property
     def n_pooled(self) -> int:
@@ -296,6 +298,8 @@ def model(inputs: ModelInputs, structure: ModelStructure, subsample_size: int | 
         # Days after the anchor have no fitted shock: draw it from its prior.
         day_raw_future = numpyro.sample(Site.DAY_RAW_FUTURE, DAY_SHOCK.expand([n_days]).to_event(1))
         day_effect = jnp.where(inputs.day >= 0, day_effect, shock_scale(inputs.shock_x) * day_raw_future)
+    if st.pooling == "seed_like":
+        day_effect = jnp.zeros_like(day_effect)
     dispersion_mean = numpyro.sample(Site.DISPERSION_MEAN, dist.Normal(PRIOR_DISPERSION_LOC, PRIOR_DISPERSION_SCALE))
     dispersion_scale = numpyro.sample(Site.DISPERSION_SCALE, dist.HalfNormal(1.0))
     n_tails = DISPERSION_COMPONENTS - 1
@@ -330,13 +334,15 @@ def model(inputs: ModelInputs, structure: ModelStructure, subsample_size: int | 
             inputs.block,
             st.n_past_blocks,
         )
-        if st.pooling == "complete":
+        if st.pooling in ("complete", "seed_like"):
             store_level = jnp.zeros_like(store_level)
         if st.pooling == "complete":
             coef = pooled_mean + z @ store_shift + jnp.zeros_like(pooled_raw[:, 0, :])  # [s, P]
         elif st.pooling == "none":
             unpooled = jnp.full(st.n_pooled, UNPOOLED_SCALE_EFFECT).at[0].set(UNPOOLED_SCALE_INTERCEPT)
             coef = unpooled * pooled_raw[:, 0, :]
+        elif st.pooling == "seed_like":
+            coef = pooled_mean + pooled_scale * pooled_raw[:, 0, :]
         else:
             coef = pooled_mean + z @ store_shift + pooled_scale * pooled_raw[:, 0, :]
         n_dp = len(st.date_pooled)
