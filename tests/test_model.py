@@ -304,9 +304,9 @@ def test_seed_like_model_ignores_store_attributes_level_walk_and_day_shocks(tiny
     n_stores = inputs.store_z.shape[0]
     same_coefficients = {Site.POOLED_RAW: jnp.full((n_stores, 1, structure.n_pooled), 0.3)}
 
-    def expected_sales(values: dict, rng: int) -> np.ndarray:
-        traced = trace(seed(substitute(model, data={**same_coefficients, **values}), jax.random.key(rng)))
-        return np.asarray(traced.get_trace(twin, structure)[Site.EXPECTED_SALES]["value"])
+    def expected_sales(values: dict, variant: ModelStructure) -> np.ndarray:
+        traced = trace(seed(substitute(model, data={**same_coefficients, **values}), jax.random.key(0)))
+        return np.asarray(traced.get_trace(twin, variant)[Site.EXPECTED_SALES]["value"])
 
     quiet = {
         Site.DAY_RAW: jnp.zeros(structure.n_history_days),
@@ -316,14 +316,9 @@ def test_seed_like_model_ignores_store_attributes_level_walk_and_day_shocks(tiny
         Site.DAY_RAW: jnp.full(structure.n_history_days, 3.0),
         Site.LEVEL_STEPS_PAST: jnp.full((n_stores, 1, structure.n_past_blocks), 3.0),
     }
-    baseline = expected_sales(quiet, 0)
+    baseline = expected_sales(quiet, structure)
     np.testing.assert_allclose(baseline[0], baseline[1], rtol=1e-5)  # different attributes, same mean
-    np.testing.assert_allclose(expected_sales(loud, 0), baseline, rtol=1e-5)  # no day shocks, no level walk
+    np.testing.assert_allclose(expected_sales(loud, structure), baseline, rtol=1e-5)  # no day shocks, no level walk
     # The model proper moves with the level walk and the day shocks (so the check above can fail).
     partial = replace(structure, pooling="partial")
-
-    def partial_sales(values: dict) -> np.ndarray:
-        traced = trace(seed(substitute(model, data={**same_coefficients, **values}), jax.random.key(0)))
-        return np.asarray(traced.get_trace(twin, partial)[Site.EXPECTED_SALES]["value"])
-
-    assert not np.allclose(partial_sales(loud), partial_sales(quiet), rtol=1e-3)
+    assert not np.allclose(expected_sales(loud, partial), expected_sales(quiet, partial), rtol=1e-3)

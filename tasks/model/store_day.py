@@ -139,6 +139,23 @@ class ModelStructure:
     def n_global(self) -> int:
         return len(self.date_global) + len(self.store_day_global)
 
+    @property
+    def has_level_walk(self) -> bool:
+        return self.pooling in ("partial", "none")
+
+    @property
+    def has_day_shocks(self) -> bool:
+        return self.pooling != "seed_like"
+
+    @property
+    def uses_store_attributes(self) -> bool:
+        return self.pooling in ("partial", "complete")
+
+    @property
+    def varies_by_store(self) -> bool:
+        """Whether a store's coefficients and dispersion have a store-level draw of their own."""
+        return self.pooling != "complete"
+
     @classmethod
     def from_features(
         cls, features: tuple[Feature, ...], n_history_days: int, block_days: int, log_offset: float, pooling: str = "partial"
@@ -289,17 +306,21 @@ def model(inputs: ModelInputs, structure: ModelStructure, subsample_size: int | 
     def shock_scale(shock_x: jnp.ndarray | None) -> jnp.ndarray:
         return day_scale if shock_x is None else day_scale * jnp.exp(shock_x @ day_scale_coef)
 
+    # Every variant samples the same sites, so that one guide and one saved state fit them all; a variant
+    # without day shocks or a level walk leaves those sites out of its mean.
     day_raw = numpyro.sample(Site.DAY_RAW, DAY_SHOCK.expand([st.n_history_days]).to_event(1))
-    history_shock = shock_scale(inputs.history_shock_x) * day_raw
-    if inputs.day_basis is not None:
-        history_shock = history_shock - inputs.day_basis @ (inputs.day_basis.T @ history_shock)
-    day_effect = history_shock[jnp.maximum(inputs.day, 0)]
+    day_raw_future = None
     if n_future:
-        # Days after the anchor have no fitted shock: draw it from its prior.
         day_raw_future = numpyro.sample(Site.DAY_RAW_FUTURE, DAY_SHOCK.expand([n_days]).to_event(1))
-        day_effect = jnp.where(inputs.day >= 0, day_effect, shock_scale(inputs.shock_x) * day_raw_future)
-    if st.pooling == "seed_like":
-        day_effect = jnp.zeros_like(day_effect)
+    day_effect = jnp.zeros(n_days)
+    if st.has_day_shocks:
+        history_shock = shock_scale(inputs.history_shock_x) * day_raw
+        if inputs.day_basis is not None:
+            history_shock = history_shock - inputs.day_basis @ (inputs.day_basis.T @ history_shock)
+        day_effect = history_shock[jnp.maximum(inputs.day, 0)]
+        if day_raw_future is not None:
+            # Days after the anchor have no fitted shock: draw it from its prior.
+            day_effect = jnp.where(inputs.day >= 0, day_effect, shock_scale(inputs.shock_x) * day_raw_future)
     dispersion_mean = numpyro.sample(Site.DISPERSION_MEAN, dist.Normal(PRIOR_DISPERSION_LOC, PRIOR_DISPERSION_SCALE))
     dispersion_scale = numpyro.sample(Site.DISPERSION_SCALE, dist.HalfNormal(1.0))
     n_tails = DISPERSION_COMPONENTS - 1
@@ -328,23 +349,23 @@ def model(inputs: ModelInputs, structure: ModelStructure, subsample_size: int | 
 
         store_day_x = inputs.store_day_x[idx]
         z = inputs.store_z[idx]
-        store_level = _level(
-            level_scale * steps_past[:, 0, :],
-            None if steps_future is None else level_scale * steps_future[:, 0, :],
-            inputs.block,
-            st.n_past_blocks,
-        )
-        if st.pooling in ("complete", "seed_like"):
-            store_level = jnp.zeros_like(store_level)
-        if st.pooling == "complete":
-            coef = pooled_mean + z @ store_shift + jnp.zeros_like(pooled_raw[:, 0, :])  # [s, P]
-        elif st.pooling == "none":
+        store_level = jnp.zeros((store_day_x.shape[0], n_days))
+        if st.has_level_walk:
+            store_level = _level(
+                level_scale * steps_past[:, 0, :],
+                None if steps_future is None else level_scale * steps_future[:, 0, :],
+                inputs.block,
+                st.n_past_blocks,
+            )
+        if st.pooling == "none":
             unpooled = jnp.full(st.n_pooled, UNPOOLED_SCALE_EFFECT).at[0].set(UNPOOLED_SCALE_INTERCEPT)
             coef = unpooled * pooled_raw[:, 0, :]
-        elif st.pooling == "seed_like":
-            coef = pooled_mean + pooled_scale * pooled_raw[:, 0, :]
         else:
-            coef = pooled_mean + z @ store_shift + pooled_scale * pooled_raw[:, 0, :]
+            coef = jnp.broadcast_to(pooled_mean, pooled_raw[:, 0, :].shape)  # [s, P]
+            if st.uses_store_attributes:
+                coef = coef + z @ store_shift
+            if st.varies_by_store:
+                coef = coef + pooled_scale * pooled_raw[:, 0, :]
         n_dp = len(st.date_pooled)
         log_mu = (
             st.log_offset
@@ -355,9 +376,9 @@ def model(inputs: ModelInputs, structure: ModelStructure, subsample_size: int | 
             + store_day_x[..., np.array(st.store_day_global, dtype=np.int32)] @ global_coef[len(st.date_global) :]
             + store_level
         )
-        log_concentration = dispersion_mean + dispersion_scale * dispersion_raw  # [s, 1]
-        if st.pooling == "complete":
-            log_concentration = jnp.broadcast_to(dispersion_mean, log_concentration.shape)
+        log_concentration = jnp.broadcast_to(dispersion_mean, dispersion_raw.shape)  # [s, 1]
+        if st.varies_by_store:
+            log_concentration = dispersion_mean + dispersion_scale * dispersion_raw
         observed = inputs.observed[idx]
         sales = None if inputs.sales is None else inputs.sales[idx]
         likelihood = NegativeBinomialScaleMixture(log_mu, log_concentration, component_offsets, component_logits)
