@@ -1,14 +1,41 @@
-"""Shared fixtures: a tiny demo data set, drawn and written once per test session; a Prefect test server."""
+"""Shared fixtures: a tiny demo data set, drawn and written once per test session; a Prefect test server.
+One JAX persistent compilation cache for the session (pytest_configure)."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tasks.data.demo import DemoData, generate_demo
+from tasks.ops import compile_cache
+
+_SESSION_CACHE: dict[str, str] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Every program compiled in the session, in process or in the flow processes that tests start
+    (they inherit the variables), goes to one new cache folder, whatever the developer's own cache:
+    a test compiles what an earlier one did not. All programs are kept, not only those that take a
+    second to compile: a run's many small ones add up."""
+    import jax
+
+    folder = tempfile.mkdtemp(prefix="bhm-test-jax-cache-")
+    _SESSION_CACHE["folder"] = folder
+    os.environ[compile_cache.JAX_CACHE_DIR_ENV] = folder
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    compile_cache.enable(os.environ)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if "folder" in _SESSION_CACHE:
+        shutil.rmtree(_SESSION_CACHE.pop("folder"), ignore_errors=True)
+
 
 # Small enough that a whole run (validate, fit, forecast) takes seconds on 2 cores.
 TINY_DEMO = {"seed": 0, "n_stores": 8, "n_history_days": 120, "horizon": 14, "n_new_stores": 1, "n_gapped_stores": 1}

@@ -25,7 +25,9 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from numpyro import handlers
-from numpyro.infer import SVI, Trace_ELBO
+from numpyro.infer import SVI
+from numpyro.infer.elbo import ELBO
+from numpyro.infer.util import compute_log_probs
 from numpyro.optim import ClippedAdam
 
 from tasks.model.store_day import ModelInputs, ModelStructure, Site, model
@@ -302,6 +304,33 @@ def drive_svi(svi, init_state, run_chunk, args: tuple, init: Params, n_observed:
     return FitResult(params, losses, len(losses), converged, compile_seconds, time.perf_counter() - t0)
 
 
+class SiteOrderedELBO(ELBO):
+    """The ELBO of NumPyro's Trace_ELBO (log p - log q at each sample site of one guide draw), with the
+    sites visited in the order of their names.
+
+    Trace_ELBO visits them in the order of a Python set, which changes with each process's string hash
+    seed: the same fit then traces to a different program in each process, so that JAX's persistent
+    compilation cache misses, and rounds differently, so that one seed gives slightly different numbers.
+    """
+
+    def loss_with_mutable_state(self, rng_key, param_map, model, guide, *args, **kwargs):
+        def particle_elbo(key: jax.Array) -> jax.Array:
+            model_key, guide_key = jax.random.split(key)
+            guide_log_probs, guide_trace = compute_log_probs(handlers.seed(guide, guide_key), args, kwargs, param_map)
+            replayed = handlers.replay(handlers.seed(model, model_key), guide_trace)
+            model_log_probs, _ = compute_log_probs(replayed, args, kwargs, param_map)
+            elbo = jnp.array(0.0)
+            for name in sorted(set(model_log_probs) | set(guide_log_probs)):
+                elbo = elbo + model_log_probs.get(name, 0.0) - guide_log_probs.get(name, 0.0)
+            return elbo
+
+        if self.num_particles == 1:
+            elbo = particle_elbo(rng_key)
+        else:
+            elbo = jnp.mean(jax.vmap(particle_elbo)(jax.random.split(rng_key, self.num_particles)))
+        return {"loss": -elbo, "mutable_state": None}
+
+
 def compiled_svi(model_fn, guide_fn, settings: FitSettings):
     """SVI with its jitted init and chunk programs (Adam with a halving step size, clipped gradients)."""
 
@@ -309,7 +338,7 @@ def compiled_svi(model_fn, guide_fn, settings: FitSettings):
         return settings.learning_rate * 0.5 ** (step / settings.learning_rate_half_life)
 
     optimizer = ClippedAdam(step_size=step_size, clip_norm=settings.clip_norm)
-    svi = SVI(model_fn, guide_fn, optimizer, Trace_ELBO(num_particles=settings.num_particles))
+    svi = SVI(model_fn, guide_fn, optimizer, SiteOrderedELBO(num_particles=settings.num_particles))
 
     @jax.jit
     def init_state(key, init, args):
