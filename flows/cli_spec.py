@@ -68,13 +68,14 @@ def cmd_spec(args: argparse.Namespace) -> int:
 
 def tables_summary(tables: Any) -> str:
     from tasks import names as n
+    from tasks.data.panel_rules import distinct_keys
 
     spec = tables.spec
     sales = tables.sales
     series_keys = [n.SERIES_STORE] + ([n.SERIES_PRODUCT] if spec.sales.product else [])
     lines = [
         f"dataset {spec.name}: {FREQUENCY_WORDS[spec.frequency]} periods, target {spec.sales.target} ({spec.target_kind})",
-        f"sales: {sales.height:,} rows, {sales.select(series_keys).n_unique():,} series, "
+        f"sales: {sales.height:,} rows, {distinct_keys(sales, series_keys).height:,} series, "
         f"{sales[n.SERIES_STORE].n_unique():,} stores"
         + (f", {sales[n.SERIES_PRODUCT].n_unique():,} products" if spec.sales.product else ""),
         f"periods: {sales[n.PERIOD].min()} to {sales[n.PERIOD].max()} ({sales[n.PERIOD].n_unique():,} distinct)",
@@ -84,7 +85,7 @@ def tables_summary(tables: Any) -> str:
     if tables.future is not None:
         future = tables.future
         lines.append(
-            f"future: {future.height:,} rows, {future.select(series_keys).n_unique():,} series, "
+            f"future: {future.height:,} rows, {distinct_keys(future, series_keys).height:,} series, "
             f"{future[n.PERIOD].min()} to {future[n.PERIOD].max()}"
         )
     return "\n".join(lines)
