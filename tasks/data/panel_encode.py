@@ -354,44 +354,80 @@ def _series_index(store_code: pl.Series, product_code: pl.Series | None, encodin
     return index.to_numpy()
 
 
+# Rows are encoded a block at a time: for the 54M rows of M5, whole-frame codes, cell indices and float64
+# values (each 0.4 GB, several alive at once) raised the peak memory by 3 GB on top of the output arrays.
+ROWS_PER_BLOCK = 1 << 21
+
+
+def _row_blocks(frame: pl.DataFrame) -> list[pl.DataFrame]:
+    """Consecutive slices of ``frame`` (views, no copies), in row order."""
+    return [frame.slice(start, ROWS_PER_BLOCK) for start in range(0, frame.height, ROWS_PER_BLOCK)]
+
+
+def _cells(block: pl.DataFrame, encoding: PanelEncoding, spec: PanelSpec, periods: np.ndarray) -> tuple[np.ndarray, pl.Series | None]:
+    """Each row's cell in the flattened [series, period] arrays (series * n_periods + period), and its
+    product code (None without a product key)."""
+    store_code = _positions(block[n.SERIES_STORE], encoding.store_keys)
+    product_code = _positions(block[n.SERIES_PRODUCT], encoding.product_keys) if spec.sales.product is not None else None
+    series = _series_index(store_code, product_code, encoding)
+    # in polars: numpy's datetime arithmetic makes a temporary per step
+    days = (pl.col(n.PERIOD) - pl.lit(periods[0].astype(dt.date))).dt.total_days().cast(pl.Int64)
+    period = block.select(days // encoding.period_days).to_series().to_numpy()
+    return series * len(periods) + period, product_code
+
+
+def _scatter_covariates(
+    x_cells: np.ndarray, block: pl.DataFrame, cell: np.ndarray, product_code: pl.Series | None, encoding: PanelEncoding,
+    spec: PanelSpec, products: pl.DataFrame | None,
+) -> None:
+    """Each covariate of ``block``'s rows into its column of ``x_cells`` ([cells, features], a view of x_series)."""
+    for j, covariate in enumerate(spec.covariates):
+        values = _covariate_values(
+            block, covariate, encoding.covariate_scaling, encoding.reference_log_price, product_code, encoding.product_keys
+        )
+        x_cells[:, j][cell] = np.nan_to_num(values)
+    if encoding.cross_price:
+        x_cells[:, len(spec.covariates)][cell] = _cross_price_values(block, spec, encoding, products)
+
+
+def _scatter_target(
+    block: pl.DataFrame, cell: np.ndarray, spec: PanelSpec, y_cells: np.ndarray, observed_cells: np.ndarray,
+    censored_cells: np.ndarray | None,
+) -> None:
+    """``block``'s usable targets into ``y_cells`` and ``observed_cells`` (flattened [series, period]), and its
+    stock-outs among them into ``censored_cells``."""
+    target = block[n.TARGET].cast(pl.Float64).to_numpy()
+    usable = np.isfinite(target)
+    if spec.target_kind == "amount":
+        usable &= target > 0  # the log-scale likelihood needs a positive amount
+    usable_cell = cell[usable]
+    y_cells[usable_cell] = target[usable]
+    observed_cells[usable_cell] = True
+    if censored_cells is not None:
+        flagged = usable & block[CENSORED].fill_null(False).to_numpy()
+        censored_cells[cell[flagged]] = True
+
+
 def _scatter(
     frame: pl.DataFrame, encoding: PanelEncoding, spec: PanelSpec, periods: np.ndarray, products: pl.DataFrame | None, with_target: bool
 ) -> PanelArrays:
     """Arrays [series, period] of one stretch of periods from its rows."""
-    n_series, n_periods = encoding.n_series, len(periods)
-    store_code = _positions(frame[n.SERIES_STORE], encoding.store_keys)
-    product_code = _positions(frame[n.SERIES_PRODUCT], encoding.product_keys) if spec.sales.product is not None else None
-    s_idx = _series_index(store_code, product_code, encoding)
-    # in polars: numpy's datetime arithmetic makes a 54M-row temporary per step
-    days = (pl.col(n.PERIOD) - pl.lit(periods[0].astype(dt.date))).dt.total_days().cast(pl.Int64)
-    t_idx = frame.select(days // encoding.period_days).to_series().to_numpy()
-
-    names = encoding.series_names(spec)
-    x_series = np.zeros((n_series, n_periods, len(names)), np.float32)
-    for j, covariate in enumerate(spec.covariates):
-        values = _covariate_values(
-            frame, covariate, encoding.covariate_scaling, encoding.reference_log_price, product_code, encoding.product_keys
-        )
-        x_series[s_idx, t_idx, j] = np.nan_to_num(values)
-    if encoding.cross_price:
-        x_series[s_idx, t_idx, len(spec.covariates)] = _cross_price_values(frame, spec, encoding, products)
-
-    present = np.zeros((n_series, n_periods), bool)
-    present[s_idx, t_idx] = True
-    y = np.zeros((n_series, n_periods), np.float32)
-    observed = np.zeros((n_series, n_periods), bool)
-    censored = None
-    if with_target:
-        target = frame[n.TARGET].cast(pl.Float64).to_numpy()
-        usable = np.isfinite(target)
-        if spec.target_kind == "amount":
-            usable &= target > 0  # the log-scale likelihood needs a positive amount
-        y[s_idx[usable], t_idx[usable]] = target[usable]
-        observed[s_idx[usable], t_idx[usable]] = True
-        if CENSORED in frame.columns:
-            flagged = usable & frame[CENSORED].fill_null(False).to_numpy()
-            censored = np.zeros((n_series, n_periods), bool)
-            censored[s_idx[flagged], t_idx[flagged]] = True
+    shape = (encoding.n_series, len(periods))
+    x_series = np.zeros((*shape, len(encoding.series_names(spec))), np.float32)
+    present = np.zeros(shape, bool)
+    y = np.zeros(shape, np.float32)
+    observed = np.zeros(shape, bool)
+    censored = np.zeros(shape, bool) if with_target and CENSORED in frame.columns else None
+    # flat views: a row's cell is then one index instead of a (series, period) pair
+    x_cells = x_series.reshape(math.prod(shape), x_series.shape[-1])  # not (-1, F): F may be 0
+    y_cells, observed_cells, present_cells = y.reshape(-1), observed.reshape(-1), present.reshape(-1)
+    censored_cells = None if censored is None else censored.reshape(-1)
+    for block in _row_blocks(frame):
+        cell, product_code = _cells(block, encoding, spec, periods)
+        _scatter_covariates(x_cells, block, cell, product_code, encoding, spec, products)
+        present_cells[cell] = True
+        if with_target:
+            _scatter_target(block, cell, spec, y_cells, observed_cells, censored_cells)
     return PanelArrays(
         periods=periods,
         x_time=time_features(periods, encoding.fourier_order, encoding.weekday),
