@@ -13,16 +13,12 @@ import os
 from collections.abc import MutableMapping
 from pathlib import Path
 
-BHM_HOME_ENV = "BHM_HOME"
-DEFAULT_BHM_HOME = "~/.bhm"
+from tasks.ops.home import BHM_HOME_ENV, DEFAULT_BHM_HOME, bhm_home
+
+__all__ = ["BHM_HOME_ENV", "DEFAULT_BHM_HOME", "bhm_home", "configure"]
 
 # The temporary server's 20 s default start-up timeout is too short on a busy 2-core machine.
 EPHEMERAL_STARTUP_TIMEOUT_SECONDS = "120"
-
-
-def bhm_home(environ: MutableMapping[str, str] = os.environ) -> Path:
-    """$BHM_HOME (default ~/.bhm), as an absolute path."""
-    return Path(environ.get(BHM_HOME_ENV) or DEFAULT_BHM_HOME).expanduser().resolve()
 
 
 def configure(environ: MutableMapping[str, str] = os.environ) -> dict[str, str]:

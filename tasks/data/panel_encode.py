@@ -251,21 +251,16 @@ def time_features(periods: np.ndarray, fourier_order: int, weekday: bool) -> np.
 
 
 def _covariate_values(
-    frame: pl.DataFrame, covariate: Covariate, encoding_scaling: dict, reference: dict, product_code: pl.Series | None,
-    product_keys: tuple,
+    frame: pl.DataFrame, covariate: Covariate, encoding_scaling: dict, base_log_price: np.ndarray | None, product_code: pl.Series | None
 ) -> np.ndarray:
-    """``product_code``: each row's position in ``product_keys`` (None without a product key)."""
+    """``base_log_price``: a price covariate's reference per product code (one value without a product key);
+    ``product_code``: each row's product code (None without a product key)."""
     values = frame[covariate.name].cast(pl.Float64)
     if covariate.fill is not None:
         values = values.fill_null(covariate.fill)
     raw = values.to_numpy()
     if covariate.kind == "price":
-        ref = reference[covariate.name]
-        if product_code is None:
-            return np.log(raw) - np.full(len(raw), ref.get("", np.nan))
-        # the reference of each product once, then one per row by its code
-        base = np.array([ref.get(str(key), np.nan) for key in product_keys], np.float64)
-        return np.log(raw) - base[product_code.to_numpy()]
+        return np.log(raw) - (base_log_price[0] if product_code is None else base_log_price[product_code.to_numpy()])
     if covariate.kind == "numeric":
         mean, sd = encoding_scaling[covariate.name]
         return (raw - mean) / sd
@@ -330,24 +325,58 @@ def _reference_prices(sales: pl.DataFrame, spec: PanelSpec, products: tuple[str,
     return reference
 
 
-def _positions(column: pl.Series, keys: tuple) -> pl.Series:
+@dataclass(frozen=True)
+class _RowLookups:
+    """What encoding a block of rows looks up, built once per stretch of periods instead of once per block."""
+
+    store_keys: list
+    store_enum: pl.Enum | None  # the keys as an Enum when they are all text: a cast instead of a lookup
+    product_keys: list | None  # None without a product key
+    product_enum: pl.Enum | None
+    n_products: int
+    series_pairs: pl.Series  # store code * n_products + product code, in series order
+    base_log_price: dict[str, np.ndarray]  # price covariate -> reference log price per product code
+
+    @classmethod
+    def build(cls, encoding: PanelEncoding, spec: PanelSpec) -> _RowLookups:
+        n_products = len(encoding.product_keys)
+        base = {
+            name: np.array([ref.get(str(key), np.nan) for key in encoding.product_keys] if spec.sales.product else [ref.get("", np.nan)])
+            for name, ref in encoding.reference_log_price.items()
+        }
+        has_product = spec.sales.product is not None
+        return cls(
+            store_keys=list(encoding.store_keys),
+            store_enum=_text_enum(encoding.store_keys),
+            product_keys=list(encoding.product_keys) if has_product else None,
+            product_enum=_text_enum(encoding.product_keys) if has_product else None,
+            n_products=n_products,
+            series_pairs=pl.Series([store * n_products + product for store, product in encoding.series], dtype=pl.Int64),
+            base_log_price=base,
+        )
+
+
+def _text_enum(keys: tuple) -> pl.Enum | None:
+    return pl.Enum(list(keys)) if keys and all(isinstance(key, str) for key in keys) else None
+
+
+def _positions(column: pl.Series, keys: list, enum: pl.Enum | None) -> pl.Series:
     """Each row's position in ``keys`` (Int64), column-wise: a Python lookup per row takes a minute and
     gigabytes for the 54M rows of M5. Raises KeyError for a value not among ``keys``."""
-    if column.dtype == pl.String() and all(isinstance(key, str) for key in keys):
-        codes = column.cast(pl.Enum(list(keys)), strict=False).to_physical().cast(pl.Int64)
+    if enum is not None and column.dtype == pl.String():
+        codes = column.cast(enum, strict=False).to_physical().cast(pl.Int64)
     else:
-        codes = column.replace_strict(list(keys), list(range(len(keys))), default=None, return_dtype=pl.Int64)
+        codes = column.replace_strict(keys, list(range(len(keys))), default=None, return_dtype=pl.Int64)
     if codes.null_count():
         raise KeyError(column.filter(codes.is_null())[0])
     return codes
 
 
-def _series_index(store_code: pl.Series, product_code: pl.Series | None, encoding: PanelEncoding) -> np.ndarray:
-    """Each row's series: its position in ``encoding.series`` (pairs of store and product codes)."""
-    n_products = len(encoding.product_keys)
-    pairs = [store * n_products + product for store, product in encoding.series]
+def _series_index(store_code: pl.Series, product_code: pl.Series | None, lookups: _RowLookups) -> np.ndarray:
+    """Each row's series: its position in the encoding's series (pairs of store and product codes)."""
+    n_products, pairs = lookups.n_products, lookups.series_pairs
     row_pairs = store_code * n_products + (0 if product_code is None else product_code)
-    index = row_pairs.replace_strict(pairs, list(range(len(pairs))), default=None, return_dtype=pl.Int64)
+    index = row_pairs.replace_strict(pairs, pl.int_range(pairs.len(), dtype=pl.Int64, eager=True), default=None, return_dtype=pl.Int64)
     if index.null_count():
         pair = row_pairs.filter(index.is_null())[0]
         raise KeyError((pair // n_products, pair % n_products))
@@ -364,27 +393,28 @@ def _row_blocks(frame: pl.DataFrame) -> list[pl.DataFrame]:
     return [frame.slice(start, ROWS_PER_BLOCK) for start in range(0, frame.height, ROWS_PER_BLOCK)]
 
 
-def _cells(block: pl.DataFrame, encoding: PanelEncoding, spec: PanelSpec, periods: np.ndarray) -> tuple[np.ndarray, pl.Series | None]:
+def _cells(block: pl.DataFrame, lookups: _RowLookups, period_days: int, periods: np.ndarray) -> tuple[np.ndarray, pl.Series | None]:
     """Each row's cell in the flattened [series, period] arrays (series * n_periods + period), and its
     product code (None without a product key)."""
-    store_code = _positions(block[n.SERIES_STORE], encoding.store_keys)
-    product_code = _positions(block[n.SERIES_PRODUCT], encoding.product_keys) if spec.sales.product is not None else None
-    series = _series_index(store_code, product_code, encoding)
+    store_code = _positions(block[n.SERIES_STORE], lookups.store_keys, lookups.store_enum)
+    product_code = None
+    if lookups.product_keys is not None:
+        product_code = _positions(block[n.SERIES_PRODUCT], lookups.product_keys, lookups.product_enum)
+    series = _series_index(store_code, product_code, lookups)
     # in polars: numpy's datetime arithmetic makes a temporary per step
     days = (pl.col(n.PERIOD) - pl.lit(periods[0].astype(dt.date))).dt.total_days().cast(pl.Int64)
-    period = block.select(days // encoding.period_days).to_series().to_numpy()
+    period = block.select(days // period_days).to_series().to_numpy()
     return series * len(periods) + period, product_code
 
 
 def _scatter_covariates(
     x_cells: np.ndarray, block: pl.DataFrame, cell: np.ndarray, product_code: pl.Series | None, encoding: PanelEncoding,
-    spec: PanelSpec, products: pl.DataFrame | None,
+    spec: PanelSpec, products: pl.DataFrame | None, lookups: _RowLookups,
 ) -> None:
     """Each covariate of ``block``'s rows into its column of ``x_cells`` ([cells, features], a view of x_series)."""
     for j, covariate in enumerate(spec.covariates):
-        values = _covariate_values(
-            block, covariate, encoding.covariate_scaling, encoding.reference_log_price, product_code, encoding.product_keys
-        )
+        base = lookups.base_log_price.get(covariate.name)
+        values = _covariate_values(block, covariate, encoding.covariate_scaling, base, product_code)
         x_cells[:, j][cell] = np.nan_to_num(values)
     if encoding.cross_price:
         x_cells[:, len(spec.covariates)][cell] = _cross_price_values(block, spec, encoding, products)
@@ -422,9 +452,10 @@ def _scatter(
     x_cells = x_series.reshape(math.prod(shape), x_series.shape[-1])  # not (-1, F): F may be 0
     y_cells, observed_cells, present_cells = y.reshape(-1), observed.reshape(-1), present.reshape(-1)
     censored_cells = None if censored is None else censored.reshape(-1)
+    lookups = _RowLookups.build(encoding, spec)
     for block in _row_blocks(frame):
-        cell, product_code = _cells(block, encoding, spec, periods)
-        _scatter_covariates(x_cells, block, cell, product_code, encoding, spec, products)
+        cell, product_code = _cells(block, lookups, encoding.period_days, periods)
+        _scatter_covariates(x_cells, block, cell, product_code, encoding, spec, products, lookups)
         present_cells[cell] = True
         if with_target:
             _scatter_target(block, cell, spec, y_cells, observed_cells, censored_cells)

@@ -16,6 +16,8 @@ import sys
 from collections.abc import MutableMapping
 from pathlib import Path
 
+from tasks.ops.home import bhm_home
+
 COMPILE_CACHE_ENV = "BHM_COMPILE_CACHE"
 JAX_CACHE_DIR_ENV = "JAX_COMPILATION_CACHE_DIR"
 JAX_CACHE_MAX_SIZE_ENV = "JAX_COMPILATION_CACHE_MAX_SIZE"
@@ -33,7 +35,7 @@ def cache_folder(environ: MutableMapping[str, str] = os.environ) -> Path | None:
         return None
     if chosen:
         return Path(chosen).expanduser().resolve()
-    return Path(environ.get("BHM_HOME") or "~/.bhm").expanduser().resolve() / FOLDER_NAME
+    return bhm_home(environ) / FOLDER_NAME
 
 
 def enable(environ: MutableMapping[str, str] = os.environ) -> Path | None:

@@ -37,6 +37,7 @@ from mlflow.tracking import MlflowClient
 from pydantic import BaseModel
 
 from tasks.ops.atomic import sweep_stale, temp_path
+from tasks.ops.home import bhm_home
 from tasks.ops.process import ProcessId
 
 try:
@@ -51,10 +52,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BHM_HOME_ENV = "BHM_HOME"
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 SUPPRESS_URL_PRINTING_ENV = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
-DEFAULT_HOME = Path("~/.bhm")
 DB_FILE = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
 PLOTS_DIR = "plots"
@@ -65,7 +64,7 @@ PLOTS_DIR = "plots"
 
 def home_dir(path: Path | str | None = None) -> Path:
     """The project's home folder: ``path``, else ``$BHM_HOME``, else ``~/.bhm``; absolute, created if missing."""
-    home = Path(path if path is not None else os.environ.get(BHM_HOME_ENV) or DEFAULT_HOME).expanduser().resolve()
+    home = Path(path).expanduser().resolve() if path is not None else bhm_home()
     home.mkdir(parents=True, exist_ok=True)
     return home
 
