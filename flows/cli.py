@@ -127,6 +127,9 @@ def setup_logging(level: int) -> None:
     handler = CurrentStderrHandler()
     handler._bhm_cli = True  # type: ignore[attr-defined]
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    from flows import progress  # a fit's progress: live in a terminal, plain lines under a scheduler
+
+    progress.install(handler)
     root.addHandler(handler)
     root.setLevel(level)
     for name, floor in QUIET_LOGGERS.items():

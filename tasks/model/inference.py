@@ -85,7 +85,19 @@ class FitProgress:
     max_steps: int
     loss: float  # mean loss per observation over the last chunk
     relative_improvement: float  # predicted for one more chunk; inf until the window is full
-    seconds: float
+    seconds: float  # since the first step (compilation excluded)
+    series_per_step: int | None = None  # series each step reads (a subsample, or all); None: not told
+    stop_reason: str | None = None  # on the fit's last chunk: "converged" or "max_steps"; None before
+
+    @property
+    def seconds_left_at_most(self) -> float:
+        """Time to the step cap at the mean pace so far: an upper bound on what is left, since the fit
+        stops earlier once it converges (0 on the last chunk; inf before the first step)."""
+        if self.stop_reason is not None:
+            return 0.0
+        if self.step <= 0:
+            return float("inf")
+        return self.seconds / self.step * max(self.max_steps - self.step, 0)
 
 
 @dataclass(frozen=True)
@@ -101,6 +113,8 @@ class FitResult:
 
 
 def log_progress(progress: FitProgress) -> None:
+    """One INFO line per chunk; the record carries ``fit_progress`` for a handler that renders it
+    (the CLI's live terminal display, ``flows.progress``)."""
     log.info(
         "step %d/%d  loss/obs %.5f  rel.improvement/chunk %.2e  %.1fs",
         progress.step,
@@ -108,6 +122,7 @@ def log_progress(progress: FitProgress) -> None:
         progress.loss,
         progress.relative_improvement,
         progress.seconds,
+        extra={"fit_progress": progress},
     )
 
 
@@ -267,11 +282,13 @@ def _svi_program(structure: ModelStructure, settings: FitSettings, subsample_siz
 
 
 def drive_svi(svi, init_state, run_chunk, args: tuple, init: Params, n_observed: int, settings: FitSettings,
-              key: jax.Array, on_progress: Callable[[FitProgress], None]) -> FitResult:
+              key: jax.Array, on_progress: Callable[[FitProgress], None], *,
+              series_per_step: int | None = None) -> FitResult:
     """Run compiled chunks of SVI steps until the loss trend converges or the step cap is reached.
 
     ``init_state(key, init, args)`` and ``run_chunk(state, args, scale)`` are the jitted programs of
     ``svi``; every model of the project (store-day, panel) is fitted through this one loop.
+    ``series_per_step`` is only reported in the progress (``FitProgress.series_per_step``).
     """
     scale = jnp.float32(1.0 / max(n_observed, 1))
 
@@ -294,10 +311,12 @@ def drive_svi(svi, init_state, run_chunk, args: tuple, init: Params, n_observed:
             bad = step - settings.chunk_steps + int(np.argmin(np.isfinite(losses)))
             raise FitDivergedError(f"the ELBO became non-finite at step {bad}; refusing to use this fit")
         improvement = relative_improvement(np.concatenate(chunks[-settings.window_chunks :]), window, settings.chunk_steps)
-        on_progress(FitProgress(step, settings.max_steps, float(losses.mean()), improvement, time.perf_counter() - t0))
         calm = calm + 1 if improvement < settings.tolerance else 0
-        if calm >= settings.patience:
-            converged = True
+        converged = calm >= settings.patience
+        stop = "converged" if converged else "max_steps" if step >= settings.max_steps else None
+        seconds = time.perf_counter() - t0
+        on_progress(FitProgress(step, settings.max_steps, float(losses.mean()), improvement, seconds, series_per_step, stop))
+        if converged:
             break
     params = {k: np.asarray(v) for k, v in svi.get_params(state).items()}
     losses = np.concatenate(chunks)

@@ -144,7 +144,9 @@ def fit_panel(
     init = warm_start(inputs, structure, settings.init_scale)
     n_observed = int(np.asarray(inputs.observed).sum())
     svi, init_state, run_chunk = _program(structure, settings, subsample)
-    return drive_svi(svi, init_state, run_chunk, (inputs,), init, n_observed, settings, key, on_progress)
+    return drive_svi(
+        svi, init_state, run_chunk, (inputs,), init, n_observed, settings, key, on_progress, series_per_step=subsample or n_series
+    )
 
 
 def prior_params(params: Params, structure: PanelStructure, series: np.ndarray, groups: dict[str, np.ndarray]) -> Params:
