@@ -33,7 +33,7 @@ from tasks.model.inference import (
     relative_improvement,
     store_coefficients,
 )
-from tasks.model.negbin import NegativeBinomialLogMean, draw_counts
+from tasks.model.negbin import INVERSION_MAX_MEAN, INVERSION_TERMS, NegativeBinomialLogMean, draw_counts
 from tasks.model.store_day import ModelStructure, Site, model, model_inputs, time_blocks
 from tasks.pipeline import fit_history, fit_new_stores, forecast_frame, panel_inputs
 
@@ -61,6 +61,24 @@ def test_draws_have_the_negative_binomial_quantiles(mean: float, r: float) -> No
         expected = stats.nbinom(r, r / (r + mean)).ppf(levels)
         np.testing.assert_allclose(np.quantile(draws, levels), expected, rtol=0.01, atol=1.0)
         assert abs(draws.mean() - mean) < 4 * np.sqrt(mean + mean**2 / r) / np.sqrt(size)
+
+
+@pytest.mark.parametrize(("mean", "r"), [(0.2, 1.5), (1.0, 0.3), (6.0, 0.05), (9.5, 200.0)])
+def test_small_means_drawn_by_inversion_have_the_negative_binomial_pmf(mean: float, r: float) -> None:
+    """Below INVERSION_MAX_MEAN the counts come from the CDF's inversion, its long tails (r = 0.05) carried on
+    past the compiled terms; in a [D, s, T]-shaped array mixed with large means, as a forecast chunk is."""
+    assert mean < INVERSION_MAX_MEAN
+    shape = (100, 40, 100)  # every other series has a large mean, drawn the other way
+    log_mean = np.full(shape, np.log(mean), np.float32)
+    log_mean[:, 1::2] = np.log(400.0)
+    draws = draw_counts(jax.random.key(3), jnp.asarray(log_mean), jnp.full(shape, r))
+    small, large = draws[:, ::2].ravel(), draws[:, 1::2].ravel()
+    law = stats.nbinom(r, r / (r + mean))
+    values = np.arange(8)
+    np.testing.assert_allclose([(small == k).mean() for k in values], law.pmf(values), atol=4e-3)
+    assert abs((small > INVERSION_TERMS).mean() - law.sf(INVERSION_TERMS)) < 4e-3
+    assert abs(small.mean() - mean) < 5 * law.std() / np.sqrt(small.size)
+    assert abs(np.median(large) - stats.nbinom(r, r / (r + 400.0)).median()) <= max(2.0, 0.02 * 400.0)
 
 
 # --- time structure ------------------------------------------------------------

@@ -16,6 +16,10 @@ sales, and the exact samplers elsewhere:
   and the Poisson part is then a small share of the NB variance), exact below.
 ``draw_counts`` applies the exact samplers only to the elements that need
 them (gathered on the host), so a few small values do not slow a whole array.
+Counts of a small mean (below ``INVERSION_MAX_MEAN``: most of a store x product
+panel's cells, where the exact samplers' loops took 16 s per 7M draws) are drawn
+exactly by inverting the NB's CDF instead: one uniform, and the pmf's recurrence
+p(k+1) = p(k) (k + r) / (k + 1) * mu / (r + mu) summed until it passes the uniform.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from numpyro.distributions.util import promote_shapes
 
 NORMAL_GAMMA_MIN_SHAPE = 10.0
 NORMAL_POISSON_MIN_RATE = 100.0
+INVERSION_MAX_MEAN = 10.0
+INVERSION_TERMS = 32  # values 0 .. 31 in one compiled pass; the few draws beyond go on, on the host
 
 
 def gamma_wilson_hilferty(key: jax.Array, shape_param: jnp.ndarray) -> jnp.ndarray:
@@ -183,19 +189,103 @@ def _redraw_exact(key: jax.Array, draws: np.ndarray, params: np.ndarray, needs_e
     return draws
 
 
-def draw_counts(key: jax.Array, log_mean: jnp.ndarray, concentration: jnp.ndarray) -> np.ndarray:
-    """Draws of NB(exp(log_mean), concentration) for whole arrays, as a numpy array.
+@jax.jit
+def _nb_inversion(key: jax.Array, log_mean: jnp.ndarray, r: jnp.ndarray) -> tuple[jnp.ndarray, ...]:
+    """NB counts by inversion over the values 0 .. INVERSION_TERMS - 1: the count, the uniform, and the last
+    value's pmf and cdf (for the draws whose uniform lies beyond: count == INVERSION_TERMS)."""
+    u = jax.random.uniform(key, jnp.shape(log_mean))
+    log_r = jnp.log(r)
+    log_total = jnp.logaddexp(log_r, log_mean)
+    q = jnp.exp(log_mean - log_total)
+    pmf = jnp.exp(r * (log_r - log_total))
+    cdf = pmf
+    count = (u > cdf).astype(jnp.int32)
 
-    The same law and samplers as ``NegativeBinomialLogMean.sample``, but the
-    exact samplers run only on the elements that need them.
-    """
+    # unrolled, so that XLA fuses every term into one pass over the elements (a loop reads and writes
+    # the whole arrays once per term)
+    for k in range(INVERSION_TERMS - 1):
+        pmf = pmf * ((k + r) * (q / (k + 1.0)))
+        cdf = cdf + pmf
+        count = count + (u > cdf)
+    return count, u, pmf, cdf
+
+
+TAIL_TERMS = 512  # values per pass of the tail's inversion
+TAIL_BATCH = 4096  # draws per pass: bounds its [draws, values] arrays
+
+
+def _inversion_tail(counts: np.ndarray, u: np.ndarray, r: np.ndarray, mean: np.ndarray, pmf: np.ndarray, cdf: np.ndarray) -> None:
+    """Carry the inversion on, in float64, for the draws whose uniform lies beyond the first values (``counts``
+    in place): ``TAIL_TERMS`` values at a time, the pmf's recurrence as a cumulative product. A small
+    concentration (the scale mixture's widest component) makes tails of thousands of values."""
+    q = mean / (r + mean)
+    for batch in range(0, counts.size, TAIL_BATCH):
+        rows = np.arange(batch, min(batch + TAIL_BATCH, counts.size))
+        held_value = counts[rows].astype(np.float64) - 1.0  # the value whose pmf and cdf are held
+        held_pmf, held_cdf = pmf[rows].astype(np.float64), cdf[rows].astype(np.float64)
+        steps = np.arange(TAIL_TERMS, dtype=np.float64)[None, :]
+        while rows.size:
+            k = held_value[:, None] + steps  # the ratio's k: pmf(k + 1) = pmf(k) (k + r) / (k + 1) q
+            terms = held_pmf[:, None] * np.cumprod((k + r[rows, None]) / (k + 1.0) * q[rows, None], axis=1)
+            cumulative = held_cdf[:, None] + np.cumsum(terms, axis=1)
+            passed = u[rows, None] <= cumulative
+            found = passed.any(axis=1)
+            # once the pmf underflows, rounding can keep the cdf just below a uniform near 1: stop there
+            stalled = ~found & (terms[:, -1] <= 0.0)
+            counts[rows[found]] = held_value[found] + 1.0 + passed[found].argmax(axis=1)
+            counts[rows[stalled]] = held_value[stalled] + TAIL_TERMS
+            going = ~found & ~stalled
+            rows, held_value = rows[going], held_value[going] + TAIL_TERMS
+            held_pmf, held_cdf = terms[going, -1], cumulative[going, -1]
+
+
+def _draws_by_inversion(key: jax.Array, log_mean: jnp.ndarray, r: jnp.ndarray) -> np.ndarray:
+    count, u, pmf, cdf = _nb_inversion(key, log_mean, r)
+    counts = np.asarray(count)
+    beyond = np.flatnonzero(counts >= INVERSION_TERMS)
+    counts = counts.astype(np.float32)
+    if beyond.size:
+        tail = counts.ravel()[beyond]
+        mean = np.exp(np.asarray(log_mean, np.float64).ravel()[beyond])
+        _inversion_tail(
+            tail, np.asarray(u).ravel()[beyond], np.asarray(r, np.float64).ravel()[beyond], mean,
+            np.asarray(pmf).ravel()[beyond], np.asarray(cdf).ravel()[beyond],
+        )  # fmt: skip
+        counts.flat[beyond] = tail
+    return counts
+
+
+def _gamma_poisson(key: jax.Array, log_mean: jnp.ndarray, r: jnp.ndarray) -> np.ndarray:
+    """NB draws as Poisson(Gamma): normal transforms where accurate, the exact samplers where not."""
     keys = jax.random.split(key, 4)
-    shape = jax.lax.broadcast_shapes(jnp.shape(log_mean), jnp.shape(concentration))
-    r = jnp.broadcast_to(concentration, shape)
     gamma = np.asarray(_gamma_wh_jit(keys[0], r))
     r_host = np.asarray(r)
     gamma = _redraw_exact(keys[1], gamma, r_host, r_host < NORMAL_GAMMA_MIN_SHAPE, _gamma_boosted_jit)
-    rate = _rate_jit(jnp.asarray(gamma), log_mean, concentration)
+    rate = _rate_jit(jnp.asarray(gamma), log_mean, r)
     counts = np.asarray(_poisson_normal_jit(keys[2], rate))
     rate_host = np.asarray(rate)
     return _redraw_exact(keys[3], counts, rate_host, rate_host < NORMAL_POISSON_MIN_RATE, _poisson_exact_jit)
+
+
+def draw_counts(key: jax.Array, log_mean: jnp.ndarray, concentration: jnp.ndarray) -> np.ndarray:
+    """Draws of NB(exp(log_mean), concentration) for whole arrays, as a numpy array.
+
+    The same law as ``NegativeBinomialLogMean.sample``: elements of a mean below ``INVERSION_MAX_MEAN`` by
+    inversion, the others as a Poisson of a gamma, whose exact samplers run only on the elements that need
+    them. An array without a small mean is drawn exactly as before the inversion existed.
+    """
+    shape = jax.lax.broadcast_shapes(jnp.shape(log_mean), jnp.shape(concentration))
+    log_mean = jnp.broadcast_to(log_mean, shape)
+    r = jnp.broadcast_to(concentration, shape)
+    small = np.asarray(log_mean < np.log(INVERSION_MAX_MEAN))
+    if not small.any():
+        return _gamma_poisson(key, log_mean, r)
+    counts = _draws_by_inversion(jax.random.fold_in(key, 4), log_mean, r)
+    if small.all():
+        return counts
+    large = np.flatnonzero(~small)
+    others = _gamma_poisson(
+        key, jnp.asarray(_padded(np.asarray(log_mean).ravel()[large])), jnp.asarray(_padded(np.asarray(r).ravel()[large]))
+    )
+    counts.flat[large] = others[: large.size]
+    return counts
