@@ -56,6 +56,7 @@ QUIET_LOGGERS = {
     "jax._src.xla_bridge": logging.ERROR,
     "absl": logging.WARNING,
     "httpx": logging.WARNING,  # one INFO line per Prefect API call
+    "distributed": logging.WARNING,  # a Dask cluster's start-up and shutdown, a dozen lines per worker
     "prefect.task_runs": logging.WARNING,  # "Finished in state Completed()" per task; our stages log their own progress
     "alembic": logging.WARNING,
 }
@@ -253,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_tracking(run)
     cli_spec.add_spec_options(run)
+    cli_spec.add_fan_out_options(run)
     run.set_defaults(handler=cmd_run)
 
     _add_flow_commands(commands, formatter)
@@ -418,6 +420,7 @@ def _add_flow_commands(commands: Any, formatter: type[argparse.HelpFormatter]) -
     _add_paths(fc, ForecastRunConfig, "stores", required=False)
     _add_paths(fc, ForecastRunConfig, "future", "out")
     cli_spec.add_spec_options(fc)
+    cli_spec.add_fan_out_options(fc)
     _add_count(fc, ForecastRunConfig, "seed")
     _add_count(fc, ForecastConfig, "num_draws")
     _add_model_source(fc)
@@ -670,6 +673,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return cli_spec.run_panel(
             panel, args, _panel_flow_command
         )
+    cli_spec.refuse_fan_out(args)
     config = _run_config(args)
     start = time.perf_counter()
 
@@ -811,6 +815,7 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     panel = cli_spec.load(args)
     if panel is not None:
         return cli_spec.forecast_panel(panel, args, _panel_flow_command)
+    cli_spec.refuse_fan_out(args)
     _check_input_files(args, "stores", "future")
     raw = {
         "stores": args.stores,

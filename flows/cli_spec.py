@@ -27,6 +27,38 @@ def add_spec_options(parser: argparse.ArgumentParser, title: str = "dataset spec
     group.add_argument("--data", type=Path, metavar="DIR", default=None, help="folder holding the files the spec names")
 
 
+def add_fan_out_options(parser: argparse.ArgumentParser) -> None:
+    from tasks.config import FanOutConfig
+
+    fields = FanOutConfig.model_fields
+    group = parser.add_argument_group("where a panel forecast's partitions run (with --spec)")
+    group.add_argument("--engine", choices=("in-process", "dask"), default=None, help=f"{fields['engine'].description} (default: in-process)")
+    group.add_argument("--dask-address", metavar="ADDR", default=None, help=f"{fields['dask_address'].description}; implies --engine dask")
+    group.add_argument("--dask-workers", type=int, metavar="N", default=None, help=f"{fields['dask_workers'].description} (default {fields['dask_workers'].default})")
+    group.add_argument(
+        "--series-per-partition", type=int, metavar="N", default=None,
+        help=f"{fields['series_per_partition'].description} (default {fields['series_per_partition'].default:,})",
+    )  # fmt: skip
+
+
+FAN_OUT_OPTIONS = {"engine": "--engine", "dask_address": "--dask-address", "dask_workers": "--dask-workers", "series_per_partition": "--series-per-partition"}
+
+
+def fan_out_raw(args: argparse.Namespace) -> dict[str, Any]:
+    """The FanOutConfig the fan-out options ask for (only what was given; an address means Dask)."""
+    raw = {field: getattr(args, field) for field in FAN_OUT_OPTIONS if getattr(args, field, None) is not None}
+    if "dask_address" in raw:
+        raw.setdefault("engine", "dask")
+    return raw
+
+
+def refuse_fan_out(args: argparse.Namespace) -> None:
+    """The fan-out options fan out a panel forecast; a Rossmann-layout run has none to fan out."""
+    given = [option for field, option in FAN_OUT_OPTIONS.items() if getattr(args, field, None) is not None]
+    if given:
+        raise SpecUsageError(f"{', '.join(given)} fan out a panel spec's forecast (--spec with a panel spec); this run has none")
+
+
 def load(args: argparse.Namespace) -> Any:
     """The spec of ``--spec`` (None without it); a Rossmann spec fills ``--train``/``--stores`` from ``--data``."""
     from tasks.data.spec import RossmannSpec, SpecError, load_spec, spec_files
@@ -137,6 +169,7 @@ def run_panel(spec: Any, args: argparse.Namespace, run_flow: Any) -> int:
         "state_dir": args.state_dir,
         "fit": {"max_steps": args.max_steps},
         "forecast": {"num_draws": args.num_draws},
+        "fan_out": fan_out_raw(args),
         "tracking": {"enabled": not args.no_tracking},
     }
     start = time.perf_counter()
@@ -231,7 +264,7 @@ def _saved_model_raw(args: argparse.Namespace) -> dict[str, Any]:
 def forecast_panel(spec: Any, args: argparse.Namespace, run_flow: Any) -> int:
     if args.model_dir is None:
         raise SpecUsageError("bhm forecast --spec needs --model-dir (a fitted panel model folder; the registry holds Rossmann models)")
-    raw = _saved_model_raw(args)
+    raw = _saved_model_raw(args) | {"fan_out": fan_out_raw(args)}
 
     def describe(result: Any) -> list[str]:
         mlflow = [f"MLflow: {result.mlflow_run}"] if result.mlflow_run else []

@@ -10,6 +10,7 @@ from pathlib import Path
 import jax
 from prefect import flow
 
+from flows import engines
 from flows.runtime import prefect_tags, rename_flow_run
 from tasks import panel_pipeline, panel_stages, stages
 from tasks.config import PanelRunConfig
@@ -17,6 +18,7 @@ from tasks.data.panel_encode import EncodedPanelData
 from tasks.data.panel_ingest import PanelTables
 from tasks.data.spec import PanelSpec, load_spec
 from tasks.model.panel_state import FittedPanel
+from tasks.ops.atomic import temp_path
 from tasks.panel_pipeline import PanelRunResult, run_info
 from tasks.pipeline import RunKeys
 from tasks.track import panel_recording
@@ -59,7 +61,7 @@ def panel(config: PanelRunConfig) -> PanelRunResult:
         fitted_dir = panel_stages.save_model(fitted, config.fitted_dir)
 
         t = time.perf_counter()
-        frame, _ = panel_stages.forecast(fitted, tables, encoded, config.forecast, keys.forecast)
+        frame, _ = engines.forecast(fitted, tables, encoded, config.forecast, config.fan_out, keys.forecast, temp_path(config.out))
         out = panel_stages.export(frame, config.out)
         timings["forecast"] = time.perf_counter() - t
 

@@ -8,10 +8,12 @@ from pathlib import Path
 
 from prefect import flow
 
+from flows import engines
 from flows.panel import panel_spec
 from flows.runtime import prefect_tags, rename_flow_run
 from tasks import panel_stages
 from tasks.config import PanelForecastConfig
+from tasks.ops.atomic import temp_path
 from tasks.pipeline import RunKeys
 from tasks.track import panel_recording
 from tasks.track.recording import open_run, record_config
@@ -36,7 +38,7 @@ def panel_forecast(config: PanelForecastConfig) -> PanelForecastResult:
     encoded = panel_stages.encode_with(tables, fitted)
     tags = {**prefect_tags("panel-forecast"), "dataset": spec.name, "model_version": fitted.model_version}
     with open_run(config.tracking, f"panel-forecast {spec.name}", tags) as tracker:
-        frame, _ = panel_stages.forecast(fitted, tables, encoded, config.forecast, keys.forecast)
+        frame, _ = engines.forecast(fitted, tables, encoded, config.forecast, config.fan_out, keys.forecast, temp_path(config.out))
         out = panel_stages.export(frame, config.out)
         if tracker is not None:
             record_config(tracker, config, {"model_version": fitted.model_version})

@@ -310,6 +310,26 @@ class PanelFitConfig(BaseModel):
         return self
 
 
+class FanOutConfig(BaseModel):
+    """Where a panel forecast's partitions of series run: in this process (the default), or as Prefect tasks on
+    Dask (a LocalCluster, or the running cluster at ``dask_address``). The partitions, and so the numbers, are
+    the same wherever they run."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    engine: Literal["in-process", "dask"] = Field("in-process", description="where the partitions run")
+    dask_address: str | None = Field(None, min_length=1, description="scheduler of a running Dask cluster (default: a LocalCluster)")
+    dask_workers: int = Field(2, ge=1, le=256, description="worker processes of the LocalCluster")
+    series_per_partition: int = Field(8192, ge=1, description="series per partition (whole compiled chunks)")
+    partition_retries: int = Field(2, ge=0, le=10, description="retries of a failed partition")
+
+    @model_validator(mode="after")
+    def _address_means_dask(self) -> FanOutConfig:
+        if self.dask_address is not None and self.engine != "dask":
+            raise ValueError("dask_address is given but engine is 'in-process': set engine to 'dask'")
+        return self
+
+
 class PanelRunConfig(BaseModel):
     """The main job on a dataset spec's data: read, validate, encode, fit, forecast series and aggregates, export."""
 
@@ -323,6 +343,7 @@ class PanelRunConfig(BaseModel):
     state_dir: Path | None = Field(None, description="where to write the fitted model (default: next to --out)")
     fit: PanelFitConfig = PanelFitConfig()
     forecast: ForecastConfig = ForecastConfig()
+    fan_out: FanOutConfig = FanOutConfig()
     tracking: TrackingConfig = TrackingConfig()
 
     @property
@@ -355,6 +376,7 @@ class PanelForecastConfig(BaseModel):
     model_dir: Path = Field(description="fitted panel model folder (written by `bhm train --spec` or `bhm run --spec`)")
     seed: int = Field(0, ge=0, description="seed of the JAX random key")
     forecast: ForecastConfig = ForecastConfig()
+    fan_out: FanOutConfig = FanOutConfig()
     tracking: TrackingConfig = TrackingConfig()
 
 
@@ -371,6 +393,7 @@ class ReplenishConfig(BaseModel):
     model_dir: Path = Field(description="fitted panel model folder (written by `bhm train --spec` or `bhm run --spec`)")
     seed: int = Field(0, ge=0, description="seed of the JAX random key")
     forecast: ForecastConfig = ForecastConfig()
+    fan_out: FanOutConfig = FanOutConfig()
     tracking: TrackingConfig = TrackingConfig()
 
 

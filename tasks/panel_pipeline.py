@@ -24,7 +24,8 @@ from tasks.config import ForecastConfig, PanelFitConfig
 from tasks.data.panel_encode import CROSS_PRICE, EncodedPanelData, PanelArrays, encode_panel
 from tasks.data.panel_ingest import PanelTables
 from tasks.data.spec import LEVEL, PRODUCT_SIDE, SEASON, STORE_SIDE, TOTAL, WEEKDAY, PanelSpec
-from tasks.forecast.panel_draws import AggregateLevel, PanelForecastArrays, forecast_panel
+from tasks.forecast import panel_job
+from tasks.forecast.panel_draws import AggregateLevel, ChunkPlan, PanelForecastArrays, forecast_panel
 from tasks.model import panel_state, state
 from tasks.model.censored import MAX_CENSORED_UNITS, survival_terms
 from tasks.model.inference import FitProgress, FitResult, log_progress
@@ -217,14 +218,8 @@ def aggregate_levels(tables: PanelTables, encoded: EncodedPanelData) -> tuple[Ag
     return tuple(levels)
 
 
-def forecast_encoded(
-    fitted: FittedPanel,
-    encoded: EncodedPanelData,
-    aggregates: tuple[AggregateLevel, ...],
-    config: ForecastConfig,
-    key: jax.Array,
-    on_draws: Callable[[np.ndarray, np.ndarray], None] | None = None,
-) -> PanelForecastArrays:
+def future_model_inputs(fitted: FittedPanel, encoded: EncodedPanelData) -> tuple[PanelStructure, PanelInputs]:
+    """The model's structure and inputs for the future table's periods."""
     future = encoded.future
     if future is None:
         raise ValueError("there is no future table to forecast")
@@ -232,7 +227,20 @@ def forecast_encoded(
     structure = replace(
         fitted.structure, n_future_blocks=int(time_blocks(offsets, fitted.structure.block_periods).max(initial=0)), n_future=future.n_periods
     )
-    inputs = model_inputs(encoded, future, structure, fitted.shock_basis, with_target=False)
+    return structure, model_inputs(encoded, future, structure, fitted.shock_basis, with_target=False)
+
+
+def forecast_encoded(
+    fitted: FittedPanel,
+    encoded: EncodedPanelData,
+    aggregates: tuple[AggregateLevel, ...],
+    config: ForecastConfig,
+    key: jax.Array,
+    on_draws: Callable[[np.ndarray, np.ndarray], None] | None = None,
+    series_per_partition: int | None = None,
+) -> PanelForecastArrays:
+    """The forecast in this process; ``series_per_partition`` as a fan-out would cut it (the same numbers)."""
+    structure, inputs = future_model_inputs(fitted, encoded)
     return forecast_panel(
         fitted.params,
         structure,
@@ -242,9 +250,28 @@ def forecast_encoded(
         config.quantiles,
         config.chunk_stores,
         aggregates,
-        wanted=future.present,
+        wanted=encoded.future.present,
         on_draws=on_draws,
+        series_per_partition=series_per_partition,
     )
+
+
+def write_forecast_job(
+    folder: Path,
+    fitted: FittedPanel,
+    encoded: EncodedPanelData,
+    aggregates: tuple[AggregateLevel, ...],
+    config: ForecastConfig,
+    key: jax.Array,
+    series_per_partition: int,
+) -> ChunkPlan:
+    """The forecast as a job of partitions in ``folder`` (``tasks.forecast.panel_job``), for an engine to run."""
+    structure, inputs = future_model_inputs(fitted, encoded)
+    plan = ChunkPlan.make(encoded.encoding.n_series, config.chunk_stores, series_per_partition)
+    panel_job.write_job(
+        folder, fitted.params, structure, inputs, key, plan, config.num_draws, config.quantiles, aggregates, encoded.future.present
+    )
+    return plan
 
 
 def _typed_keys(values: list, dtype: pl.DataType) -> pl.Series:

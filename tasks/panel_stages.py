@@ -13,7 +13,8 @@ from tasks.config import ForecastConfig, PanelFitConfig
 from tasks.data.panel_encode import EncodedPanelData
 from tasks.data.panel_ingest import PanelTables, read_panel
 from tasks.data.spec import PanelSpec
-from tasks.forecast.panel_draws import PanelForecastArrays
+from tasks.forecast import panel_job
+from tasks.forecast.panel_draws import ChunkPlan, PanelForecastArrays, combine_blocks
 from tasks.model import panel_state
 from tasks.model.inference import FitResult
 from tasks.model.panel_effects import EffectDraws, price_elasticities
@@ -39,10 +40,34 @@ def fit(encoded: EncodedPanelData, spec: PanelSpec, config: PanelFitConfig, key:
 
 @compute_task("forecast")
 def forecast(
-    fitted: FittedPanel, tables: PanelTables, encoded: EncodedPanelData, config: ForecastConfig, key: jax.Array
+    fitted: FittedPanel, tables: PanelTables, encoded: EncodedPanelData, config: ForecastConfig, key: jax.Array,
+    series_per_partition: int | None = None,
 ) -> tuple[pl.DataFrame, PanelForecastArrays]:
     aggregates = panel_pipeline.aggregate_levels(tables, encoded)
-    arrays = panel_pipeline.forecast_encoded(fitted, encoded, aggregates, config, key)
+    arrays = panel_pipeline.forecast_encoded(fitted, encoded, aggregates, config, key, series_per_partition=series_per_partition)
+    return panel_pipeline.forecast_frame(tables, encoded, arrays, aggregates, fitted.model_version), arrays
+
+
+@compute_task("write the forecast job")
+def write_forecast_job(
+    folder: Path, fitted: FittedPanel, encoded: EncodedPanelData, tables: PanelTables, config: ForecastConfig, key: jax.Array,
+    series_per_partition: int,
+) -> ChunkPlan:
+    aggregates = panel_pipeline.aggregate_levels(tables, encoded)
+    return panel_pipeline.write_forecast_job(folder, fitted, encoded, aggregates, config, key, series_per_partition)
+
+
+@compute_task("forecast a partition")
+def forecast_partition(job: Path, partition: int) -> Path:
+    return panel_job.run_partition(job, partition)
+
+
+@compute_task("combine the partitions")
+def combine_partitions(
+    parts: list[Path], fitted: FittedPanel, tables: PanelTables, encoded: EncodedPanelData, config: ForecastConfig
+) -> tuple[pl.DataFrame, PanelForecastArrays]:
+    aggregates = panel_pipeline.aggregate_levels(tables, encoded)
+    arrays = combine_blocks(panel_job.read_blocks(parts), encoded.encoding.n_series, config.quantiles)
     return panel_pipeline.forecast_frame(tables, encoded, arrays, aggregates, fitted.model_version), arrays
 
 

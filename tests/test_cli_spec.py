@@ -78,10 +78,13 @@ def test_validate_a_broken_panel_file_exits_1_with_the_report(panel_files: dict[
         (["backtest", "--spec", "SPEC", "--data", "DATA", "--horizon-days", "84"], "--horizon-days is for the Rossmann layout, not a panel spec ('panel_demo'); a panel spec counts periods: --horizon N"),
         (["backtest", "--spec", "SPEC", "--data", "DATA", "--cold-start-stores", "5"], "--cold-start-stores is for the Rossmann layout"),
         (["backtest", "--train", "t.csv", "--stores", "s.csv", "--horizon", "12"], "--horizon goes with a panel spec"),
+        (["run", "--engine", "dask"], "--engine fan out a panel spec's forecast"),
+        (["forecast", "--dask-address", "tcp://h:8786", "--future", "f.csv", "--out", "o.parquet"], "--dask-address fan out"),
+        (["run", "--spec", "SPEC", "--data", "DATA", "--future", "F", "--out", "o.parquet", "--dask-workers", "0"], "dask_workers"),
     ],
 )
 def test_spec_usage_errors_exit_2(argv: list[str], message: str, panel_files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
-    replace = {"SPEC": str(panel_files["spec"]), "DATA": str(panel_files["spec"].parent), "MISSING": "nope.yaml"}
+    replace = {"SPEC": str(panel_files["spec"]), "DATA": str(panel_files["spec"].parent), "MISSING": "nope.yaml", "F": str(panel_files["future"])}
     assert cli.main([replace.get(a, a) for a in argv]) == 2
     assert message in capsys.readouterr().err
 
@@ -116,6 +119,12 @@ def test_panel_run_passes_the_options_through(panel_files: dict[str, Path], tmp_
     assert cli.main(argv) == 3
     (config,) = seen
     assert (config.seed, config.fit.max_steps, config.forecast.num_draws, config.tracking.enabled) == (4, 200, 60, False)
+    assert config.fan_out.engine == "in-process"
+
+    seen.clear()
+    assert cli.main([*argv, "--dask-address", "tcp://10.0.0.5:8786", "--series-per-partition", "100"]) == 3
+    (config,) = seen
+    assert (config.fan_out.engine, config.fan_out.dask_address, config.fan_out.series_per_partition) == ("dask", "tcp://10.0.0.5:8786", 100)
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ demand: aggregate means and quantiles come from those sums, never from adding qu
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 
@@ -114,14 +114,164 @@ def _draw_target(key: jax.Array, structure: PanelStructure, log_mu: jnp.ndarray,
     return np.asarray(_lognormal_draws(key, log_mu, spread))
 
 
+ONE_HOT_MAX_GROUPS = 32  # above, a sort and np.add.reduceat beat the one-hot product
+
+
 def _add_by_group(sums: np.ndarray, codes: np.ndarray, values: np.ndarray) -> None:
-    """sums[g] += the sum of values[i] over the rows i of group g (codes -1: no group), as one product
-    with the rows' one-hot group matrix: far faster than an unbuffered ``np.add.at`` on [s, T, D] blocks."""
-    inside = codes >= 0
-    if not inside.any():
+    """sums[g] += the sum of values[i] over the rows i of group g (codes -1: no group), over the groups present
+    among the rows only: a one-hot over every group (3,049 products for M5) cost groups x rows per value,
+    most of the forecast's time. ``values`` float64: the sums of counts are then exact in any order."""
+    inside = np.flatnonzero(codes >= 0)
+    if not inside.size:
         return
-    one_hot = (codes[inside][None, :] == np.arange(sums.shape[0])[:, None]).astype(np.float64)  # [G, s]
-    sums += (one_hot @ values[inside].reshape(int(inside.sum()), -1)).reshape(sums.shape)
+    present, position = np.unique(codes[inside], return_inverse=True)
+    flat = values.reshape(values.shape[0], -1)
+    rows = flat if inside.size == codes.size else flat[inside]
+    target = sums.reshape(sums.shape[0], -1)
+    if present.size == inside.size:  # a row per group (a chunk of one store's products, by product)
+        target[present[position]] += rows
+    elif present.size <= ONE_HOT_MAX_GROUPS:
+        target[present] += (position[None, :] == np.arange(present.size)[:, None]).astype(rows.dtype) @ rows
+    else:
+        order = np.argsort(position, kind="stable")
+        starts = np.flatnonzero(np.r_[True, np.diff(position[order]) != 0])
+        target[present] += np.add.reduceat(rows[order], starts, axis=0)
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """How the series are cut: equal compiled chunks of at most ``chunk_series`` (the last one padded), and
+    partitions of whole consecutive chunks. A chunk's draws depend on its number only, so a series' forecast is
+    the same whichever partition computes it; partitions are what an engine fans out."""
+
+    n_series: int
+    chunk: int  # series per chunk
+    n_chunks: int
+    chunks_per_partition: int
+
+    @classmethod
+    def make(cls, n_series: int, chunk_series: int, series_per_partition: int | None = None) -> ChunkPlan:
+        if n_series < 1:
+            raise ValueError(f"there must be at least one series to forecast, got {n_series}")
+        n_chunks = -(-n_series // max(1, chunk_series))
+        chunk = -(-n_series // n_chunks)
+        per_partition = n_chunks if series_per_partition is None else max(1, series_per_partition // chunk)
+        return cls(n_series, chunk, n_chunks, per_partition)
+
+    @property
+    def n_partitions(self) -> int:
+        return -(-self.n_chunks // self.chunks_per_partition)
+
+    def chunks(self, partition: int) -> range:
+        if not 0 <= partition < self.n_partitions:
+            raise ValueError(f"partition {partition} is not among the plan's {self.n_partitions}")
+        first = partition * self.chunks_per_partition
+        return range(first, min(first + self.chunks_per_partition, self.n_chunks))
+
+    def series(self, partition: int) -> range:
+        chunks = self.chunks(partition)
+        return range(chunks.start * self.chunk, min(chunks.stop * self.chunk, self.n_series))
+
+
+@dataclass(frozen=True)
+class SeriesBlockForecast:
+    """One partition's forecast: its series' means and quantiles, and its share of every aggregate's draws."""
+
+    first: int  # the block holds series first .. first + len(mean) - 1
+    mean: np.ndarray  # [s, T]
+    quantiles: np.ndarray  # [Q, s, T]
+    aggregate_sums: dict[str, np.ndarray]  # level -> the block's series' draws summed per group [G, T, D]
+    aggregate_mean_sums: dict[str, np.ndarray]  # level -> [G, T]
+
+
+def forecast_series_block(
+    params: Params,
+    structure: PanelStructure,
+    inputs: PanelInputs,
+    key: jax.Array,
+    plan: ChunkPlan,
+    partition: int,
+    num_draws: int = 1000,
+    quantiles: tuple[float, ...] = DEFAULT_QUANTILES,
+    aggregates: tuple[AggregateLevel, ...] = (),
+    wanted: np.ndarray | None = None,
+    on_draws: Callable[[np.ndarray, np.ndarray], None] | None = None,
+) -> SeriesBlockForecast:
+    """The forecast of one partition of ``plan`` (see ``forecast_panel``, which combines them all)."""
+    if num_draws < 1:
+        raise ValueError(f"num_draws must be >= 1, got {num_draws}")
+    if not all(0.0 < q < 1.0 for q in quantiles):
+        raise ValueError(f"quantiles must lie strictly between 0 and 1, got {quantiles}")
+    n_series, n_periods = inputs.observed.shape
+    n_params = params[f"{PanelSite.SERIES}.loc"].shape[0]
+    if n_params != n_series or plan.n_series != n_series:
+        raise ValueError(f"params hold {n_params} series, inputs {n_series}, the plan {plan.n_series}")
+    wanted = np.ones((n_series, n_periods), bool) if wanted is None else np.asarray(wanted, bool)
+    key_globals, key_chunks = jax.random.split(key)
+    globals_ = draw_globals(params, structure, key_globals, num_draws, n_periods)
+    jparams = {k: jnp.asarray(v) for k, v in params.items()}
+
+    block = plan.series(partition)
+    mean = np.empty((len(block), n_periods), np.float32)
+    quants = np.empty((len(quantiles), len(block), n_periods), np.float32)
+    sums = {a.name: np.zeros((len(a.labels), n_periods, num_draws)) for a in aggregates}
+    mean_sums = {a.name: np.zeros((len(a.labels), n_periods)) for a in aggregates}
+    for number in plan.chunks(partition):
+        rows = np.arange(number * plan.chunk, (number + 1) * plan.chunk)
+        valid = rows < n_series
+        rows = np.where(valid, rows, n_series - 1)  # pad the last chunk: one compiled shape
+        key_mu, key_y = jax.random.split(jax.random.fold_in(key_chunks, number))
+        log_mu, spread = _chunk_draws(globals_, jparams, inputs, jnp.asarray(rows), key_mu, structure, num_draws)
+        draws = _draw_target(key_y, structure, log_mu, spread)[:, valid]  # [D, s, T]
+        expected = np.asarray(jnp.exp(log_mu))[:, valid]
+        keep = rows[valid]
+        series_mean = expected.mean(axis=0)
+        mean[keep - block.start] = series_mean
+        quants[:, keep - block.start] = np.quantile(np.moveaxis(draws, 0, -1), quantiles, axis=-1)
+        cells = wanted[keep]  # [s, T]
+        if aggregates:
+            wanted_draws = np.ascontiguousarray(np.moveaxis(draws * cells[None], 0, -1), dtype=np.float64)  # [s, T, D], once for every level
+            wanted_mean = series_mean * cells
+        for level in aggregates:
+            codes = level.codes[keep]
+            _add_by_group(sums[level.name], codes, wanted_draws)
+            _add_by_group(mean_sums[level.name], codes, wanted_mean)
+        if on_draws is not None:
+            on_draws(keep, draws)
+    return SeriesBlockForecast(block.start, mean, quants, sums, mean_sums)
+
+
+def combine_blocks(blocks: Iterable[SeriesBlockForecast], n_series: int, quantiles: tuple[float, ...]) -> PanelForecastArrays:
+    """The whole forecast from its partitions' blocks, taken in partition order (the aggregates' sums are added
+    in that order, so that the result does not depend on where or when each block was computed)."""
+    mean = quants = None
+    sums: dict[str, np.ndarray] = {}
+    mean_sums: dict[str, np.ndarray] = {}
+    covered = 0
+    for block in blocks:
+        if block.first != covered:
+            raise ValueError(f"blocks out of order: expected one starting at series {covered}, got {block.first}")
+        if block.quantiles.shape[0] != len(quantiles):
+            raise ValueError(f"a block holds {block.quantiles.shape[0]} quantiles, not the {len(quantiles)} asked for")
+        if mean is None:
+            mean = np.empty((n_series, block.mean.shape[1]), np.float32)
+            quants = np.empty((len(quantiles), n_series, block.mean.shape[1]), np.float32)
+            sums = {name: np.zeros_like(value) for name, value in block.aggregate_sums.items()}
+            mean_sums = {name: np.zeros_like(value) for name, value in block.aggregate_mean_sums.items()}
+        stop = block.first + block.mean.shape[0]
+        mean[block.first : stop] = block.mean
+        quants[:, block.first : stop] = block.quantiles
+        for name in sums:
+            sums[name] += block.aggregate_sums[name]
+            mean_sums[name] += block.aggregate_mean_sums[name]
+        covered = stop
+    if mean is None or covered != n_series:
+        raise ValueError(f"the blocks cover {covered} of {n_series} series")
+    aggregate_arrays = {
+        name: (mean_sums[name].astype(np.float32), np.quantile(sums[name], quantiles, axis=-1).astype(np.float32))
+        for name in sums
+    }
+    return PanelForecastArrays(mean=mean, quantiles=quants, levels=tuple(quantiles), aggregates=aggregate_arrays)
 
 
 def forecast_panel(
@@ -135,57 +285,19 @@ def forecast_panel(
     aggregates: tuple[AggregateLevel, ...] = (),
     wanted: np.ndarray | None = None,
     on_draws: Callable[[np.ndarray, np.ndarray], None] | None = None,
+    series_per_partition: int | None = None,
 ) -> PanelForecastArrays:
     """Predictive mean and quantiles per series and period of ``inputs`` (the periods after the anchor),
-    and per group of each aggregate level.
+    and per group of each aggregate level, in this process.
 
     ``wanted`` [S, T] marks the cells the forecast is asked for (the future table's rows): aggregates
     sum those only (default: every cell). ``on_draws(series positions, draws [D, s, T])`` sees each
-    chunk's draws (scores that need every draw).
+    chunk's draws (scores that need every draw). ``series_per_partition`` cuts the series as an engine
+    that fans the partitions out would (``ChunkPlan``), so that both give the same numbers.
     """
-    if num_draws < 1:
-        raise ValueError(f"num_draws must be >= 1, got {num_draws}")
-    if not all(0.0 < q < 1.0 for q in quantiles):
-        raise ValueError(f"quantiles must lie strictly between 0 and 1, got {quantiles}")
-    n_series, n_periods = inputs.observed.shape
-    n_params = params[f"{PanelSite.SERIES}.loc"].shape[0]
-    if n_params != n_series:
-        raise ValueError(f"params hold {n_params} series, inputs {n_series}")
-    wanted = np.ones((n_series, n_periods), bool) if wanted is None else np.asarray(wanted, bool)
-    key_globals, key_chunks = jax.random.split(key)
-    globals_ = draw_globals(params, structure, key_globals, num_draws, n_periods)
-    jparams = {k: jnp.asarray(v) for k, v in params.items()}
-
-    n_chunks = -(-n_series // max(1, chunk_series))
-    chunk = -(-n_series // n_chunks)
-    mean = np.empty((n_series, n_periods), np.float32)
-    quants = np.empty((len(quantiles), n_series, n_periods), np.float32)
-    sums = {a.name: np.zeros((len(a.labels), n_periods, num_draws)) for a in aggregates}
-    mean_sums = {a.name: np.zeros((len(a.labels), n_periods)) for a in aggregates}
-    for number, start in enumerate(range(0, n_series, chunk)):
-        rows = np.arange(start, start + chunk)
-        valid = rows < n_series
-        rows = np.where(valid, rows, n_series - 1)  # pad the last chunk: one compiled shape
-        key_mu, key_y = jax.random.split(jax.random.fold_in(key_chunks, number))
-        log_mu, spread = _chunk_draws(globals_, jparams, inputs, jnp.asarray(rows), key_mu, structure, num_draws)
-        draws = _draw_target(key_y, structure, log_mu, spread)[:, valid]  # [D, s, T]
-        expected = np.asarray(jnp.exp(log_mu))[:, valid]
-        keep = rows[valid]
-        series_mean = expected.mean(axis=0)
-        mean[keep] = series_mean
-        quants[:, keep] = np.quantile(np.moveaxis(draws, 0, -1), quantiles, axis=-1)
-        cells = wanted[keep]  # [s, T]
-        if aggregates:
-            wanted_draws = np.moveaxis(draws * cells[None], 0, -1)  # [s, T, D]
-            wanted_mean = series_mean * cells
-        for level in aggregates:
-            codes = level.codes[keep]
-            _add_by_group(sums[level.name], codes, wanted_draws)
-            _add_by_group(mean_sums[level.name], codes, wanted_mean)
-        if on_draws is not None:
-            on_draws(keep, draws)
-    aggregate_arrays = {
-        name: (mean_sums[name].astype(np.float32), np.quantile(sums[name], quantiles, axis=-1).astype(np.float32))
-        for name in sums
-    }
-    return PanelForecastArrays(mean=mean, quantiles=quants, levels=tuple(quantiles), aggregates=aggregate_arrays)
+    plan = ChunkPlan.make(inputs.observed.shape[0], chunk_series, series_per_partition)
+    blocks = (
+        forecast_series_block(params, structure, inputs, key, plan, p, num_draws, quantiles, aggregates, wanted, on_draws)
+        for p in range(plan.n_partitions)
+    )
+    return combine_blocks(blocks, plan.n_series, quantiles)

@@ -52,6 +52,11 @@ def save(model: FittedPanel, directory: str | Path) -> Path:
     return write_folder(directory, fill)
 
 
+def structure_from_json(values: dict) -> PanelStructure:
+    """A ``PanelStructure`` from its ``asdict`` form read back from JSON (lists back to tuples)."""
+    return PanelStructure(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
 def load(directory: str | Path) -> FittedPanel:
     directory = Path(directory)
     meta_path, params_path = directory / META_FILE, directory / PARAMS_FILE
@@ -60,13 +65,12 @@ def load(directory: str | Path) -> FittedPanel:
     meta = json.loads(meta_path.read_text())
     if meta.get("panel_state_version") != PANEL_STATE_VERSION:
         raise ValueError(f"{directory}: panel state version {meta.get('panel_state_version')!r} is not supported")
-    structure = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["structure"].items()}
     with np.load(params_path, allow_pickle=False) as arrays:
         params = {k: arrays[k] for k in arrays.files if k != SHOCK_BASIS}
         basis = arrays[SHOCK_BASIS]
     return FittedPanel(
         params=params,
-        structure=PanelStructure(**structure),
+        structure=structure_from_json(meta["structure"]),
         encoding=PanelEncoding.from_json(json.dumps(meta["encoding"])),
         spec=PanelSpec.model_validate(meta["spec"]),
         shock_basis=basis,

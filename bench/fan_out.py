@@ -1,0 +1,110 @@
+"""The panel forecast in process and fanned out on a Dask LocalCluster: seconds, peak memory, and whether
+the two forecast files are equal.
+
+Each repetition runs the panel forecast flow (read, validate, encode with the saved model's encoding,
+forecast every series and aggregate, export; no tracking) in a fresh process, once per engine, with the
+same seed and partitions; the forecast stage's seconds are the flow's less its other tasks'. The model
+folder comes from ``bhm train --spec`` or ``bhm run --spec`` on the same data.
+
+    python bench/fan_out.py --data m5 --model-dir m5/model --workers 2    # issue 11: forecast <= 60 s
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+GOAL_FORECAST_SECONDS = 60.0
+FIELDS = [("engine", "engine", "s"), ("flow_s", "flow s", ".1f"), ("forecast_s", "forecast s", ".1f"), ("peak_rss_gb", "peak RSS GB", ".2f")]
+
+
+def child(args: argparse.Namespace) -> dict:
+    from flows import environment
+
+    environment.configure()  # as `bhm` does: Prefect's local server under $BHM_HOME, before Prefect is imported
+    from flows import engines
+    from flows.panel_forecast import panel_forecast
+    from tasks.config import FanOutConfig, ForecastConfig, PanelForecastConfig, TrackingConfig
+
+    seconds: dict[str, float] = {}
+    engine_forecast = engines.forecast
+
+    def timed_forecast(*a, **k):
+        t = time.perf_counter()
+        try:
+            return engine_forecast(*a, **k)
+        finally:
+            seconds["forecast"] = time.perf_counter() - t
+
+    engines.forecast = timed_forecast  # the flow looks it up on the module at call time
+    fan_out = FanOutConfig(engine=args.engine, dask_workers=args.workers, series_per_partition=args.series_per_partition)
+    config = PanelForecastConfig(
+        spec=args.data / "spec.yaml", data=args.data, future=args.data / "future.parquet", out=args.out, model_dir=args.model_dir,
+        seed=args.seed, forecast=ForecastConfig(num_draws=args.num_draws), fan_out=fan_out, tracking=TrackingConfig(enabled=False),
+    )  # fmt: skip
+    t = time.perf_counter()
+    result = panel_forecast(config)
+    flow_seconds = time.perf_counter() - t
+    digest = hashlib.sha256(Path(result.forecast_path).read_bytes()).hexdigest()
+    return {
+        "engine": args.engine,
+        "flow_s": flow_seconds,
+        "forecast_s": seconds["forecast"],
+        "peak_rss_gb": common.peak_rss_gb(),  # this process only: a LocalCluster's workers have their own
+        "rows": result.n_forecast_rows + result.n_aggregate_rows,
+        "sha256": digest,
+    }
+
+
+def main() -> None:
+    p = common.parser(__doc__.split("\n\n")[0], repeats=3, fit=False)
+    p.add_argument("--model-dir", type=Path, required=True, help="fitted panel model folder for the data")
+    p.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes")
+    p.add_argument("--series-per-partition", type=int, default=8192, help="series per partition (both engines)")
+    p.add_argument("--num-draws", type=int, default=1000, help="forecast draws")
+    p.add_argument("--seed", type=int, default=0, help="seed of the forecast's key")
+    p.add_argument("--engine", choices=("in-process", "dask"), default="in-process", help=argparse.SUPPRESS)
+    p.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        common.setup(args)
+        common.child_done(child(args))
+        return
+    machine = common.machine_info()
+    common.print_machine(machine)
+    shared = ["--data", str(args.data), "--model-dir", str(args.model_dir), "--workers", str(args.workers)]
+    shared += ["--series-per-partition", str(args.series_per_partition), "--num-draws", str(args.num_draws), "--seed", str(args.seed)]
+    runs: dict[str, list[dict]] = {"in-process": [], "dask": []}
+    with tempfile.TemporaryDirectory(prefix="bhm-fan-out-") as tmp:
+        for i in range(args.repeats):
+            for engine in runs:  # alternate, so that a busy spell of the machine hits both
+                out = Path(tmp) / f"{engine}-{i}.parquet"
+                runs[engine].append(common.run_fresh(__file__, [*shared, "--engine", engine, "--out", str(out)]))
+                common.show(f"repeat {i + 1}", runs[engine][-1], FIELDS)
+    medians = {engine: common.medians(records) for engine, records in runs.items()}
+    for engine, record in medians.items():
+        common.show(f"median of {args.repeats}, {engine}", {"engine": engine, **record}, FIELDS)
+    digests = {r["sha256"] for records in runs.values() for r in records}
+    print(f"forecast files: {runs['in-process'][0]['rows']:,} rows; identical across engines and repeats: {len(digests) == 1}")
+    ratio = medians["dask"]["forecast_s"] / medians["in-process"]["forecast_s"]
+    print(f"forecast seconds, Dask / in process: {ratio:.2f}")
+    goals = [
+        common.goal(
+            "forecast seconds (in process)", medians["in-process"]["forecast_s"],
+            medians["in-process"]["forecast_s"] <= GOAL_FORECAST_SECONDS, f"<= {GOAL_FORECAST_SECONDS:.0f} s",
+        ),
+        common.goal("files identical", float(len(digests) == 1), len(digests) == 1, "1.0"),
+    ]  # fmt: skip
+    common.result("fan_out.py", args, machine, runs=runs, medians=medians, goals=goals)
+
+
+if __name__ == "__main__":
+    main()

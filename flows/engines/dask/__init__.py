@@ -1,0 +1,74 @@
+"""The panel forecast's partitions as Prefect tasks on Dask (prefect-dask's DaskTaskRunner).
+
+A LocalCluster of ``dask_workers`` processes by default, the running cluster at ``dask_address`` when one
+is given. The flow writes the job (``tasks.forecast.panel_job``) into ``workdir``, each partition task reads
+it and writes its block there (retried on failure; a block is renamed into place only when whole), and
+the flow combines the blocks in partition order; only paths travel between tasks. A remote cluster's
+workers must see ``workdir`` (shared storage), have this package installed, and reach the same Prefect API
+(``PREFECT_API_URL``); a LocalCluster's workers are given this process's.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import jax
+import polars as pl
+
+from tasks import panel_stages
+from tasks.config import FanOutConfig, ForecastConfig
+from tasks.data.panel_encode import EncodedPanelData
+from tasks.data.panel_ingest import PanelTables
+from tasks.forecast.panel_draws import PanelForecastArrays
+from tasks.model.panel_state import FittedPanel
+
+log = logging.getLogger(__name__)
+
+
+def _runner(fan_out: FanOutConfig):
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError as err:  # pragma: no cover - the extra is part of the test install
+        raise RuntimeError("the Dask engine needs the `dask` extra: pip install 'bhm-forecast[dask]'") from err
+    if fan_out.dask_address is not None:
+        return DaskTaskRunner(address=fan_out.dask_address)
+    return DaskTaskRunner(cluster_kwargs=local_cluster_kwargs(fan_out.dask_workers))
+
+
+def local_cluster_kwargs(workers: int) -> dict:
+    """A LocalCluster of ``workers`` single-threaded processes that report to this process's Prefect API (else
+    each worker would start a temporary Prefect server of its own), quiet unless something goes wrong."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:  # the server's address, also a temporary server's
+        api_url = str(client.api_url)
+    env = {"DASK_LOGGING__DISTRIBUTED": "warning", "PREFECT_API_URL": api_url}
+    return {"n_workers": workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None, "env": env}
+
+
+def forecast(
+    fitted: FittedPanel,
+    tables: PanelTables,
+    encoded: EncodedPanelData,
+    config: ForecastConfig,
+    fan_out: FanOutConfig,
+    key: jax.Array,
+    workdir: Path,
+) -> tuple[pl.DataFrame, PanelForecastArrays]:
+    job = Path(workdir)
+    plan = panel_stages.write_forecast_job(job, fitted, encoded, tables, config, key, fan_out.series_per_partition)
+    partition_task = panel_stages.forecast_partition.with_options(retries=fan_out.partition_retries, retry_delay_seconds=1)
+    try:
+        started = time.perf_counter()
+        where = fan_out.dask_address or f"a LocalCluster of {fan_out.dask_workers} workers"
+        log.info("forecasting %d partitions of at most %d series on Dask (%s)", plan.n_partitions, plan.chunks_per_partition * plan.chunk, where)
+        with _runner(fan_out) as runner:
+            futures = [runner.submit(partition_task, {"job": job, "partition": p}) for p in range(plan.n_partitions)]
+            parts = [future.result() for future in futures]
+        log.info("%d partitions forecast on Dask in %.1fs (the cluster's start included)", plan.n_partitions, time.perf_counter() - started)
+        return panel_stages.combine_partitions(parts, fitted, tables, encoded, config)
+    finally:
+        shutil.rmtree(job, ignore_errors=True)
