@@ -25,6 +25,7 @@ from tasks.data.demo import DemoData, generate_demo
 from tasks.data.encode import build_spec, encode
 from tasks.evaluate import metrics
 from tasks.forecast.draws import select_store_params
+from tasks.model import negbin
 from tasks.model.inference import (
     FitDivergedError,
     FitSettings,
@@ -68,17 +69,31 @@ def test_small_means_drawn_by_inversion_have_the_negative_binomial_pmf(mean: flo
     """Below INVERSION_MAX_MEAN the counts come from the CDF's inversion, its long tails (r = 0.05) carried on
     past the compiled terms; in a [D, s, T]-shaped array mixed with large means, as a forecast chunk is."""
     assert mean < INVERSION_MAX_MEAN
-    shape = (100, 40, 100)  # every other series has a large mean, drawn the other way
+    shape = (100, 40, 100)  # every third series has a large mean, drawn the other way
     log_mean = np.full(shape, np.log(mean), np.float32)
-    log_mean[:, 1::2] = np.log(400.0)
+    log_mean[:, 2::3] = np.log(400.0)
     draws = draw_counts(jax.random.key(3), jnp.asarray(log_mean), jnp.full(shape, r))
-    small, large = draws[:, ::2].ravel(), draws[:, 1::2].ravel()
+    is_small = np.arange(shape[1]) % 3 != 2
+    small, large = draws[:, is_small].ravel(), draws[:, ~is_small].ravel()
     law = stats.nbinom(r, r / (r + mean))
     values = np.arange(8)
     np.testing.assert_allclose([(small == k).mean() for k in values], law.pmf(values), atol=4e-3)
     assert abs((small > INVERSION_TERMS).mean() - law.sf(INVERSION_TERMS)) < 4e-3
     assert abs(small.mean() - mean) < 5 * law.std() / np.sqrt(small.size)
     assert abs(np.median(large) - stats.nbinom(r, r / (r + 400.0)).median()) <= max(2.0, 0.02 * 400.0)
+
+
+def test_an_array_with_few_small_means_keeps_the_gamma_poisson_draws(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store-level forecast's draws (a few wide draws below 10 among thousands of units) do not change."""
+    log_mean = np.full((50, 8, 20), np.log(3000.0), np.float32)
+    log_mean[0, 0, :5] = np.log(2.0)
+    before = draw_counts(jax.random.key(8), jnp.asarray(log_mean), jnp.full(log_mean.shape, 20.0))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("inversion used")
+
+    monkeypatch.setattr(negbin, "_draws_by_inversion", refuse)
+    np.testing.assert_array_equal(draw_counts(jax.random.key(8), jnp.asarray(log_mean), jnp.full(log_mean.shape, 20.0)), before)
 
 
 # --- time structure ------------------------------------------------------------

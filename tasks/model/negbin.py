@@ -36,6 +36,9 @@ NORMAL_GAMMA_MIN_SHAPE = 10.0
 NORMAL_POISSON_MIN_RATE = 100.0
 INVERSION_MAX_MEAN = 10.0
 INVERSION_TERMS = 32  # values 0 .. 31 in one compiled pass; the few draws beyond go on, on the host
+# Arrays with fewer small means than this share keep the gamma-Poisson path for every element: the draws of
+# a store-level forecast (Rossmann's, where only a wide draw's few cells fall below) stay those it always had.
+INVERSION_MIN_SHARE = 0.5
 
 
 def gamma_wilson_hilferty(key: jax.Array, shape_param: jnp.ndarray) -> jnp.ndarray:
@@ -272,13 +275,14 @@ def draw_counts(key: jax.Array, log_mean: jnp.ndarray, concentration: jnp.ndarra
 
     The same law as ``NegativeBinomialLogMean.sample``: elements of a mean below ``INVERSION_MAX_MEAN`` by
     inversion, the others as a Poisson of a gamma, whose exact samplers run only on the elements that need
-    them. An array without a small mean is drawn exactly as before the inversion existed.
+    them. An array with less than ``INVERSION_MIN_SHARE`` of small means is drawn as before the inversion
+    existed, every element as a Poisson of a gamma (the same law).
     """
     shape = jax.lax.broadcast_shapes(jnp.shape(log_mean), jnp.shape(concentration))
     log_mean = jnp.broadcast_to(log_mean, shape)
     r = jnp.broadcast_to(concentration, shape)
     small = np.asarray(log_mean < np.log(INVERSION_MAX_MEAN))
-    if not small.any():
+    if small.mean() < INVERSION_MIN_SHARE:
         return _gamma_poisson(key, log_mean, r)
     counts = _draws_by_inversion(jax.random.fold_in(key, 4), log_mean, r)
     if small.all():
