@@ -22,8 +22,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 
-GOAL_FORECAST_SECONDS = 60.0
+GOAL_FORECAST_SECONDS = 60.0  # issue 11's, for the M5 shape
+M5_SERIES = 30_490
 FIELDS = [("engine", "engine", "s"), ("flow_s", "flow s", ".1f"), ("forecast_s", "forecast s", ".1f"), ("peak_rss_gb", "peak RSS GB", ".2f")]
+
+
+def panel_forecast_series(data: Path) -> set:
+    import polars as pl
+
+    from tasks.data.spec import load_spec
+
+    spec = load_spec(data / "spec.yaml")
+    keys = [c for c in (spec.sales.store, spec.sales.product) if c]
+    return set(pl.read_parquet(data / "future.parquet", columns=keys).unique().iter_rows())
 
 
 def child(args: argparse.Namespace) -> dict:
@@ -60,6 +71,7 @@ def child(args: argparse.Namespace) -> dict:
         "forecast_s": seconds["forecast"],
         "peak_rss_gb": common.peak_rss_gb(),  # this process only: a LocalCluster's workers have their own
         "rows": result.n_forecast_rows + result.n_aggregate_rows,
+        "series": len(panel_forecast_series(args.data)),
         "sha256": digest,
     }
 
@@ -98,8 +110,8 @@ def main() -> None:
     print(f"forecast seconds, Dask / in process: {ratio:.2f}")
     goals = [
         common.goal(
-            "forecast seconds (in process)", medians["in-process"]["forecast_s"],
-            medians["in-process"]["forecast_s"] <= GOAL_FORECAST_SECONDS, f"<= {GOAL_FORECAST_SECONDS:.0f} s",
+            f"forecast seconds (in process, {runs['in-process'][0]['series']:,} series)", medians["in-process"]["forecast_s"],
+            medians["in-process"]["forecast_s"] <= GOAL_FORECAST_SECONDS, f"<= {GOAL_FORECAST_SECONDS:.0f} s for M5's {M5_SERIES:,} series",
         ),
         common.goal("files identical", float(len(digests) == 1), len(digests) == 1, "1.0"),
     ]  # fmt: skip
