@@ -14,7 +14,7 @@ from tasks.data.panel_encode import EncodedPanelData
 from tasks.data.panel_ingest import PanelTables, read_panel
 from tasks.data.spec import PanelSpec
 from tasks.forecast import panel_job
-from tasks.forecast.panel_draws import ChunkPlan, PanelForecastArrays, combine_blocks
+from tasks.forecast.panel_draws import AggregateLevel, ChunkPlan, PanelForecastArrays, combine_blocks
 from tasks.model import panel_state
 from tasks.model.inference import FitResult
 from tasks.model.panel_effects import EffectDraws, price_elasticities
@@ -50,10 +50,9 @@ def forecast(
 
 @compute_task("write the forecast job")
 def write_forecast_job(
-    folder: Path, fitted: FittedPanel, encoded: EncodedPanelData, tables: PanelTables, config: ForecastConfig, key: jax.Array,
-    series_per_partition: int,
+    folder: Path, fitted: FittedPanel, encoded: EncodedPanelData, aggregates: tuple[AggregateLevel, ...], config: ForecastConfig,
+    key: jax.Array, series_per_partition: int,
 ) -> ChunkPlan:
-    aggregates = panel_pipeline.aggregate_levels(tables, encoded)
     return panel_pipeline.write_forecast_job(folder, fitted, encoded, aggregates, config, key, series_per_partition)
 
 
@@ -64,9 +63,9 @@ def forecast_partition(job: Path, partition: int) -> Path:
 
 @compute_task("combine the partitions")
 def combine_partitions(
-    parts: list[Path], fitted: FittedPanel, tables: PanelTables, encoded: EncodedPanelData, config: ForecastConfig
+    parts: list[Path], fitted: FittedPanel, tables: PanelTables, encoded: EncodedPanelData, aggregates: tuple[AggregateLevel, ...],
+    config: ForecastConfig,
 ) -> tuple[pl.DataFrame, PanelForecastArrays]:
-    aggregates = panel_pipeline.aggregate_levels(tables, encoded)
     arrays = combine_blocks(panel_job.read_blocks(parts), encoded.encoding.n_series, config.quantiles)
     return panel_pipeline.forecast_frame(tables, encoded, arrays, aggregates, fitted.model_version), arrays
 

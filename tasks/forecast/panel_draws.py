@@ -120,18 +120,19 @@ ONE_HOT_MAX_GROUPS = 32  # above, a sort and np.add.reduceat beat the one-hot pr
 def _add_by_group(sums: np.ndarray, codes: np.ndarray, values: np.ndarray) -> None:
     """sums[g] += the sum of values[i] over the rows i of group g (codes -1: no group), over the groups present
     among the rows only: a one-hot over every group (3,049 products for M5) cost groups x rows per value,
-    most of the forecast's time. ``values`` float64: the sums of counts are then exact in any order."""
+    most of the forecast's time. Summed in float64 (the draws come so already): sums of counts are then exact
+    in any order."""
     inside = np.flatnonzero(codes >= 0)
     if not inside.size:
         return
     present, position = np.unique(codes[inside], return_inverse=True)
-    flat = values.reshape(values.shape[0], -1)
+    flat = values.reshape(values.shape[0], -1).astype(np.float64, copy=False)
     rows = flat if inside.size == codes.size else flat[inside]
     target = sums.reshape(sums.shape[0], -1)
     if present.size == inside.size:  # a row per group (a chunk of one store's products, by product)
         target[present[position]] += rows
     elif present.size <= ONE_HOT_MAX_GROUPS:
-        target[present] += (position[None, :] == np.arange(present.size)[:, None]).astype(rows.dtype) @ rows
+        target[present] += (position[None, :] == np.arange(present.size)[:, None]).astype(np.float64) @ rows
     else:
         order = np.argsort(position, kind="stable")
         starts = np.flatnonzero(np.r_[True, np.diff(position[order]) != 0])

@@ -74,10 +74,6 @@ def write_job(
     return folder
 
 
-def read_plan(folder: Path) -> ChunkPlan:
-    return ChunkPlan(**json.loads((Path(folder) / JOB_FILE).read_text())["plan"])
-
-
 def run_partition(folder: Path, partition: int) -> Path:
     """Compute partition ``partition`` of the job in ``folder`` and write its block; returns the block's file."""
     folder = Path(folder)

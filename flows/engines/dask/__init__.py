@@ -18,7 +18,7 @@ from pathlib import Path
 import jax
 import polars as pl
 
-from tasks import panel_stages
+from tasks import panel_pipeline, panel_stages
 from tasks.config import FanOutConfig, ForecastConfig
 from tasks.data.panel_encode import EncodedPanelData
 from tasks.data.panel_ingest import PanelTables
@@ -59,7 +59,8 @@ def forecast(
     workdir: Path,
 ) -> tuple[pl.DataFrame, PanelForecastArrays]:
     job = Path(workdir)
-    plan = panel_stages.write_forecast_job(job, fitted, encoded, tables, config, key, fan_out.series_per_partition)
+    aggregates = panel_pipeline.aggregate_levels(tables, encoded)
+    plan = panel_stages.write_forecast_job(job, fitted, encoded, aggregates, config, key, fan_out.series_per_partition)
     partition_task = panel_stages.forecast_partition.with_options(retries=fan_out.partition_retries, retry_delay_seconds=1)
     try:
         started = time.perf_counter()
@@ -69,6 +70,6 @@ def forecast(
             futures = [runner.submit(partition_task, {"job": job, "partition": p}) for p in range(plan.n_partitions)]
             parts = [future.result() for future in futures]
         log.info("%d partitions forecast on Dask in %.1fs (the cluster's start included)", plan.n_partitions, time.perf_counter() - started)
-        return panel_stages.combine_partitions(parts, fitted, tables, encoded, config)
+        return panel_stages.combine_partitions(parts, fitted, tables, encoded, aggregates, config)
     finally:
         shutil.rmtree(job, ignore_errors=True)
