@@ -24,7 +24,7 @@ from tasks.config import FitConfig, ForecastConfig
 from tasks.data.demo import DemoData, generate_demo
 from tasks.data.encode import build_spec, encode
 from tasks.evaluate import metrics
-from tasks.forecast.draws import select_store_params
+from tasks.forecast.draws import quantiles_of_draws, select_store_params
 from tasks.model import negbin
 from tasks.model.inference import (
     FitDivergedError,
@@ -34,7 +34,7 @@ from tasks.model.inference import (
     relative_improvement,
     store_coefficients,
 )
-from tasks.model.negbin import INVERSION_MAX_MEAN, INVERSION_TERMS, NegativeBinomialLogMean, draw_counts
+from tasks.model.negbin import INVERSION_MAX_MEAN, INVERSION_MORE_TERMS, INVERSION_TERMS, NegativeBinomialLogMean, draw_counts
 from tasks.model.store_day import ModelStructure, Site, model, model_inputs, time_blocks
 from tasks.pipeline import fit_history, fit_new_stores, forecast_frame, panel_inputs
 
@@ -76,11 +76,46 @@ def test_small_means_drawn_by_inversion_have_the_negative_binomial_pmf(mean: flo
     is_small = np.arange(shape[1]) % 3 != 2
     small, large = draws[:, is_small].ravel(), draws[:, ~is_small].ravel()
     law = stats.nbinom(r, r / (r + mean))
-    values = np.arange(8)
+    values = np.arange(12)
     np.testing.assert_allclose([(small == k).mean() for k in values], law.pmf(values), atol=4e-3)
-    assert abs((small > INVERSION_TERMS).mean() - law.sf(INVERSION_TERMS)) < 4e-3
+    # the three stages: the first compiled pass, the second one for the draws beyond, the host's tail
+    last = INVERSION_TERMS + INVERSION_MORE_TERMS
+    stages = [(0, INVERSION_TERMS), (INVERSION_TERMS, last), (last, np.inf)]
+    for low, high in stages:
+        expected = law.cdf(high - 1) - law.cdf(low - 1)
+        assert abs(((small >= low) & (small < high)).mean() - expected) < 4e-3
     assert abs(small.mean() - mean) < 5 * law.std() / np.sqrt(small.size)
     assert abs(np.median(large) - stats.nbinom(r, r / (r + 400.0)).median()) <= max(2.0, 0.02 * 400.0)
+
+
+def test_one_uniform_picks_the_mixture_component_and_inverts_the_counts() -> None:
+    """The rescaled uniform is uniform within every component, so the counts drawn with it have the mixture's pmf;
+    the components are those mixture_concentration picks with the same key."""
+    shape, mean, core = (200, 50, 40), 2.0, 3.0
+    log_weights = jnp.log(jnp.tile(jnp.array([0.7, 0.2, 0.1]), (shape[0], 1)))
+    offsets = jnp.tile(jnp.array([0.0, -2.0, -4.0]), (shape[0], 1))
+    key = jax.random.key(11)
+    concentration, uniform = negbin.mixture_concentration_and_uniform(key, core, log_weights, offsets, shape)
+    np.testing.assert_array_equal(concentration, negbin.mixture_concentration(key, core, log_weights, offsets, shape))
+    concentration, uniform = np.asarray(concentration), np.asarray(uniform)
+    for k, (weight, offset) in enumerate(zip([0.7, 0.2, 0.1], [0.0, -2.0, -4.0], strict=True)):
+        within = uniform[np.isclose(concentration, core * np.exp(offset))]
+        assert abs(within.size / uniform.size - weight) < 0.005, k
+        np.testing.assert_allclose(np.quantile(within, [0.1, 0.5, 0.9]), [0.1, 0.5, 0.9], atol=0.01)
+    draws = draw_counts(jax.random.key(12), jnp.full(shape, np.log(mean)), jnp.asarray(concentration), jnp.asarray(uniform))
+    laws = [stats.nbinom(r, r / (r + mean)) for r in core * np.exp([0.0, -2.0, -4.0])]
+    values = np.arange(10)
+    expected = sum(w * law.pmf(values) for w, law in zip([0.7, 0.2, 0.1], laws, strict=True))
+    np.testing.assert_allclose([(draws == v).mean() for v in values], expected, atol=3e-3)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_draws", [1, 2, 7, 999, 1000])
+def test_quantiles_by_sort_are_numpys_to_the_bit(dtype: type, n_draws: int) -> None:
+    rng = np.random.default_rng(n_draws)
+    draws = (rng.negative_binomial(0.5, 0.3, (20, 6, n_draws)) * rng.uniform(0.5, 2.0, (20, 6, n_draws))).astype(dtype)
+    levels = (0.001, 0.05, 0.25, 0.5, 0.75, 0.95, 0.999)
+    np.testing.assert_array_equal(quantiles_of_draws(draws, levels), np.quantile(draws, levels, axis=-1))
 
 
 def test_an_array_with_few_small_means_keeps_the_gamma_poisson_draws(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,6 +24,26 @@ from tasks.model.store_day import ModelInputs, ModelStructure, Site, model
 DEFAULT_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
+def quantiles_of_draws(draws: np.ndarray, levels: tuple[float, ...], overwrite: bool = False) -> np.ndarray:
+    """``np.quantile(draws, levels, axis=-1)`` (its default, linear method, to the last bit), by a sort:
+    numpy's vectorised sort of each cell's draws is about ten times faster than the selection that
+    np.quantile runs for several levels at once (and than a sort in XLA on a CPU). ``overwrite``: sort
+    ``draws`` in place (each cell's draws reordered) instead of a copy."""
+    ordered = draws if overwrite and draws.flags.writeable else np.array(draws)
+    ordered.sort(axis=-1)
+    n = ordered.shape[-1]
+    position = (n - 1) * np.asarray(levels, np.float64)
+    below = np.floor(position).astype(np.int64)
+    above = np.minimum(below + 1, n - 1)
+    out = np.empty((len(levels), *ordered.shape[:-1]), np.result_type(ordered.dtype, np.float64))
+    for i, (low, high, t) in enumerate(zip(below, above, position - below, strict=True)):
+        a, b = ordered[..., low], ordered[..., high]
+        # numpy's lerp: the difference in the draws' type, then from the nearer end in float64
+        difference = (b - a).astype(out.dtype)
+        out[i] = a + difference * t if t < 0.5 else b - difference * (1.0 - t)
+    return out
+
+
 @dataclass(frozen=True)
 class ForecastArrays:
     """Predictive summaries per [store, day]: mean and quantiles of daily sales."""
@@ -118,8 +138,7 @@ def forecast(
         sales = draw_counts(key_sales, log_expected, concentration)
         keep = rows[valid]
         mean[keep] = np.asarray(expected)[valid]
-        # numpy's selection-based quantile is several times faster than a sort in XLA on a CPU.
-        quants[:, keep] = np.quantile(np.moveaxis(sales, 0, -1)[valid], quantiles, axis=-1)
+        quants[:, keep] = quantiles_of_draws(np.moveaxis(sales, 0, -1)[valid], quantiles)
         if on_draws is not None:
             on_draws(keep, np.asarray(sales)[:, valid])
     return ForecastArrays(mean=mean, quantiles=quants, levels=tuple(quantiles))

@@ -17,12 +17,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tasks.forecast.draws import DEFAULT_QUANTILES
+from tasks.forecast.draws import DEFAULT_QUANTILES, quantiles_of_draws
 from tasks.model.inference import Params
-from tasks.model.negbin import draw_counts, mixture_concentration
+from tasks.model.negbin import draw_counts, mixture_concentration, mixture_concentration_and_uniform
 from tasks.model.panel import (
     SHOCK_KINDS,
     SHOCK_SITES,
+    Layout,
     PanelInputs,
     PanelSite,
     PanelStructure,
@@ -79,27 +80,54 @@ def _draw_globals(params: Params, key: jax.Array, structure: PanelStructure, num
     return latent
 
 
-@partial(jax.jit, static_argnames=("structure", "num_draws"))
-def _chunk_draws(globals_: dict, params: Params, inputs: PanelInputs, idx: jnp.ndarray, key: jax.Array, structure: PanelStructure, num_draws: int):
-    """log mu [D, s, T] of the series at ``idx``, and each cell's spread under the scale mixture [D, s, T]:
-    the NB concentration, or the log-normal's sd."""
+# A series' variables that reach the periods after the anchor: its history's level steps do not
+FUTURE_SERIES_SITES = (PanelSite.SERIES_RAW, PanelSite.DISPERSION_RAW)
+
+
+def _series_columns(structure: PanelStructure, past: bool) -> tuple[np.ndarray, Layout]:
+    """The columns of a series' flat variables that a forecast draws, and their layout."""
     series_layout = layouts(structure)[2]
+    if past:
+        return np.arange(series_layout.size), series_layout
+    spans = [series_layout.slice(site) for site in FUTURE_SERIES_SITES]
+    columns = np.concatenate([np.arange(start, stop) for start, stop, _ in spans])
+    return columns, Layout.of({site: shape for site, (_, _, shape) in zip(FUTURE_SERIES_SITES, spans, strict=True)})
+
+
+@partial(jax.jit, static_argnames=("structure", "num_draws", "past"))
+def _chunk_draws(
+    globals_: dict, params: Params, inputs: PanelInputs, idx: jnp.ndarray, key: jax.Array, structure: PanelStructure, num_draws: int, past: bool
+):
+    """log mu [s, T, D] of the series at ``idx``, and each cell's spread under the scale mixture [s, T, D]:
+    the NB concentration, or the log-normal's sd; for counts, the uniforms that invert their CDF (None for
+    amounts). The draws last: a cell's draws are contiguous for its quantiles and the aggregates' sums. ``past=False`` (every period after the anchor): the series' history
+    level steps are not drawn, as they cannot reach these periods."""
+    columns, drawn_layout = _series_columns(structure, past)
     key_series, key_level, key_component = jax.random.split(key, 3)
-    loc, scale = params[f"{PanelSite.SERIES}.loc"][idx], params[f"{PanelSite.SERIES}.scale"][idx]
+    loc = params[f"{PanelSite.SERIES}.loc"][idx[:, None], columns[None, :]]
+    scale = params[f"{PanelSite.SERIES}.scale"][idx[:, None], columns[None, :]]
     flat = loc + scale * jax.random.normal(key_series, (num_draws, *loc.shape))
-    latent = {k: v for k, v in globals_.items() if k != "future_shocks"} | series_layout.unpack(flat)
+    latent = {k: v for k, v in globals_.items() if k != "future_shocks"} | drawn_layout.unpack(flat)
     if structure.n_future_blocks:
         latent[PanelSite.LEVEL_STEPS_FUTURE] = jax.random.normal(key_level, (num_draws, idx.shape[0], structure.n_future_blocks))
-    one_draw = partial(log_mean, inputs=inputs, structure=structure, idx=idx)
+    one_draw = partial(log_mean, inputs=inputs, structure=structure, idx=idx, past=past)
     log_mu = jax.vmap(lambda lat, shocks: one_draw(lat, future_shocks=shocks))(latent, globals_["future_shocks"])
     log_dispersion = (
         latent[PanelSite.DISPERSION_MEAN][:, None] + latent[PanelSite.DISPERSION_SCALE][:, None] * latent[PanelSite.DISPERSION_RAW]
     )
     logits, offsets = mixture_parameters(globals_[PanelSite.TAIL_LOGIT], globals_[PanelSite.TAIL_GAP], structure.likelihood)
-    spread = mixture_concentration(
-        key_component, jnp.exp(log_dispersion)[..., None], jax.nn.log_softmax(logits, axis=-1), offsets, log_mu.shape
-    )
-    return log_mu, spread
+    core, log_weights = jnp.exp(log_dispersion)[..., None], jax.nn.log_softmax(logits, axis=-1)
+    if structure.likelihood == "nb":
+        spread, uniform = mixture_concentration_and_uniform(key_component, core, log_weights, offsets, log_mu.shape)
+        uniform = jnp.moveaxis(uniform, 0, -1)
+    else:
+        spread, uniform = mixture_concentration(key_component, core, log_weights, offsets, log_mu.shape), None
+    return jnp.moveaxis(log_mu, 0, -1), jnp.moveaxis(spread, 0, -1), uniform
+
+
+@jax.jit
+def _mean_of_draws(log_mu: jnp.ndarray) -> jnp.ndarray:
+    return jnp.exp(log_mu).mean(axis=-1)
 
 
 @jax.jit
@@ -107,11 +135,18 @@ def _lognormal_draws(key: jax.Array, log_mu: jnp.ndarray, sd: jnp.ndarray) -> jn
     return jnp.exp(log_mu - 0.5 * sd**2 + sd * jax.random.normal(key, log_mu.shape))
 
 
-def _draw_target(key: jax.Array, structure: PanelStructure, log_mu: jnp.ndarray, spread: jnp.ndarray) -> np.ndarray:
-    """Draws of the target [D, s, T] given each cell's log mean and spread."""
+def _draw_target(key: jax.Array, structure: PanelStructure, log_mu: jnp.ndarray, spread: jnp.ndarray, uniform: jnp.ndarray | None) -> np.ndarray:
+    """Draws of the target given each cell's log mean and spread (any shape), and for counts the uniforms
+    their inversion may use."""
     if structure.likelihood == "nb":
-        return draw_counts(key, log_mu, spread)
+        return draw_counts(key, log_mu, spread, uniform)
     return np.asarray(_lognormal_draws(key, log_mu, spread))
+
+
+def _sums_exact_in_float32(draws: np.ndarray, structure: PanelStructure) -> bool:
+    """Whether every sum of ``draws`` [s, T, D] over series is exact in float32: counts, whose total is below
+    2^24 (float32's consecutive integers)."""
+    return structure.likelihood == "nb" and float(draws.max(initial=0.0)) * draws.shape[0] < 2**24
 
 
 ONE_HOT_MAX_GROUPS = 32  # above, a sort and np.add.reduceat beat the one-hot product
@@ -120,19 +155,19 @@ ONE_HOT_MAX_GROUPS = 32  # above, a sort and np.add.reduceat beat the one-hot pr
 def _add_by_group(sums: np.ndarray, codes: np.ndarray, values: np.ndarray) -> None:
     """sums[g] += the sum of values[i] over the rows i of group g (codes -1: no group), over the groups present
     among the rows only: a one-hot over every group (3,049 products for M5) cost groups x rows per value,
-    most of the forecast's time. Summed in float64 (the draws come so already): sums of counts are then exact
-    in any order."""
+    most of the forecast's time. Summed in the values' type, added into ``sums`` (float64): the caller passes
+    float64, or float32 counts whose sums are below 2^24, so that the sums are exact in any order."""
     inside = np.flatnonzero(codes >= 0)
     if not inside.size:
         return
     present, position = np.unique(codes[inside], return_inverse=True)
-    flat = values.reshape(values.shape[0], -1).astype(np.float64, copy=False)
+    flat = values.reshape(values.shape[0], -1)
     rows = flat if inside.size == codes.size else flat[inside]
     target = sums.reshape(sums.shape[0], -1)
     if present.size == inside.size:  # a row per group (a chunk of one store's products, by product)
         target[present[position]] += rows
     elif present.size <= ONE_HOT_MAX_GROUPS:
-        target[present] += (position[None, :] == np.arange(present.size)[:, None]).astype(np.float64) @ rows
+        target[present] += (position[None, :] == np.arange(present.size)[:, None]).astype(rows.dtype) @ rows
     else:
         order = np.argsort(position, kind="stable")
         starts = np.flatnonzero(np.r_[True, np.diff(position[order]) != 0])
@@ -211,6 +246,7 @@ def forecast_series_block(
     key_globals, key_chunks = jax.random.split(key)
     globals_ = draw_globals(params, structure, key_globals, num_draws, n_periods)
     jparams = {k: jnp.asarray(v) for k, v in params.items()}
+    past = bool((np.asarray(inputs.history_index) >= 0).any())
 
     block = plan.series(partition)
     mean = np.empty((len(block), n_periods), np.float32)
@@ -222,29 +258,32 @@ def forecast_series_block(
         valid = rows < n_series
         rows = np.where(valid, rows, n_series - 1)  # pad the last chunk: one compiled shape
         key_mu, key_y = jax.random.split(jax.random.fold_in(key_chunks, number))
-        log_mu, spread = _chunk_draws(globals_, jparams, inputs, jnp.asarray(rows), key_mu, structure, num_draws)
-        draws = _draw_target(key_y, structure, log_mu, spread)[:, valid]  # [D, s, T]
-        expected = np.asarray(jnp.exp(log_mu))[:, valid]
+        log_mu, spread, uniform = _chunk_draws(globals_, jparams, inputs, jnp.asarray(rows), key_mu, structure, num_draws, past)
+        draws = _draw_target(key_y, structure, log_mu, spread, uniform)[valid]  # [s, T, D]
         keep = rows[valid]
-        series_mean = expected.mean(axis=0)
+        series_mean = np.asarray(_mean_of_draws(log_mu))[valid]
         mean[keep - block.start] = series_mean
-        quants[:, keep - block.start] = np.quantile(np.moveaxis(draws, 0, -1), quantiles, axis=-1)
         cells = wanted[keep]  # [s, T]
         if aggregates:
-            wanted_draws = np.ascontiguousarray(np.moveaxis(draws * cells[None], 0, -1), dtype=np.float64)  # [s, T, D], once for every level
+            wanted_draws = draws * cells[..., None]
+            if not _sums_exact_in_float32(wanted_draws, structure):
+                wanted_draws = wanted_draws.astype(np.float64)
             wanted_mean = series_mean * cells
         for level in aggregates:
             codes = level.codes[keep]
             _add_by_group(sums[level.name], codes, wanted_draws)
-            _add_by_group(mean_sums[level.name], codes, wanted_mean)
+            _add_by_group(mean_sums[level.name], codes, wanted_mean.astype(np.float64))
         if on_draws is not None:
-            on_draws(keep, draws)
+            on_draws(keep, np.moveaxis(draws, -1, 0))
+        # in place (each cell's draws reordered) unless on_draws was handed them and may still hold them
+        quants[:, keep - block.start] = quantiles_of_draws(draws, quantiles, overwrite=on_draws is None)
     return SeriesBlockForecast(block.start, mean, quants, sums, mean_sums)
 
 
 def combine_blocks(blocks: Iterable[SeriesBlockForecast], n_series: int, quantiles: tuple[float, ...]) -> PanelForecastArrays:
     """The whole forecast from its partitions' blocks, taken in partition order (the aggregates' sums are added
-    in that order, so that the result does not depend on where or when each block was computed)."""
+    in that order, so that the result does not depend on where or when each block was computed). The first
+    block's sums are added into in place (M5's product level alone is 0.7 GB): a block is not used again."""
     mean = quants = None
     sums: dict[str, np.ndarray] = {}
     mean_sums: dict[str, np.ndarray] = {}
@@ -257,19 +296,20 @@ def combine_blocks(blocks: Iterable[SeriesBlockForecast], n_series: int, quantil
         if mean is None:
             mean = np.empty((n_series, block.mean.shape[1]), np.float32)
             quants = np.empty((len(quantiles), n_series, block.mean.shape[1]), np.float32)
-            sums = {name: np.zeros_like(value) for name, value in block.aggregate_sums.items()}
-            mean_sums = {name: np.zeros_like(value) for name, value in block.aggregate_mean_sums.items()}
+            sums = {name: np.asarray(value, np.float64) for name, value in block.aggregate_sums.items()}
+            mean_sums = {name: np.asarray(value, np.float64) for name, value in block.aggregate_mean_sums.items()}
+        else:
+            for name in sums:
+                sums[name] += block.aggregate_sums[name]
+                mean_sums[name] += block.aggregate_mean_sums[name]
         stop = block.first + block.mean.shape[0]
         mean[block.first : stop] = block.mean
         quants[:, block.first : stop] = block.quantiles
-        for name in sums:
-            sums[name] += block.aggregate_sums[name]
-            mean_sums[name] += block.aggregate_mean_sums[name]
         covered = stop
     if mean is None or covered != n_series:
         raise ValueError(f"the blocks cover {covered} of {n_series} series")
     aggregate_arrays = {
-        name: (mean_sums[name].astype(np.float32), np.quantile(sums[name], quantiles, axis=-1).astype(np.float32))
+        name: (mean_sums[name].astype(np.float32), quantiles_of_draws(sums[name], quantiles, overwrite=True).astype(np.float32))
         for name in sums
     }
     return PanelForecastArrays(mean=mean, quantiles=quants, levels=tuple(quantiles), aggregates=aggregate_arrays)

@@ -35,7 +35,11 @@ from numpyro.distributions.util import promote_shapes
 NORMAL_GAMMA_MIN_SHAPE = 10.0
 NORMAL_POISSON_MIN_RATE = 100.0
 INVERSION_MAX_MEAN = 10.0
-INVERSION_TERMS = 32  # values 0 .. 31 in one compiled pass; the few draws beyond go on, on the host
+# Values 0 .. 7 in one compiled pass over every element (most small means end there: 1-4% of an M5-like
+# chunk's draws go on), 32 more for the draws beyond, in blocks; the few beyond those go on, on the host.
+INVERSION_TERMS = 8
+INVERSION_MORE_TERMS = 32
+CONTINUE_BLOCK = 1 << 15
 # Arrays with fewer small means than this share keep the gamma-Poisson path for every element: the draws of
 # a store-level forecast (Rossmann's, where only a wide draw's few cells fall below) stay those it always had.
 INVERSION_MIN_SHARE = 0.5
@@ -144,6 +148,24 @@ class NegativeBinomialScaleMixture(dist.Distribution):
         return jax.nn.logsumexp(jnp.stack(parts), axis=0) - gammaln(value + 1.0)
 
 
+def _mixture_components(u: jnp.ndarray, log_weights: jnp.ndarray, offsets: jnp.ndarray) -> tuple[jnp.ndarray, ...]:
+    """The component of each element given its uniform ``u`` (draws on the first axis; ``log_weights`` and
+    ``offsets`` [D, K]): its offset, and where its weight's interval begins and how wide it is."""
+    extra = (1,) * (u.ndim - 1)
+    cumulative = jnp.cumsum(jnp.exp(log_weights), axis=-1)
+    offset, lower, width = jnp.zeros(u.shape), jnp.zeros(u.shape), jnp.ones(u.shape)
+    for k in range(offsets.shape[-1]):
+        start = cumulative[:, k - 1].reshape(-1, *extra) if k else 0.0
+        above_previous = u >= start
+        last = k == offsets.shape[-1] - 1
+        end = 1.0 if last else cumulative[:, k].reshape(-1, *extra)
+        chosen = above_previous & (True if last else u < end)
+        offset = jnp.where(chosen, offsets[:, k].reshape(-1, *extra), offset)
+        lower = jnp.where(chosen, start, lower)
+        width = jnp.where(chosen, end - start, width)
+    return offset, lower, width
+
+
 def mixture_concentration(
     key: jax.Array, core_concentration: jnp.ndarray, log_weights: jnp.ndarray, offsets: jnp.ndarray, shape: tuple[int, ...]
 ) -> jnp.ndarray:
@@ -151,15 +173,21 @@ def mixture_concentration(
     chosen with the draw's weights; ``core_concentration`` broadcasts to ``shape``, ``log_weights`` and
     ``offsets`` are [D, K]. One uniform per element and a comparison per component: cheaper than a
     categorical sampler's K Gumbel draws."""
-    u = jax.random.uniform(key, shape)
-    extra = (1,) * (len(shape) - 1)
-    cumulative = jnp.cumsum(jnp.exp(log_weights), axis=-1)
-    offset = jnp.zeros(shape)
-    for k in range(offsets.shape[-1]):
-        above_previous = u >= (cumulative[:, k - 1].reshape(-1, *extra) if k else 0.0)
-        below_this = (u < cumulative[:, k].reshape(-1, *extra)) if k < offsets.shape[-1] - 1 else True
-        offset = jnp.where(above_previous & below_this, offsets[:, k].reshape(-1, *extra), offset)
+    offset, _, _ = _mixture_components(jax.random.uniform(key, shape), log_weights, offsets)
     return core_concentration * jnp.exp(offset)
+
+
+def mixture_concentration_and_uniform(
+    key: jax.Array, core_concentration: jnp.ndarray, log_weights: jnp.ndarray, offsets: jnp.ndarray, shape: tuple[int, ...]
+) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """``mixture_concentration``, and a uniform per element independent of its component (where the
+    element's uniform lies within its component's interval, rescaled): ``draw_counts`` inverts the CDF with
+    it, so that one uniform serves both (drawing them is a third of a forecast's arithmetic on a CPU). Its
+    resolution is the float32 uniform's divided by the component's weight: ~2e-6 for a weight of 0.05."""
+    u = jax.random.uniform(key, shape)
+    offset, lower, width = _mixture_components(u, log_weights, offsets)
+    within = jnp.clip((u - lower) / width, 0.0, 1.0 - 2.0**-24)
+    return core_concentration * jnp.exp(offset), within
 
 
 def _nb_log_prob_unnormalised(value, log_mean, log_r):
@@ -192,25 +220,65 @@ def _redraw_exact(key: jax.Array, draws: np.ndarray, params: np.ndarray, needs_e
     return draws
 
 
-@jax.jit
-def _nb_inversion(key: jax.Array, log_mean: jnp.ndarray, r: jnp.ndarray) -> tuple[jnp.ndarray, ...]:
-    """NB counts by inversion over the values 0 .. INVERSION_TERMS - 1: the count, the uniform, and the last
-    value's pmf and cdf (for the draws whose uniform lies beyond: count == INVERSION_TERMS)."""
-    u = jax.random.uniform(key, jnp.shape(log_mean))
-    log_r = jnp.log(r)
-    log_total = jnp.logaddexp(log_r, log_mean)
-    q = jnp.exp(log_mean - log_total)
-    pmf = jnp.exp(r * (log_r - log_total))
-    cdf = pmf
-    count = (u > cdf).astype(jnp.int32)
-
-    # unrolled, so that XLA fuses every term into one pass over the elements (a loop reads and writes
-    # the whole arrays once per term)
-    for k in range(INVERSION_TERMS - 1):
+def _inversion_terms(u, r, q, count, pmf, cdf, first: int, terms: int):
+    """``terms`` more values of the inversion, from the value ``first`` whose pmf and cdf are held: pmf(k + 1)
+    = pmf(k) (k + r) / (k + 1) q. Unrolled, so that XLA fuses every term into one pass over the elements (a
+    loop reads and writes the whole arrays once per term)."""
+    for k in range(first, first + terms):
         pmf = pmf * ((k + r) * (q / (k + 1.0)))
         cdf = cdf + pmf
         count = count + (u > cdf)
-    return count, u, pmf, cdf
+    return count, pmf, cdf
+
+
+def _ratio_and_zero_pmf(log_mean, r):
+    """q = mu / (r + mu), the pmf's ratio, and pmf(0) = (r / (r + mu))^r."""
+    log_r = jnp.log(r)
+    log_total = jnp.logaddexp(log_r, log_mean)
+    return jnp.exp(log_mean - log_total), jnp.exp(r * (log_r - log_total))
+
+
+@jax.jit
+def _nb_inversion(u: jnp.ndarray, log_mean: jnp.ndarray, r: jnp.ndarray) -> tuple[jnp.ndarray, ...]:
+    """NB counts by inversion of the uniforms ``u`` over the values 0 .. INVERSION_TERMS - 1: the count, and
+    the last value's pmf and cdf (for the draws whose uniform lies beyond: count == INVERSION_TERMS)."""
+    q, pmf = _ratio_and_zero_pmf(log_mean, r)
+    count, pmf, cdf = _inversion_terms(u, r, q, (u > pmf).astype(jnp.int32), pmf, pmf, 0, INVERSION_TERMS - 1)
+    return count, pmf, cdf
+
+
+_uniform_jit = jax.jit(jax.random.uniform, static_argnames="shape")
+
+
+@jax.jit
+def _nb_inversion_more(u, log_mean, r, pmf, cdf) -> tuple[jnp.ndarray, ...]:
+    """The inversion carried on over INVERSION_MORE_TERMS values past the first pass's, for the draws beyond it."""
+    count = jnp.full(u.shape, INVERSION_TERMS, jnp.int32)
+    q, _ = _ratio_and_zero_pmf(log_mean, r)
+    return _inversion_terms(u, r, q, count, pmf, cdf, INVERSION_TERMS - 1, INVERSION_MORE_TERMS)
+
+
+def _padded_to(values: np.ndarray, size: int) -> np.ndarray:
+    return np.pad(values, (0, size - values.size), mode="edge")
+
+
+def _continue_inversion(counts: np.ndarray, u: np.ndarray, log_mean: np.ndarray, r: np.ndarray, pmf: np.ndarray, cdf: np.ndarray) -> None:
+    """The draws the first pass left beyond its values (``counts`` == INVERSION_TERMS, 1-D, set in place)
+    carried on by ``_nb_inversion_more`` in padded blocks of ``CONTINUE_BLOCK`` (one compiled shape), and
+    the few still beyond by ``_inversion_tail``."""
+    for start in range(0, counts.size, CONTINUE_BLOCK):
+        stop = min(start + CONTINUE_BLOCK, counts.size)
+        part = [jnp.asarray(_padded_to(a[start:stop], CONTINUE_BLOCK)) for a in (u, log_mean, r, pmf, cdf)]
+        more, last_pmf, last_cdf = (np.asarray(a)[: stop - start] for a in _nb_inversion_more(*part))
+        beyond = np.flatnonzero(more >= INVERSION_TERMS + INVERSION_MORE_TERMS)
+        tail = more.astype(np.float32)
+        if beyond.size:
+            rows = start + beyond
+            values = tail[beyond]
+            mean = np.exp(log_mean[rows].astype(np.float64))
+            _inversion_tail(values, u[rows], r[rows].astype(np.float64), mean, last_pmf[beyond], last_cdf[beyond])
+            tail[beyond] = values
+        counts[start:stop] = tail
 
 
 TAIL_TERMS = 512  # values per pass of the tail's inversion
@@ -242,18 +310,15 @@ def _inversion_tail(counts: np.ndarray, u: np.ndarray, r: np.ndarray, mean: np.n
             held_pmf, held_cdf = terms[going, -1], cumulative[going, -1]
 
 
-def _draws_by_inversion(key: jax.Array, log_mean: jnp.ndarray, r: jnp.ndarray) -> np.ndarray:
-    count, u, pmf, cdf = _nb_inversion(key, log_mean, r)
+def _draws_by_inversion(u: jnp.ndarray, log_mean: jnp.ndarray, r: jnp.ndarray) -> np.ndarray:
+    count, pmf, cdf = _nb_inversion(u, log_mean, r)
     counts = np.asarray(count)
     beyond = np.flatnonzero(counts >= INVERSION_TERMS)
     counts = counts.astype(np.float32)
     if beyond.size:
         tail = counts.ravel()[beyond]
-        mean = np.exp(np.asarray(log_mean, np.float64).ravel()[beyond])
-        _inversion_tail(
-            tail, np.asarray(u).ravel()[beyond], np.asarray(r, np.float64).ravel()[beyond], mean,
-            np.asarray(pmf).ravel()[beyond], np.asarray(cdf).ravel()[beyond],
-        )  # fmt: skip
+        picked = (np.asarray(a).ravel()[beyond] for a in (u, log_mean, r, pmf, cdf))
+        _continue_inversion(tail, *picked)
         counts.flat[beyond] = tail
     return counts
 
@@ -270,13 +335,15 @@ def _gamma_poisson(key: jax.Array, log_mean: jnp.ndarray, r: jnp.ndarray) -> np.
     return _redraw_exact(keys[3], counts, rate_host, rate_host < NORMAL_POISSON_MIN_RATE, _poisson_exact_jit)
 
 
-def draw_counts(key: jax.Array, log_mean: jnp.ndarray, concentration: jnp.ndarray) -> np.ndarray:
+def draw_counts(key: jax.Array, log_mean: jnp.ndarray, concentration: jnp.ndarray, uniform: jnp.ndarray | None = None) -> np.ndarray:
     """Draws of NB(exp(log_mean), concentration) for whole arrays, as a numpy array.
 
     The same law as ``NegativeBinomialLogMean.sample``: elements of a mean below ``INVERSION_MAX_MEAN`` by
     inversion, the others as a Poisson of a gamma, whose exact samplers run only on the elements that need
     them. An array with less than ``INVERSION_MIN_SHARE`` of small means is drawn as before the inversion
-    existed, every element as a Poisson of a gamma (the same law).
+    existed, every element as a Poisson of a gamma (the same law). ``uniform``: the inversion's uniforms, one
+    per element and independent of everything else (``mixture_concentration_and_uniform``'s); drawn here if
+    not given.
     """
     shape = jax.lax.broadcast_shapes(jnp.shape(log_mean), jnp.shape(concentration))
     log_mean = jnp.broadcast_to(log_mean, shape)
@@ -284,12 +351,31 @@ def draw_counts(key: jax.Array, log_mean: jnp.ndarray, concentration: jnp.ndarra
     small = np.asarray(log_mean < np.log(INVERSION_MAX_MEAN))
     if small.mean() < INVERSION_MIN_SHARE:
         return _gamma_poisson(key, log_mean, r)
-    counts = _draws_by_inversion(jax.random.fold_in(key, 4), log_mean, r)
+    if uniform is None:
+        uniform = _uniform_jit(jax.random.fold_in(key, 4), shape)
+    counts = _draws_by_inversion(jnp.broadcast_to(uniform, shape), log_mean, r)
     if small.all():
         return counts
     large = np.flatnonzero(~small)
-    others = _gamma_poisson(
-        key, jnp.asarray(_padded(np.asarray(log_mean).ravel()[large])), jnp.asarray(_padded(np.asarray(r).ravel()[large]))
-    )
-    counts.flat[large] = others[: large.size]
+    counts.flat[large] = _sampled_in_blocks(key, np.asarray(log_mean).ravel()[large], np.asarray(r).ravel()[large])
     return counts
+
+
+# The few large means of an array drawn by inversion are drawn in blocks of this many elements: one compiled
+# shape, where padding each subset to its own power of two compiled the samplers again for most new sizes
+# (about a second each time, for a few milliseconds of draws).
+LARGE_BLOCK = 1 << 14
+_sample_jit = jax.jit(lambda key, log_mean, r: NegativeBinomialLogMean(log_mean, r).sample(key))
+
+
+def _sampled_in_blocks(key: jax.Array, log_mean: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """``NegativeBinomialLogMean(log_mean, r).sample`` over 1-D arrays, in padded blocks of ``LARGE_BLOCK``."""
+    out = np.empty(log_mean.size, np.float32)
+    for number, start in enumerate(range(0, log_mean.size, LARGE_BLOCK)):
+        stop = min(start + LARGE_BLOCK, log_mean.size)
+        padding = (0, LARGE_BLOCK - (stop - start))
+        block = _sample_jit(
+            jax.random.fold_in(key, number), np.pad(log_mean[start:stop], padding, mode="edge"), np.pad(r[start:stop], padding, mode="edge")
+        )
+        out[start:stop] = np.asarray(block)[: stop - start]
+    return out

@@ -236,7 +236,11 @@ def _level_path(steps_past: jnp.ndarray, steps_future: jnp.ndarray | None, block
     parts = [backwards, jnp.zeros((steps_past.shape[0], 1), steps_past.dtype)]
     if steps_future is not None:
         parts.append(jnp.cumsum(steps_future, axis=1))
-    return jnp.concatenate(parts, axis=1)[:, block + n_past]
+    path = jnp.concatenate(parts, axis=1)
+    # A product with the blocks' one-hot [blocks, T], not a gather: XLA's gathers (and their gradients'
+    # scatters) are slow on a CPU; each column has a single 1, so the result is the gather's exactly.
+    one_hot = (block + n_past)[None, :] == jnp.arange(path.shape[1])[:, None]
+    return path @ one_hot.astype(path.dtype)
 
 
 def orthogonal_shocks(raw: jnp.ndarray, scale: jnp.ndarray, basis: jnp.ndarray) -> jnp.ndarray:
@@ -254,11 +258,15 @@ def log_mean(
     structure: PanelStructure,
     idx: jnp.ndarray,
     future_shocks: tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray] | None = None,
+    past: bool = True,
 ) -> jnp.ndarray:
     """log mu [s, T] of the series at ``idx`` over the periods of ``inputs``.
 
     ``future_shocks``: (chain [T], per store [n_stores, T], per product [n_products, T]) shocks of the
     periods after the anchor, drawn by the caller so that every series of a draw shares them.
+    ``past=False`` says that every period of ``inputs`` lies after the anchor: the history's level steps and
+    shocks cannot reach them (the level is zero in the anchor's block and walks forwards from it), so they
+    are neither needed in ``latent`` nor computed.
     """
     theta = coefficients(latent, inputs, structure, idx)
     n_time = structure.n_time
@@ -269,11 +277,16 @@ def log_mean(
         + theta[:, 1 : 1 + n_time] @ inputs.x_time.T
         + jnp.einsum("stf,sf->st", x_series, theta[:, 1 + n_time :])
     )
-    steps = latent[PanelSite.LEVEL_SCALE] * latent[PanelSite.LEVEL_STEPS]
     steps_future = latent.get(PanelSite.LEVEL_STEPS_FUTURE)
     if steps_future is not None:
         steps_future = latent[PanelSite.LEVEL_SCALE] * steps_future
-    value = value + _level_path(steps, steps_future, inputs.block, structure.n_past_blocks)
+    if past:
+        steps = latent[PanelSite.LEVEL_SCALE] * latent[PanelSite.LEVEL_STEPS]
+        value = value + _level_path(steps, steps_future, inputs.block, structure.n_past_blocks)
+    elif steps_future is not None:
+        value = value + _level_path(jnp.zeros((idx.shape[0], 0), value.dtype), steps_future, inputs.block, 0)
+    if not past and future_shocks is None:
+        raise ValueError("log_mean over periods after the anchor only (past=False) needs their future_shocks")
 
     in_history = inputs.history_index >= 0
     position = jnp.maximum(inputs.history_index, 0)
@@ -281,13 +294,16 @@ def log_mean(
     for i, kind in enumerate(SHOCK_KINDS):
         if kind not in structure.shocks:
             continue
-        raw_site, scale_site = SHOCK_SITES[kind]
-        per_product = kind == PRODUCT_SIDE and inputs.shock_basis.shape[0] > 1
-        basis = inputs.shock_basis[1:] if per_product else inputs.shock_basis[0]
-        history = orthogonal_shocks(latent[raw_site], latent[scale_site], basis)  # [T_h] or [K, T_h]
-        shock = jnp.where(in_history, history[..., position], 0.0)
-        if future_shocks is not None:
-            shock = jnp.where(in_history, shock, future_shocks[i])
+        if past:
+            raw_site, scale_site = SHOCK_SITES[kind]
+            per_product = kind == PRODUCT_SIDE and inputs.shock_basis.shape[0] > 1
+            basis = inputs.shock_basis[1:] if per_product else inputs.shock_basis[0]
+            history = orthogonal_shocks(latent[raw_site], latent[scale_site], basis)  # [T_h] or [K, T_h]
+            shock = jnp.where(in_history, history[..., position], 0.0)
+            if future_shocks is not None:
+                shock = jnp.where(in_history, shock, future_shocks[i])
+        else:
+            shock = future_shocks[i]
         value = value + (shock[None, :] if members[kind] is None else shock[members[kind]])
     return value
 
