@@ -120,10 +120,14 @@ def seed_list(values: list[str]) -> list[int]:
 
 
 def parser(
-    description: str, repeats: int | None = 3, fit: bool = True, seed: bool = True, draws: bool = True
+    description: str, repeats: int | None = 3, fit: bool = True, seed: bool = True, draws: bool = True, panel_data: bool = False
 ) -> argparse.ArgumentParser:
+    """The benchmarks' common options; ``panel_data``: --data is a panel data folder (its spec.yaml), required."""
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--data", type=Path, default=default_data_dir(), help=f"folder with train.csv, store.csv (env {DATA_ENV})")
+    if panel_data:
+        p.add_argument("--data", type=Path, required=True, help="a panel data folder with its spec.yaml (bhm demo --shape m5 --out DIR)")
+    else:
+        p.add_argument("--data", type=Path, default=default_data_dir(), help=f"folder with train.csv, store.csv (env {DATA_ENV})")
     if repeats is not None:
         p.add_argument("--repeats", type=int, default=repeats, help="fresh processes to take the median over")
     if fit:

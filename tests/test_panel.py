@@ -18,6 +18,8 @@ from tasks.config import ForecastConfig, PanelFitConfig
 from tasks.data.panel_demo import generate_panel_demo
 from tasks.data.panel_encode import CROSS_PRICE, PanelEncoding, encode_panel
 from tasks.data.spec import parse_spec
+from tasks.forecast.draws import quantiles_of_draws
+from tasks.forecast.panel_draws import AggregateLevel, aggregate_sources
 from tasks.model import panel_state
 from tasks.model.panel import LogNormalScaleMixture, PanelSite, layouts, orthogonal_shocks, shock_basis, time_blocks
 from tasks.model.panel_effects import side_effects
@@ -151,6 +153,40 @@ def test_aggregates_are_coherent_and_come_from_joint_draws(fitted_demo) -> None:
     # quantiles of a sum are not sums of quantiles: the total's 90% interval is narrower than the summed one
     assert np.all(total["q95"].to_numpy() - total["q05"].to_numpy() < by_week["q95"].to_numpy() - by_week["q05"].to_numpy())
     assert np.all(np.diff(frame.select([n.quantile_column(q) for q in arrays.levels]).to_numpy(), axis=1) >= 0)
+
+
+def test_every_aggregate_is_the_quantiles_of_its_groups_summed_draws(fitted_demo) -> None:
+    """Whether a level's sums come from the draws or from a finer level's sums (aggregate_sources), they are the
+    sums of the joint draws of the cells asked for."""
+    tables, encoded, fitted, _ = fitted_demo
+    aggregates = pp.aggregate_levels(tables, encoded)
+    sources = aggregate_sources(aggregates)
+    assert any(source is not None for source in sources) and any(source is None for source in sources)
+    collected = {}
+    arrays = pp.forecast_encoded(
+        fitted, encoded, aggregates, ForecastConfig(num_draws=300, chunk_stores=7), jax.random.key(2),
+        on_draws=lambda keep, draws: collected.update({int(k): np.array(draws[:, i]) for i, k in enumerate(keep)}),
+    )  # fmt: skip
+    draws = np.stack([collected[i] for i in range(encoded.encoding.n_series)], axis=1)  # [D, S, T]
+    draws = draws * encoded.future.present[None]
+    for level in aggregates:
+        summed = np.zeros((len(level.labels), *draws.shape[::-1][:1], draws.shape[0]))  # [G, T, D]
+        for group in range(len(level.labels)):
+            summed[group] = draws[:, level.codes == group].sum(axis=1).T
+        np.testing.assert_array_equal(arrays.aggregates[level.name][1], quantiles_of_draws(summed, arrays.levels).astype(np.float32))
+
+
+def test_levels_take_their_sums_from_the_finest_level_they_coarsen() -> None:
+    product = AggregateLevel("product", tuple(range(6)), np.array([0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5]))
+    department = AggregateLevel("department", (0, 1, 2), np.array([0, 0, 1, 1, 2, 2] * 2))
+    store = AggregateLevel("store", (0, 1), np.repeat([0, 1], 6))
+    total = AggregateLevel("total", (0,), np.zeros(12, np.int64))
+    some = AggregateLevel("some stores", (0,), np.where(np.arange(12) < 6, 0, -1))
+    sources = aggregate_sources((product, department, store, total, some))
+    assert sources[0] is None and sources[2] is None  # from the draws: nothing finer holds them
+    assert sources[1][0] == 0 and list(sources[1][1]) == [0, 0, 1, 1, 2, 2]
+    assert sources[3][0] == 2  # the total from the 2 stores' sums, not the 3 departments'
+    assert sources[4][0] == 2 and list(sources[4][1]) == [0, -1]  # a level of some series only
 
 
 def test_forecast_is_reproducible_for_a_key_and_chunking_does_not_change_the_mean(fitted_demo) -> None:

@@ -152,26 +152,67 @@ def _sums_exact_in_float32(draws: np.ndarray, structure: PanelStructure) -> bool
 ONE_HOT_MAX_GROUPS = 32  # above, a sort and np.add.reduceat beat the one-hot product
 
 
-def _add_by_group(sums: np.ndarray, codes: np.ndarray, values: np.ndarray) -> None:
-    """sums[g] += the sum of values[i] over the rows i of group g (codes -1: no group), over the groups present
-    among the rows only: a one-hot over every group (3,049 products for M5) cost groups x rows per value,
-    most of the forecast's time. Summed in the values' type, added into ``sums`` (float64): the caller passes
-    float64, or float32 counts whose sums are below 2^24, so that the sums are exact in any order."""
+def _sums_by_group(codes: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The groups present among the rows (codes -1: no group) and the sum of ``values``' rows per group
+    ([g, ...], in the values' type): over the groups present only, as a one-hot over every group (3,049
+    products for M5) cost groups x rows per value, most of the forecast's time."""
     inside = np.flatnonzero(codes >= 0)
     if not inside.size:
-        return
+        return inside, values[:0]
+    rows = values if inside.size == codes.size else values[inside]
     present, position = np.unique(codes[inside], return_inverse=True)
-    flat = values.reshape(values.shape[0], -1)
-    rows = flat if inside.size == codes.size else flat[inside]
-    target = sums.reshape(sums.shape[0], -1)
     if present.size == inside.size:  # a row per group (a chunk of one store's products, by product)
-        target[present[position]] += rows
-    elif present.size <= ONE_HOT_MAX_GROUPS:
-        target[present] += (position[None, :] == np.arange(present.size)[:, None]).astype(rows.dtype) @ rows
+        return codes[inside], rows
+    flat = rows.reshape(rows.shape[0], -1)
+    if present.size <= ONE_HOT_MAX_GROUPS:
+        summed = (position[None, :] == np.arange(present.size)[:, None]).astype(flat.dtype) @ flat
     else:
         order = np.argsort(position, kind="stable")
-        starts = np.flatnonzero(np.r_[True, np.diff(position[order]) != 0])
-        target[present] += np.add.reduceat(rows[order], starts, axis=0)
+        summed = np.add.reduceat(flat[order], np.flatnonzero(np.r_[True, np.diff(position[order]) != 0]), axis=0)
+    return present, summed.reshape(present.size, *rows.shape[1:])
+
+
+def _add_by_group(sums: np.ndarray, codes: np.ndarray, values: np.ndarray) -> None:
+    """sums[g] += the sum of values[i] over the rows i of group g (codes -1: no group). Summed in the values'
+    type, added into ``sums`` (float64): the caller passes float64, or float32 counts whose sums are below
+    2^24, so that the sums are exact in any order."""
+    present, summed = _sums_by_group(codes, values)
+    _add_into(sums, present, summed)
+
+
+def _add_into(sums: np.ndarray, groups: np.ndarray, summed: np.ndarray) -> None:
+    """sums[groups] += summed, in place through a slice where the groups run consecutively (a chunk of a store's
+    products): a fancy index gathers, adds and scatters copies of the rows."""
+    if groups.size and groups[-1] - groups[0] == groups.size - 1 and np.all(np.diff(groups) == 1):
+        sums[groups[0] : groups[-1] + 1] += summed
+    else:
+        sums[groups] += summed
+
+
+def _coarsening(fine: AggregateLevel, coarse: AggregateLevel) -> np.ndarray | None:
+    """The map from ``fine``'s groups to ``coarse``'s (-1: into none), when each of ``coarse``'s groups is a
+    union of ``fine``'s (the department of a product); else None."""
+    if np.any((coarse.codes >= 0) & (fine.codes < 0)):
+        return None
+    inside = fine.codes >= 0
+    mapping = np.full(len(fine.labels), -1, np.int64)
+    mapping[fine.codes[inside]] = coarse.codes[inside]
+    return mapping if np.array_equal(mapping[fine.codes[inside]], coarse.codes[inside]) else None
+
+
+def aggregate_sources(aggregates: tuple[AggregateLevel, ...]) -> tuple[tuple[int, np.ndarray] | None, ...]:
+    """Per level: None when its sums are taken from the series' draws, or (the level whose sums it adds up,
+    the map of that level's groups to its own): the finest level it coarsens with fewer groups than any
+    other, so that a chunk's draws are read by the finest levels only (M5's state, store, category and
+    total come from a few store or department sums, not from 7M draws each)."""
+    sources = []
+    for level in aggregates:
+        candidates = []
+        for number, other in enumerate(aggregates):
+            if len(other.labels) > len(level.labels) and (mapping := _coarsening(other, level)) is not None:
+                candidates.append((len(other.labels), number, mapping))
+        sources.append(min(candidates, key=lambda c: c[:2])[1:] if candidates else None)
+    return tuple(sources)
 
 
 @dataclass(frozen=True)
@@ -248,6 +289,9 @@ def forecast_series_block(
     jparams = {k: jnp.asarray(v) for k, v in params.items()}
     past = bool((np.asarray(inputs.history_index) >= 0).any())
 
+    sources = aggregate_sources(aggregates)
+    order = sorted(range(len(aggregates)), key=lambda i: -len(aggregates[i].labels))  # a level after its source
+
     block = plan.series(partition)
     mean = np.empty((len(block), n_periods), np.float32)
     quants = np.empty((len(quantiles), len(block), n_periods), np.float32)
@@ -269,10 +313,17 @@ def forecast_series_block(
             if not _sums_exact_in_float32(wanted_draws, structure):
                 wanted_draws = wanted_draws.astype(np.float64)
             wanted_mean = series_mean * cells
-        for level in aggregates:
-            codes = level.codes[keep]
-            _add_by_group(sums[level.name], codes, wanted_draws)
-            _add_by_group(mean_sums[level.name], codes, wanted_mean.astype(np.float64))
+        chunk_sums: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for index in order:
+            level, source = aggregates[index], sources[index]
+            if source is None:
+                present, summed = _sums_by_group(level.codes[keep], wanted_draws)
+            else:
+                source_groups, source_sums = chunk_sums[source[0]]
+                present, summed = _sums_by_group(source[1][source_groups], source_sums)
+            chunk_sums[index] = present, summed
+            _add_into(sums[level.name], present, summed)
+            _add_by_group(mean_sums[level.name], level.codes[keep], wanted_mean.astype(np.float64))
         if on_draws is not None:
             on_draws(keep, np.moveaxis(draws, -1, 0))
         # in place (each cell's draws reordered) unless on_draws was handed them and may still hold them
