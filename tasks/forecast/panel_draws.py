@@ -273,8 +273,11 @@ def forecast_series_block(
     aggregates: tuple[AggregateLevel, ...] = (),
     wanted: np.ndarray | None = None,
     on_draws: Callable[[np.ndarray, np.ndarray], None] | None = None,
+    globals_: dict | None = None,
 ) -> SeriesBlockForecast:
-    """The forecast of one partition of ``plan`` (see ``forecast_panel``, which combines them all)."""
+    """The forecast of one partition of ``plan`` (see ``forecast_panel``, which combines them all).
+    ``globals_``: ``draw_globals`` of the forecast's key, when the caller has them (every partition's are the
+    same; drawing them is a few seconds at M5's size)."""
     if num_draws < 1:
         raise ValueError(f"num_draws must be >= 1, got {num_draws}")
     if not all(0.0 < q < 1.0 for q in quantiles):
@@ -285,7 +288,8 @@ def forecast_series_block(
         raise ValueError(f"params hold {n_params} series, inputs {n_series}, the plan {plan.n_series}")
     wanted = np.ones((n_series, n_periods), bool) if wanted is None else np.asarray(wanted, bool)
     key_globals, key_chunks = jax.random.split(key)
-    globals_ = draw_globals(params, structure, key_globals, num_draws, n_periods)
+    if globals_ is None:
+        globals_ = draw_globals(params, structure, key_globals, num_draws, n_periods)
     jparams = {k: jnp.asarray(v) for k, v in params.items()}
     past = bool((np.asarray(inputs.history_index) >= 0).any())
 
@@ -388,8 +392,9 @@ def forecast_panel(
     that fans the partitions out would (``ChunkPlan``), so that both give the same numbers.
     """
     plan = ChunkPlan.make(inputs.observed.shape[0], chunk_series, series_per_partition)
+    globals_ = draw_globals(params, structure, jax.random.split(key)[0], num_draws, inputs.observed.shape[1])
     blocks = (
-        forecast_series_block(params, structure, inputs, key, plan, p, num_draws, quantiles, aggregates, wanted, on_draws)
+        forecast_series_block(params, structure, inputs, key, plan, p, num_draws, quantiles, aggregates, wanted, on_draws, globals_)
         for p in range(plan.n_partitions)
     )
     return combine_blocks(blocks, plan.n_series, quantiles)

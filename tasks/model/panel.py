@@ -268,6 +268,8 @@ def log_mean(
     shocks cannot reach them (the level is zero in the anchor's block and walks forwards from it), so they
     are neither needed in ``latent`` nor computed.
     """
+    if not past and future_shocks is None and structure.shocks:
+        raise ValueError("log_mean over periods after the anchor only (past=False) needs their future_shocks")
     theta = coefficients(latent, inputs, structure, idx)
     n_time = structure.n_time
     x_series = inputs.x_series[idx]
@@ -285,8 +287,6 @@ def log_mean(
         value = value + _level_path(steps, steps_future, inputs.block, structure.n_past_blocks)
     elif steps_future is not None:
         value = value + _level_path(jnp.zeros((idx.shape[0], 0), value.dtype), steps_future, inputs.block, 0)
-    if not past and future_shocks is None:
-        raise ValueError("log_mean over periods after the anchor only (past=False) needs their future_shocks")
 
     in_history = inputs.history_index >= 0
     position = jnp.maximum(inputs.history_index, 0)
