@@ -257,7 +257,7 @@ class SeriesBlockForecast:
     first: int  # the block holds series first .. first + len(mean) - 1
     mean: np.ndarray  # [s, T]
     quantiles: np.ndarray  # [Q, s, T]
-    aggregate_sums: dict[str, np.ndarray]  # level -> the block's series' draws summed per group [G, T, D]
+    aggregate_sums: dict[str, np.ndarray]  # level -> the block's series' draws summed per group [G, T, D] (counts: float32 while exact)
     aggregate_mean_sums: dict[str, np.ndarray]  # level -> [G, T]
 
 
@@ -299,7 +299,11 @@ def forecast_series_block(
     block = plan.series(partition)
     mean = np.empty((len(block), n_periods), np.float32)
     quants = np.empty((len(quantiles), len(block), n_periods), np.float32)
-    sums = {a.name: np.zeros((len(a.labels), n_periods, num_draws)) for a in aggregates}
+    # Sums of counts accumulate in float32 while exact (each level's total below 2^24, bounded as the chunks come):
+    # half the memory and traffic of float64 (M5's product level: 0.34 GB instead of 0.68 per partition).
+    counts = structure.likelihood == "nb"
+    sums = {a.name: np.zeros((len(a.labels), n_periods, num_draws), np.float32 if counts else np.float64) for a in aggregates}
+    bounds = dict.fromkeys(sums, 0.0)
     mean_sums = {a.name: np.zeros((len(a.labels), n_periods)) for a in aggregates}
     for number in plan.chunks(partition):
         rows = np.arange(number * plan.chunk, (number + 1) * plan.chunk)
@@ -326,6 +330,10 @@ def forecast_series_block(
                 source_groups, source_sums = chunk_sums[source[0]]
                 present, summed = _sums_by_group(source[1][source_groups], source_sums)
             chunk_sums[index] = present, summed
+            if sums[level.name].dtype == np.float32:
+                bounds[level.name] += float(summed.max(initial=0.0))
+                if bounds[level.name] >= 2**24 or summed.dtype != np.float32:
+                    sums[level.name] = sums[level.name].astype(np.float64)
             _add_into(sums[level.name], present, summed)
             _add_by_group(mean_sums[level.name], level.codes[keep], wanted_mean.astype(np.float64))
         if on_draws is not None:
