@@ -45,6 +45,48 @@ def quantiles_of_draws(draws: np.ndarray, levels: tuple[float, ...], overwrite: 
 
 
 @dataclass(frozen=True)
+class ChunkPlan:
+    """How the series are cut: equal compiled chunks of at most ``chunk_series`` (the last one padded), and
+    partitions of whole consecutive chunks. A chunk's draws depend on its number only, so a series' forecast is
+    the same whichever partition computes it; partitions are what an engine fans out."""
+
+    n_series: int
+    chunk: int  # series per chunk
+    n_chunks: int
+    chunks_per_partition: int
+
+    @classmethod
+    def make(cls, n_series: int, chunk_series: int, series_per_partition: int | None = None) -> ChunkPlan:
+        if n_series < 1:
+            raise ValueError(f"there must be at least one series to forecast, got {n_series}")
+        n_chunks = -(-n_series // max(1, chunk_series))
+        chunk = -(-n_series // n_chunks)
+        per_partition = n_chunks if series_per_partition is None else max(1, series_per_partition // chunk)
+        return cls(n_series, chunk, n_chunks, per_partition)
+
+    @property
+    def n_partitions(self) -> int:
+        return -(-self.n_chunks // self.chunks_per_partition)
+
+    def chunks(self, partition: int) -> range:
+        if not 0 <= partition < self.n_partitions:
+            raise ValueError(f"partition {partition} is not among the plan's {self.n_partitions}")
+        first = partition * self.chunks_per_partition
+        return range(first, min(first + self.chunks_per_partition, self.n_chunks))
+
+    def rows(self, number: int) -> tuple[np.ndarray, np.ndarray]:
+        """Chunk ``number``'s series positions, the last chunk padded with the last series (one compiled shape),
+        and which of them are real."""
+        rows = np.arange(number * self.chunk, (number + 1) * self.chunk)
+        valid = rows < self.n_series
+        return np.where(valid, rows, self.n_series - 1), valid
+
+    def series(self, partition: int) -> range:
+        chunks = self.chunks(partition)
+        return range(chunks.start * self.chunk, min(chunks.stop * self.chunk, self.n_series))
+
+
+@dataclass(frozen=True)
 class ForecastArrays:
     """Predictive summaries per [store, day]: mean and quantiles of daily sales."""
 
@@ -118,16 +160,12 @@ def forecast(
     if int(np.min(np.asarray(inputs.block))) < -structure.n_past_blocks:
         raise ValueError("inputs reach further back than the fitted level path")
     future_structure = replace(structure, n_future_blocks=n_future)
-    # Equal chunks of at most chunk_stores: the padded last chunk wastes little.
-    n_chunks = -(-n_stores // max(1, chunk_stores))
-    chunk = -(-n_stores // n_chunks)
+    plan = ChunkPlan.make(n_stores, chunk_stores)
 
     mean = np.empty((n_stores, n_days), np.float32)
     quants = np.empty((len(quantiles), n_stores, n_days), np.float32)
-    for start in range(0, n_stores, chunk):
-        rows = np.arange(start, start + chunk)
-        valid = rows < n_stores
-        rows = np.where(valid, rows, n_stores - 1)  # pad the last chunk: same shape, one compile
+    for number in range(plan.n_chunks):
+        rows, valid = plan.rows(number)
         chunk_params = select_store_params(params, rows)
         key, key_posterior, key_sales = jax.random.split(key, 3)
         expected, log_expected, concentration = _posterior_draws(

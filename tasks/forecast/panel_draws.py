@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tasks.forecast.draws import DEFAULT_QUANTILES, quantiles_of_draws
+from tasks.forecast.draws import DEFAULT_QUANTILES, ChunkPlan, quantiles_of_draws
 from tasks.model.inference import Params
 from tasks.model.negbin import draw_counts, mixture_concentration, mixture_concentration_and_uniform
 from tasks.model.panel import (
@@ -189,6 +189,18 @@ def _add_into(sums: np.ndarray, groups: np.ndarray, summed: np.ndarray) -> None:
         sums[groups] += summed
 
 
+def _add_exactly(sums: np.ndarray, bounds: dict[str, float], name: str, groups: np.ndarray, summed: np.ndarray) -> np.ndarray:
+    """``_add_into``, keeping a float32 accumulator of counts only while it stays exact: ``bounds[name]`` adds up
+    each chunk's largest sum, and past 2^24 (or given float64 sums) the accumulator turns float64, exactly, as
+    every value in it is an integer below 2^24. Returns the accumulator."""
+    if sums.dtype == np.float32:
+        bounds[name] += float(summed.max(initial=0.0))
+        if bounds[name] >= 2**24 or summed.dtype != np.float32:
+            sums = sums.astype(np.float64)
+    _add_into(sums, groups, summed)
+    return sums
+
+
 def _coarsening(fine: AggregateLevel, coarse: AggregateLevel) -> np.ndarray | None:
     """The map from ``fine``'s groups to ``coarse``'s (-1: into none), when each of ``coarse``'s groups is a
     union of ``fine``'s (the department of a product); else None."""
@@ -213,41 +225,6 @@ def aggregate_sources(aggregates: tuple[AggregateLevel, ...]) -> tuple[tuple[int
                 candidates.append((len(other.labels), number, mapping))
         sources.append(min(candidates, key=lambda c: c[:2])[1:] if candidates else None)
     return tuple(sources)
-
-
-@dataclass(frozen=True)
-class ChunkPlan:
-    """How the series are cut: equal compiled chunks of at most ``chunk_series`` (the last one padded), and
-    partitions of whole consecutive chunks. A chunk's draws depend on its number only, so a series' forecast is
-    the same whichever partition computes it; partitions are what an engine fans out."""
-
-    n_series: int
-    chunk: int  # series per chunk
-    n_chunks: int
-    chunks_per_partition: int
-
-    @classmethod
-    def make(cls, n_series: int, chunk_series: int, series_per_partition: int | None = None) -> ChunkPlan:
-        if n_series < 1:
-            raise ValueError(f"there must be at least one series to forecast, got {n_series}")
-        n_chunks = -(-n_series // max(1, chunk_series))
-        chunk = -(-n_series // n_chunks)
-        per_partition = n_chunks if series_per_partition is None else max(1, series_per_partition // chunk)
-        return cls(n_series, chunk, n_chunks, per_partition)
-
-    @property
-    def n_partitions(self) -> int:
-        return -(-self.n_chunks // self.chunks_per_partition)
-
-    def chunks(self, partition: int) -> range:
-        if not 0 <= partition < self.n_partitions:
-            raise ValueError(f"partition {partition} is not among the plan's {self.n_partitions}")
-        first = partition * self.chunks_per_partition
-        return range(first, min(first + self.chunks_per_partition, self.n_chunks))
-
-    def series(self, partition: int) -> range:
-        chunks = self.chunks(partition)
-        return range(chunks.start * self.chunk, min(chunks.stop * self.chunk, self.n_series))
 
 
 @dataclass(frozen=True)
@@ -306,9 +283,7 @@ def forecast_series_block(
     bounds = dict.fromkeys(sums, 0.0)
     mean_sums = {a.name: np.zeros((len(a.labels), n_periods)) for a in aggregates}
     for number in plan.chunks(partition):
-        rows = np.arange(number * plan.chunk, (number + 1) * plan.chunk)
-        valid = rows < n_series
-        rows = np.where(valid, rows, n_series - 1)  # pad the last chunk: one compiled shape
+        rows, valid = plan.rows(number)
         key_mu, key_y = jax.random.split(jax.random.fold_in(key_chunks, number))
         log_mu, spread, uniform = _chunk_draws(globals_, jparams, inputs, jnp.asarray(rows), key_mu, structure, num_draws, past)
         draws = _draw_target(key_y, structure, log_mu, spread, uniform)[valid]  # [s, T, D]
@@ -320,7 +295,7 @@ def forecast_series_block(
             wanted_draws = draws * cells[..., None]
             if not _sums_exact_in_float32(wanted_draws, structure):
                 wanted_draws = wanted_draws.astype(np.float64)
-            wanted_mean = series_mean * cells
+            wanted_mean = (series_mean * cells).astype(np.float64)
         chunk_sums: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for index in order:
             level, source = aggregates[index], sources[index]
@@ -330,12 +305,8 @@ def forecast_series_block(
                 source_groups, source_sums = chunk_sums[source[0]]
                 present, summed = _sums_by_group(source[1][source_groups], source_sums)
             chunk_sums[index] = present, summed
-            if sums[level.name].dtype == np.float32:
-                bounds[level.name] += float(summed.max(initial=0.0))
-                if bounds[level.name] >= 2**24 or summed.dtype != np.float32:
-                    sums[level.name] = sums[level.name].astype(np.float64)
-            _add_into(sums[level.name], present, summed)
-            _add_by_group(mean_sums[level.name], level.codes[keep], wanted_mean.astype(np.float64))
+            sums[level.name] = _add_exactly(sums[level.name], bounds, level.name, present, summed)
+            _add_by_group(mean_sums[level.name], level.codes[keep], wanted_mean)
         if on_draws is not None:
             on_draws(keep, np.moveaxis(draws, -1, 0))
         # in place (each cell's draws reordered) unless on_draws was handed them and may still hold them

@@ -258,17 +258,19 @@ def _nb_inversion_more(u, log_mean, r, pmf, cdf) -> tuple[jnp.ndarray, ...]:
     return _inversion_terms(u, r, q, count, pmf, cdf, INVERSION_TERMS - 1, INVERSION_MORE_TERMS)
 
 
-def _padded_to(values: np.ndarray, size: int) -> np.ndarray:
-    return np.pad(values, (0, size - values.size), mode="edge")
+def _padded_blocks(size: int, *arrays: np.ndarray):
+    """(block number, start, stop, the arrays' elements start .. stop - 1 padded to ``size`` with their last)
+    for 1-D arrays of any length: a jitted function of them compiles once, not once per length."""
+    for number, start in enumerate(range(0, arrays[0].size, size)):
+        stop = min(start + size, arrays[0].size)
+        yield number, start, stop, [jnp.asarray(np.pad(a[start:stop], (0, size - (stop - start)), mode="edge")) for a in arrays]
 
 
 def _continue_inversion(counts: np.ndarray, u: np.ndarray, log_mean: np.ndarray, r: np.ndarray, pmf: np.ndarray, cdf: np.ndarray) -> None:
     """The draws the first pass left beyond its values (``counts`` == INVERSION_TERMS, 1-D, set in place)
     carried on by ``_nb_inversion_more`` in padded blocks of ``CONTINUE_BLOCK`` (one compiled shape), and
     the few still beyond by ``_inversion_tail``."""
-    for start in range(0, counts.size, CONTINUE_BLOCK):
-        stop = min(start + CONTINUE_BLOCK, counts.size)
-        part = [jnp.asarray(_padded_to(a[start:stop], CONTINUE_BLOCK)) for a in (u, log_mean, r, pmf, cdf)]
+    for _, start, stop, part in _padded_blocks(CONTINUE_BLOCK, u, log_mean, r, pmf, cdf):
         more, last_pmf, last_cdf = (np.asarray(a)[: stop - start] for a in _nb_inversion_more(*part))
         beyond = np.flatnonzero(more >= INVERSION_TERMS + INVERSION_MORE_TERMS)
         tail = more.astype(np.float32)
@@ -371,11 +373,6 @@ _sample_jit = jax.jit(lambda key, log_mean, r: NegativeBinomialLogMean(log_mean,
 def _sampled_in_blocks(key: jax.Array, log_mean: np.ndarray, r: np.ndarray) -> np.ndarray:
     """``NegativeBinomialLogMean(log_mean, r).sample`` over 1-D arrays, in padded blocks of ``LARGE_BLOCK``."""
     out = np.empty(log_mean.size, np.float32)
-    for number, start in enumerate(range(0, log_mean.size, LARGE_BLOCK)):
-        stop = min(start + LARGE_BLOCK, log_mean.size)
-        padding = (0, LARGE_BLOCK - (stop - start))
-        block = _sample_jit(
-            jax.random.fold_in(key, number), np.pad(log_mean[start:stop], padding, mode="edge"), np.pad(r[start:stop], padding, mode="edge")
-        )
-        out[start:stop] = np.asarray(block)[: stop - start]
+    for number, start, stop, (block_mean, block_r) in _padded_blocks(LARGE_BLOCK, log_mean, r):
+        out[start:stop] = np.asarray(_sample_jit(jax.random.fold_in(key, number), block_mean, block_r))[: stop - start]
     return out
