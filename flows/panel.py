@@ -47,9 +47,8 @@ def panel(config: PanelRunConfig) -> PanelRunResult:
     keys = RunKeys.from_seed(config.seed)
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    tables = panel_stages.read_tables(spec, config.data, config.future)
-    rename_flow_run(f"panel {spec.name} {tables.sales['period'].max()}")
-    encoded = panel_stages.encode(tables)
+    tables, encoded = panel_stages.read_and_encode(spec, config.data, config.future)
+    rename_flow_run(f"panel {spec.name} {encoded.encoding.anchor}")
     info = run_info(tables.paths, config.spec.read_text(), config.fit, config.seed)
     timings["read_encode"] = time.perf_counter() - started
 

@@ -33,9 +33,8 @@ def panel_forecast(config: PanelForecastConfig) -> PanelForecastResult:
     spec = panel_spec(config.spec)
     fitted = panel_stages.load_model(config.model_dir, spec)
     keys = RunKeys.from_seed(config.seed)
-    tables = panel_stages.read_tables(spec, config.data, config.future)
+    tables, encoded = panel_stages.read_and_encode(spec, config.data, config.future, fitted)
     rename_flow_run(f"panel-forecast {spec.name} {tables.future['period'].min()}")
-    encoded = panel_stages.encode_with(tables, fitted)
     tags = {**prefect_tags("panel-forecast"), "dataset": spec.name, "model_version": fitted.model_version}
     with open_run(config.tracking, f"panel-forecast {spec.name}", tags) as tracker:
         frame, _ = engines.forecast(fitted, tables, encoded, config.forecast, config.fan_out, keys.forecast, temp_path(config.out))

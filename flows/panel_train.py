@@ -30,9 +30,8 @@ class PanelTrainResult:
 def panel_train(config: PanelTrainConfig) -> PanelTrainResult:
     spec = panel_spec(config.spec)
     keys = RunKeys.from_seed(config.seed)
-    tables = panel_stages.read_tables(spec, config.data, None)
-    rename_flow_run(f"panel-train {spec.name} {tables.sales['period'].max()}")
-    encoded = panel_stages.encode(tables)
+    tables, encoded = panel_stages.read_and_encode(spec, config.data, None)
+    rename_flow_run(f"panel-train {spec.name} {encoded.encoding.anchor}")
     info = panel_pipeline.run_info(tables.paths, config.spec.read_text(), config.fit, config.seed)
     tags = {**prefect_tags("panel-train"), "dataset": spec.name, "data_fingerprint": info["data_fingerprint"]}
     with open_run(config.tracking, f"panel-train {spec.name}", tags) as tracker:

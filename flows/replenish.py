@@ -33,9 +33,8 @@ def replenish(config: ReplenishConfig) -> ReplenishResult:
     spec = panel_spec(config.spec)
     fitted = panel_stages.load_model(config.model_dir, spec)
     keys = RunKeys.from_seed(config.seed)
-    tables = panel_stages.read_tables(spec, config.data, config.future)
+    tables, encoded = panel_stages.read_and_encode(spec, config.data, config.future, fitted)
     rename_flow_run(f"replenish {spec.name} {tables.future['period'].min()}")
-    encoded = panel_stages.encode_with(tables, fitted)
     positions, series_keys = orders_of.series_to_order(tables, encoded)
     inventory = inventory_stages.inventory(spec, config.data, series_keys, encoded.future.periods)
     tags = {**prefect_tags("replenish"), "dataset": spec.name, "model_version": fitted.model_version}

@@ -385,9 +385,7 @@ def encode_for(tables: PanelTables, fitted: FittedPanel) -> EncodedPanelData:
     first_future = tables.future[n.PERIOD].min()
     if first_future <= encoding.anchor_date:
         raise ValueError(f"the future table starts on {first_future}, not after the model's last period {encoding.anchor_date}")
-    first = dt.date.fromisoformat(encoding.first_period)
-    sales = tables.sales.filter(pl.col(n.PERIOD).is_between(first, encoding.anchor_date)).join(known, on=keys, how="semi")
-    return encode_panel(replace(tables, sales=sales), encoding)
+    return encode_panel(tables, encoding)  # the history: the model's series and periods, the other rows left out
 
 
 def key_labels(tables: PanelTables, spec: PanelSpec, side: str) -> dict:

@@ -4,6 +4,7 @@ block of all the rows gives, with and without stock-outs, and fails on the same 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 
 import numpy as np
 import polars as pl
@@ -72,3 +73,35 @@ def test_an_unknown_series_in_a_later_block_fails_as_before(m5_tables, monkeypat
     monkeypatch.setattr(panel_encode, "ROWS_PER_BLOCK", 5)
     with pytest.raises(KeyError, match="nowhere"):
         encode_panel(dataclasses.replace(m5_tables, future=future), encoding)
+
+
+def test_a_models_encoding_leaves_out_rows_of_other_series_and_periods_block_by_block(m5_tables, monkeypatch):
+    """What ``encode_for`` relies on: with a given encoding the history is its series and its periods. Rows of
+    a series it lacks and of days after its anchor are left out, block by block, giving the arrays of the
+    tables restricted beforehand."""
+    keys = [n.SERIES_STORE, n.SERIES_PRODUCT]
+    sales = m5_tables.sales
+    anchor = sales[n.PERIOD].max()
+    dropped_series = sales.select(keys).unique().sort(keys).head(1)
+    known_sales = sales.join(dropped_series, on=keys, how="anti").filter(pl.col(n.PERIOD) < anchor)
+    known_future = m5_tables.future.join(dropped_series, on=keys, how="anti")
+    encoding = encode_panel(dataclasses.replace(m5_tables, sales=known_sales, future=known_future)).encoding
+    assert encoding.n_series == sales.select(keys).unique().height - 1
+    restricted = encode_panel(dataclasses.replace(m5_tables, sales=known_sales, future=None), encoding)
+
+    monkeypatch.setattr(panel_encode, "ROWS_PER_BLOCK", 97)
+    everything = encode_panel(dataclasses.replace(m5_tables, future=None), encoding)
+    assert sales.height > known_sales.height + 1  # both kinds of rows were there to leave out
+    assert everything.n_masked == restricted.n_masked
+    _assert_same(_arrays(everything), _arrays(restricted))
+
+
+def test_a_sales_row_outside_the_periods_of_a_new_encoding_cannot_happen_silently(m5_tables):
+    """Without a model's encoding every row is placed, and a row off the periods is an error, not a cell of
+    the next series (a cell index past the row's own)."""
+    encoding = encode_panel(m5_tables).encoding
+    later = m5_tables.sales.tail(1).with_columns(pl.col(n.PERIOD) + pl.duration(days=3))
+    lookups = panel_encode._RowLookups.build(encoding, m5_tables.spec)
+    periods = panel_encode.period_grid(dt.date.fromisoformat(encoding.first_period), encoding.anchor_date, encoding.period_days)
+    with pytest.raises(ValueError, match="outside the encoding's periods"):
+        panel_encode._cells(later, lookups, encoding.period_days, periods, keep_inside=False)

@@ -360,27 +360,28 @@ def _text_enum(keys: tuple) -> pl.Enum | None:
     return pl.Enum(list(keys)) if keys and all(isinstance(key, str) for key in keys) else None
 
 
-def _positions(column: pl.Series, keys: list, enum: pl.Enum | None) -> pl.Series:
+def _positions(column: pl.Series, keys: list, enum: pl.Enum | None, strict: bool = True) -> pl.Series:
     """Each row's position in ``keys`` (Int64), column-wise: a Python lookup per row takes a minute and
-    gigabytes for the 54M rows of M5. Raises KeyError for a value not among ``keys``."""
+    gigabytes for the 54M rows of M5. A value not among ``keys`` raises KeyError, or is null if not ``strict``."""
     if enum is not None and column.dtype == pl.String():
         codes = column.cast(enum, strict=False).to_physical().cast(pl.Int64)
     else:
         codes = column.replace_strict(keys, list(range(len(keys))), default=None, return_dtype=pl.Int64)
-    if codes.null_count():
+    if strict and codes.null_count():
         raise KeyError(column.filter(codes.is_null())[0])
     return codes
 
 
-def _series_index(store_code: pl.Series, product_code: pl.Series | None, lookups: _RowLookups) -> np.ndarray:
-    """Each row's series: its position in the encoding's series (pairs of store and product codes)."""
+def _series_index(store_code: pl.Series, product_code: pl.Series | None, lookups: _RowLookups, strict: bool = True) -> pl.Series:
+    """Each row's series: its position in the encoding's series (pairs of store and product codes). A pair
+    (or code) the encoding lacks raises KeyError, or is null if not ``strict``."""
     n_products, pairs = lookups.n_products, lookups.series_pairs
     row_pairs = store_code * n_products + (0 if product_code is None else product_code)
     index = row_pairs.replace_strict(pairs, pl.int_range(pairs.len(), dtype=pl.Int64, eager=True), default=None, return_dtype=pl.Int64)
-    if index.null_count():
+    if strict and index.null_count():
         pair = row_pairs.filter(index.is_null())[0]
         raise KeyError((pair // n_products, pair % n_products))
-    return index.to_numpy()
+    return index
 
 
 # Rows are encoded a block at a time: for the 54M rows of M5, whole-frame codes, cell indices and float64
@@ -393,18 +394,30 @@ def _row_blocks(frame: pl.DataFrame) -> list[pl.DataFrame]:
     return [frame.slice(start, ROWS_PER_BLOCK) for start in range(0, frame.height, ROWS_PER_BLOCK)]
 
 
-def _cells(block: pl.DataFrame, lookups: _RowLookups, period_days: int, periods: np.ndarray) -> tuple[np.ndarray, pl.Series | None]:
+def _cells(
+    block: pl.DataFrame, lookups: _RowLookups, period_days: int, periods: np.ndarray, keep_inside: bool
+) -> tuple[pl.DataFrame, np.ndarray, pl.Series | None]:
     """Each row's cell in the flattened [series, period] arrays (series * n_periods + period), and its
-    product code (None without a product key)."""
-    store_code = _positions(block[n.SERIES_STORE], lookups.store_keys, lookups.store_enum)
+    product code (None without a product key). ``keep_inside``: rows of a series the encoding lacks, or
+    of a period outside ``periods``, are dropped (the block returned is then a filtered copy); else
+    they raise KeyError (series) or ValueError (periods)."""
+    strict = not keep_inside
+    store_code = _positions(block[n.SERIES_STORE], lookups.store_keys, lookups.store_enum, strict)
     product_code = None
     if lookups.product_keys is not None:
-        product_code = _positions(block[n.SERIES_PRODUCT], lookups.product_keys, lookups.product_enum)
-    series = _series_index(store_code, product_code, lookups)
+        product_code = _positions(block[n.SERIES_PRODUCT], lookups.product_keys, lookups.product_enum, strict)
+    series = _series_index(store_code, product_code, lookups, strict)
     # in polars: numpy's datetime arithmetic makes a temporary per step
     days = (pl.col(n.PERIOD) - pl.lit(periods[0].astype(dt.date))).dt.total_days().cast(pl.Int64)
-    period = block.select(days // period_days).to_series().to_numpy()
-    return series * len(periods) + period, product_code
+    period = block.select(days // period_days).to_series()
+    inside = series.is_not_null() & (period >= 0) & (period < len(periods))
+    if not inside.all():
+        if not keep_inside:
+            outside = block.filter(~inside)[n.PERIOD]
+            raise ValueError(f"{outside.len()} rows lie outside the encoding's periods {periods[0]} to {periods[-1]} (first: {outside[0]})")
+        block, series, period = block.filter(inside), series.filter(inside), period.filter(inside)
+        product_code = None if product_code is None else product_code.filter(inside)
+    return block, series.to_numpy() * len(periods) + period.to_numpy(), product_code
 
 
 def _scatter_covariates(
@@ -439,9 +452,17 @@ def _scatter_target(
 
 
 def _scatter(
-    frame: pl.DataFrame, encoding: PanelEncoding, spec: PanelSpec, periods: np.ndarray, products: pl.DataFrame | None, with_target: bool
-) -> PanelArrays:
-    """Arrays [series, period] of one stretch of periods from its rows."""
+    frame: pl.DataFrame,
+    encoding: PanelEncoding,
+    spec: PanelSpec,
+    periods: np.ndarray,
+    products: pl.DataFrame | None,
+    with_target: bool,
+    keep_inside: bool = False,
+) -> tuple[PanelArrays, int]:
+    """Arrays [series, period] of one stretch of periods from its rows, and how many rows they hold.
+    ``keep_inside``: rows of the encoding's series and of ``periods`` only (see ``_cells``), chosen block
+    by block: filtering the whole frame first copied M5's 4 GB of sales."""
     shape = (encoding.n_series, len(periods))
     x_series = np.zeros((*shape, len(encoding.series_names(spec))), np.float32)
     present = np.zeros(shape, bool)
@@ -453,13 +474,15 @@ def _scatter(
     y_cells, observed_cells, present_cells = y.reshape(-1), observed.reshape(-1), present.reshape(-1)
     censored_cells = None if censored is None else censored.reshape(-1)
     lookups = _RowLookups.build(encoding, spec)
+    n_rows = 0
     for block in _row_blocks(frame):
-        cell, product_code = _cells(block, lookups, encoding.period_days, periods)
+        block, cell, product_code = _cells(block, lookups, encoding.period_days, periods, keep_inside)
+        n_rows += block.height
         _scatter_covariates(x_cells, block, cell, product_code, encoding, spec, products, lookups)
         present_cells[cell] = True
         if with_target:
             _scatter_target(block, cell, spec, y_cells, observed_cells, censored_cells)
-    return PanelArrays(
+    arrays = PanelArrays(
         periods=periods,
         x_time=time_features(periods, encoding.fourier_order, encoding.weekday),
         x_series=x_series,
@@ -468,6 +491,7 @@ def _scatter(
         present=present,
         censored=censored,
     )
+    return arrays, n_rows
 
 
 def build_encoding(tables: PanelTables) -> PanelEncoding:
@@ -544,21 +568,22 @@ def dimensions(tables: PanelTables, encoding: PanelEncoding) -> Dimensions:
 def encode_panel(tables: PanelTables, encoding: PanelEncoding | None = None) -> EncodedPanelData:
     """History and future arrays of ``tables`` (a new encoding from the history when none is given).
 
-    With a given encoding (a fitted model's), the tables' series must be among its series.
+    With a given encoding (a fitted model's), the history is its periods and its series: sales rows of
+    other series or periods are left out; the future table's series must be among its series.
     """
     spec = tables.spec
+    given = encoding is not None
     encoding = encoding or build_encoding(tables)
     history_periods = period_grid(
         dt.date.fromisoformat(encoding.first_period), encoding.anchor_date, encoding.period_days
     )
-    history = _scatter(tables.sales, encoding, spec, history_periods, tables.products, with_target=True)
-    n_with_target = int(tables.sales.height)
+    history, n_with_target = _scatter(tables.sales, encoding, spec, history_periods, tables.products, True, keep_inside=given)
     n_masked = n_with_target - int(history.observed.sum())
     future = None
     if tables.future is not None and tables.future.height:
         last = tables.future[n.PERIOD].max()
         first = encoding.anchor_date + dt.timedelta(days=encoding.period_days)
-        future = _scatter(
+        future, _ = _scatter(
             tables.future, encoding, spec, period_grid(first, last, encoding.period_days), tables.products, with_target=False
         )
     return EncodedPanelData(
