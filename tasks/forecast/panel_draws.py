@@ -125,6 +125,13 @@ def _chunk_draws(
     return jnp.moveaxis(log_mu, 0, -1), jnp.moveaxis(spread, 0, -1), uniform
 
 
+def _forecast_keys(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """A forecast's key for its globals, and the one its chunks' keys fold in from: whoever draws the globals
+    (each partition, or a caller once for all) must derive them alike."""
+    key_globals, key_chunks = jax.random.split(key)
+    return key_globals, key_chunks
+
+
 def _bit_generator_key(key: jax.Array) -> jax.Array:
     """A key of JAX's ``rbg`` implementation (XLA's RngBitGenerator) seeded from ``key``'s bits: a chunk's 12M
     normals and uniforms take a quarter less time than with threefry on a CPU (M5, 256 series x 28 days x 1,000
@@ -181,9 +188,7 @@ def _sums_by_group(codes: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, n
 
 
 def _add_by_group(sums: np.ndarray, codes: np.ndarray, values: np.ndarray) -> None:
-    """sums[g] += the sum of values[i] over the rows i of group g (codes -1: no group). Summed in the values'
-    type, added into ``sums`` (float64): the caller passes float64, or float32 counts whose sums are below
-    2^24, so that the sums are exact in any order."""
+    """sums[g] += the sum of values[i] over the rows i of group g (codes -1: no group), in the values' type."""
     present, summed = _sums_by_group(codes, values)
     _add_into(sums, present, summed)
 
@@ -292,7 +297,7 @@ def forecast_series_block(
     if n_params != n_series or plan.n_series != n_series:
         raise ValueError(f"params hold {n_params} series, inputs {n_series}, the plan {plan.n_series}")
     wanted = np.ones((n_series, n_periods), bool) if wanted is None else np.asarray(wanted, bool)
-    key_globals, key_chunks = jax.random.split(key)
+    key_globals, key_chunks = _forecast_keys(key)
     if globals_ is None:
         globals_ = draw_globals(params, structure, key_globals, num_draws, n_periods)
     jparams = {k: jnp.asarray(v) for k, v in params.items()}
@@ -314,13 +319,16 @@ def forecast_series_block(
         rows, valid = plan.rows(number)
         key_mu, key_y = jax.random.split(jax.random.fold_in(key_chunks, number))
         log_mu, spread, uniform = _chunk_draws(globals_, jparams, inputs, jnp.asarray(rows), _bit_generator_key(key_mu), structure, num_draws, past)
-        draws = _draw_target(key_y, structure, log_mu, spread, uniform)[valid]  # [s, T, D]
+        draws = _draw_target(key_y, structure, log_mu, spread, uniform)  # [s, T, D]
+        if not valid.all():  # the last chunk's padding (a boolean index copies even when it keeps every row)
+            draws = draws[valid]
         keep = rows[valid]
         series_mean = np.asarray(_mean_of_draws(log_mu))[valid]
         mean[keep - block.start] = series_mean
         cells = wanted[keep]  # [s, T]
         if aggregates:
-            wanted_draws = draws * cells[..., None]
+            # the draws themselves when every cell is asked for (the usual future table): no masked copy
+            wanted_draws = draws if cells.all() else draws * cells[..., None]
             if not _sums_exact_in_float32(wanted_draws, structure):
                 wanted_draws = wanted_draws.astype(np.float64)
             wanted_mean = (series_mean * cells).astype(np.float64)
@@ -402,7 +410,7 @@ def forecast_panel(
     that fans the partitions out would (``ChunkPlan``), so that both give the same numbers.
     """
     plan = ChunkPlan.make(inputs.observed.shape[0], chunk_series, series_per_partition)
-    globals_ = draw_globals(params, structure, jax.random.split(key)[0], num_draws, inputs.observed.shape[1])
+    globals_ = draw_globals(params, structure, _forecast_keys(key)[0], num_draws, inputs.observed.shape[1])
 
     def blocks():
         spare = None
