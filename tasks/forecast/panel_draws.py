@@ -28,7 +28,7 @@ from tasks.model.panel import (
     PanelSite,
     PanelStructure,
     layouts,
-    log_mean,
+    log_mean_ahead,
     mixture_parameters,
     shock_shapes,
 )
@@ -51,16 +51,19 @@ class PanelForecastArrays:
     aggregates: dict[str, tuple[np.ndarray, np.ndarray]]  # level -> (mean [G, T], quantiles [Q, G, T])
 
 
-def draw_globals(params: Params, structure: PanelStructure, key: jax.Array, num_draws: int, n_periods: int) -> dict:
-    """Every global latent of ``num_draws`` draws (by name, [D, ...]), and the shocks of the ``n_periods``
-    periods ahead (``"future_shocks"``: one array per shock kind, a placeholder for the kinds the model lacks)."""
+def draw_globals(
+    params: Params, structure: PanelStructure, key: jax.Array, num_draws: int, n_periods: int, draws_last: bool = False
+) -> dict:
+    """Every global latent of ``num_draws`` draws (by name, [D, ...], or [..., D] with ``draws_last``: the
+    forecast's chunks read them so), and the shocks of the ``n_periods`` periods ahead (``"future_shocks"``:
+    one array per shock kind, a placeholder for the kinds the model lacks)."""
     return _draw_globals(
-        {k: jnp.asarray(v) for k, v in params.items() if not k.startswith(PanelSite.SERIES)}, key, structure, num_draws, n_periods
+        {k: jnp.asarray(v) for k, v in params.items() if not k.startswith(PanelSite.SERIES)}, key, structure, num_draws, n_periods, draws_last
     )
 
 
-@partial(jax.jit, static_argnames=("structure", "num_draws", "n_periods"))
-def _draw_globals(params: Params, key: jax.Array, structure: PanelStructure, num_draws: int, n_periods: int) -> dict:
+@partial(jax.jit, static_argnames=("structure", "num_draws", "n_periods", "draws_last"))
+def _draw_globals(params: Params, key: jax.Array, structure: PanelStructure, num_draws: int, n_periods: int, draws_last: bool) -> dict:
     real, positive, _ = layouts(structure)
     key_real, key_positive, key_shocks = jax.random.split(key, 3)
     values = params[f"{PanelSite.GLOBALS}.loc"] + params[f"{PanelSite.GLOBALS}.scale"] * jax.random.normal(key_real, (num_draws, real.size))
@@ -77,52 +80,44 @@ def _draw_globals(params: Params, key: jax.Array, structure: PanelStructure, num
         scale = latent[SHOCK_SITES[kind][1]].reshape((num_draws,) + (1,) * len(shapes[kind]))
         shocks.append(scale * jax.random.normal(k, (num_draws, *shapes[kind])))
     latent["future_shocks"] = tuple(shocks)
-    return latent
+    return jax.tree.map(lambda values: jnp.moveaxis(values, 0, -1), latent) if draws_last else latent
 
 
 # A series' variables that reach the periods after the anchor: its history's level steps do not
 FUTURE_SERIES_SITES = (PanelSite.SERIES_RAW, PanelSite.DISPERSION_RAW)
 
 
-def _series_columns(structure: PanelStructure, past: bool) -> tuple[np.ndarray, Layout]:
+def _future_series_columns(structure: PanelStructure) -> tuple[np.ndarray, Layout]:
     """The columns of a series' flat variables that a forecast draws, and their layout."""
-    series_layout = layouts(structure)[2]
-    if past:
-        return np.arange(series_layout.size), series_layout
-    spans = [series_layout.slice(site) for site in FUTURE_SERIES_SITES]
+    spans = [layouts(structure)[2].slice(site) for site in FUTURE_SERIES_SITES]
     columns = np.concatenate([np.arange(start, stop) for start, stop, _ in spans])
     return columns, Layout.of({site: shape for site, (_, _, shape) in zip(FUTURE_SERIES_SITES, spans, strict=True)})
 
 
-@partial(jax.jit, static_argnames=("structure", "num_draws", "past"))
-def _chunk_draws(
-    globals_: dict, params: Params, inputs: PanelInputs, idx: jnp.ndarray, key: jax.Array, structure: PanelStructure, num_draws: int, past: bool
-):
-    """log mu [s, T, D] of the series at ``idx``, and each cell's spread under the scale mixture [s, T, D]:
-    the NB concentration, or the log-normal's sd; for counts, the uniforms that invert their CDF (None for
-    amounts). The draws last: a cell's draws are contiguous for its quantiles and the aggregates' sums. ``past=False`` (every period after the anchor): the series' history
-    level steps are not drawn, as they cannot reach these periods."""
-    columns, drawn_layout = _series_columns(structure, past)
+@partial(jax.jit, static_argnames=("structure", "num_draws"))
+def _chunk_draws(globals_: dict, params: Params, inputs: PanelInputs, idx: jnp.ndarray, key: jax.Array, structure: PanelStructure, num_draws: int):
+    """log mu [s, T, D] of the series at ``idx`` (``log_mean_ahead``), and each cell's spread under the scale
+    mixture [s, T, D]: the NB concentration, or the log-normal's sd; for counts, the uniforms that invert
+    their CDF (None for amounts). ``globals_``: ``draw_globals(draws_last=True)``. The draws last throughout:
+    a cell's draws are contiguous for its quantiles and the aggregates' sums."""
+    columns, drawn_layout = _future_series_columns(structure)
     key_series, key_level, key_component = jax.random.split(key, 3)
     loc = params[f"{PanelSite.SERIES}.loc"][idx[:, None], columns[None, :]]
     scale = params[f"{PanelSite.SERIES}.scale"][idx[:, None], columns[None, :]]
-    flat = loc + scale * jax.random.normal(key_series, (num_draws, *loc.shape))
-    latent = {k: v for k, v in globals_.items() if k != "future_shocks"} | drawn_layout.unpack(flat)
+    flat = loc[..., None] + scale[..., None] * jax.random.normal(key_series, (*loc.shape, num_draws))  # [s, C, D]
+    latent = {k: v for k, v in globals_.items() if k != "future_shocks"} | drawn_layout.unpack(flat, axis=1)
     if structure.n_future_blocks:
-        latent[PanelSite.LEVEL_STEPS_FUTURE] = jax.random.normal(key_level, (num_draws, idx.shape[0], structure.n_future_blocks))
-    one_draw = partial(log_mean, inputs=inputs, structure=structure, idx=idx, past=past)
-    log_mu = jax.vmap(lambda lat, shocks: one_draw(lat, future_shocks=shocks))(latent, globals_["future_shocks"])
-    log_dispersion = (
-        latent[PanelSite.DISPERSION_MEAN][:, None] + latent[PanelSite.DISPERSION_SCALE][:, None] * latent[PanelSite.DISPERSION_RAW]
-    )
-    logits, offsets = mixture_parameters(globals_[PanelSite.TAIL_LOGIT], globals_[PanelSite.TAIL_GAP], structure.likelihood)
-    core, log_weights = jnp.exp(log_dispersion)[..., None], jax.nn.log_softmax(logits, axis=-1)
+        latent[PanelSite.LEVEL_STEPS_FUTURE] = jax.random.normal(key_level, (idx.shape[0], structure.n_future_blocks, num_draws))
+    log_mu = log_mean_ahead(latent, inputs, structure, idx, globals_["future_shocks"])
+    log_dispersion = latent[PanelSite.DISPERSION_MEAN] + latent[PanelSite.DISPERSION_SCALE] * latent[PanelSite.DISPERSION_RAW]  # [s, D]
+    draws_first = (jnp.moveaxis(globals_[site], -1, 0) for site in (PanelSite.TAIL_LOGIT, PanelSite.TAIL_GAP))
+    logits, offsets = mixture_parameters(*draws_first, structure.likelihood)  # [D, K]
+    core, log_weights = jnp.exp(log_dispersion)[:, None, :], jax.nn.log_softmax(logits, axis=-1)
     if structure.likelihood == "nb":
-        spread, uniform = mixture_concentration_and_uniform(key_component, core, log_weights, offsets, log_mu.shape)
-        uniform = jnp.moveaxis(uniform, 0, -1)
+        spread, uniform = mixture_concentration_and_uniform(key_component, core, log_weights, offsets, log_mu.shape, draws_last=True)
     else:
-        spread, uniform = mixture_concentration(key_component, core, log_weights, offsets, log_mu.shape), None
-    return jnp.moveaxis(log_mu, 0, -1), jnp.moveaxis(spread, 0, -1), uniform
+        spread, uniform = mixture_concentration(key_component, core, log_weights, offsets, log_mu.shape, draws_last=True), None
+    return log_mu, spread, uniform
 
 
 def _forecast_keys(key: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -285,9 +280,10 @@ def forecast_series_block(
     spare_sums: dict[str, np.ndarray] | None = None,
 ) -> SeriesBlockForecast:
     """The forecast of one partition of ``plan`` (see ``forecast_panel``, which combines them all).
-    ``globals_``: ``draw_globals`` of the forecast's key, when the caller has them (every partition's are the
-    same; drawing them is a few seconds at M5's size). ``spare_sums``: a finished block's ``aggregate_sums``
-    that nothing reads any more, zeroed and reused where their shape and type are those of fresh ones."""
+    ``globals_``: ``draw_globals(draws_last=True)`` of the forecast's key, when the caller has them (every
+    partition's are the same; drawing them is a few seconds at M5's size). ``spare_sums``: a finished block's
+    ``aggregate_sums`` that nothing reads any more, zeroed and reused where their shape and type are those of
+    fresh ones."""
     if num_draws < 1:
         raise ValueError(f"num_draws must be >= 1, got {num_draws}")
     if not all(0.0 < q < 1.0 for q in quantiles):
@@ -299,9 +295,10 @@ def forecast_series_block(
     wanted = np.ones((n_series, n_periods), bool) if wanted is None else np.asarray(wanted, bool)
     key_globals, key_chunks = _forecast_keys(key)
     if globals_ is None:
-        globals_ = draw_globals(params, structure, key_globals, num_draws, n_periods)
+        globals_ = draw_globals(params, structure, key_globals, num_draws, n_periods, draws_last=True)
+    if (history := np.flatnonzero(np.asarray(inputs.history_index) >= 0)).size:
+        raise ValueError(f"a forecast covers periods after the anchor only: periods {history.tolist()} of the inputs are history")
     jparams = {k: jnp.asarray(v) for k, v in params.items()}
-    past = bool((np.asarray(inputs.history_index) >= 0).any())
 
     sources = aggregate_sources(aggregates)
     order = sorted(range(len(aggregates)), key=lambda i: -len(aggregates[i].labels))  # a level after its source
@@ -318,7 +315,7 @@ def forecast_series_block(
     for number in plan.chunks(partition):
         rows, valid = plan.rows(number)
         key_mu, key_y = jax.random.split(jax.random.fold_in(key_chunks, number))
-        log_mu, spread, uniform = _chunk_draws(globals_, jparams, inputs, jnp.asarray(rows), _bit_generator_key(key_mu), structure, num_draws, past)
+        log_mu, spread, uniform = _chunk_draws(globals_, jparams, inputs, jnp.asarray(rows), _bit_generator_key(key_mu), structure, num_draws)
         draws = _draw_target(key_y, structure, log_mu, spread, uniform)  # [s, T, D]
         if not valid.all():  # the last chunk's padding (a boolean index copies even when it keeps every row)
             draws = draws[valid]
@@ -410,7 +407,7 @@ def forecast_panel(
     that fans the partitions out would (``ChunkPlan``), so that both give the same numbers.
     """
     plan = ChunkPlan.make(inputs.observed.shape[0], chunk_series, series_per_partition)
-    globals_ = draw_globals(params, structure, _forecast_keys(key)[0], num_draws, inputs.observed.shape[1])
+    globals_ = draw_globals(params, structure, _forecast_keys(key)[0], num_draws, inputs.observed.shape[1], draws_last=True)
 
     def blocks():
         spare = None

@@ -148,44 +148,51 @@ class NegativeBinomialScaleMixture(dist.Distribution):
         return jax.nn.logsumexp(jnp.stack(parts), axis=0) - gammaln(value + 1.0)
 
 
-def _mixture_components(u: jnp.ndarray, log_weights: jnp.ndarray, offsets: jnp.ndarray) -> tuple[jnp.ndarray, ...]:
-    """The component of each element given its uniform ``u`` (draws on the first axis; ``log_weights`` and
-    ``offsets`` [D, K]): its offset, and where its weight's interval begins and how wide it is."""
+def _mixture_components(u: jnp.ndarray, log_weights: jnp.ndarray, offsets: jnp.ndarray, draws_last: bool = False) -> tuple[jnp.ndarray, ...]:
+    """The component of each element given its uniform ``u`` (``log_weights`` and ``offsets`` [D, K]; the
+    draws on ``u``'s first axis, or its last with ``draws_last``): its offset, and where its weight's
+    interval begins and how wide it is."""
     extra = (1,) * (u.ndim - 1)
+
+    def per_draw(values: jnp.ndarray) -> jnp.ndarray:  # [D] against u's draws axis
+        return values if draws_last else values.reshape(-1, *extra)
+
     cumulative = jnp.cumsum(jnp.exp(log_weights), axis=-1)
     offset, lower, width = jnp.zeros(u.shape), jnp.zeros(u.shape), jnp.ones(u.shape)
     for k in range(offsets.shape[-1]):
-        start = cumulative[:, k - 1].reshape(-1, *extra) if k else 0.0
+        start = per_draw(cumulative[:, k - 1]) if k else 0.0
         above_previous = u >= start
         last = k == offsets.shape[-1] - 1
-        end = 1.0 if last else cumulative[:, k].reshape(-1, *extra)
+        end = 1.0 if last else per_draw(cumulative[:, k])
         chosen = above_previous & (True if last else u < end)
-        offset = jnp.where(chosen, offsets[:, k].reshape(-1, *extra), offset)
+        offset = jnp.where(chosen, per_draw(offsets[:, k]), offset)
         lower = jnp.where(chosen, start, lower)
         width = jnp.where(chosen, end - start, width)
     return offset, lower, width
 
 
 def mixture_concentration(
-    key: jax.Array, core_concentration: jnp.ndarray, log_weights: jnp.ndarray, offsets: jnp.ndarray, shape: tuple[int, ...]
+    key: jax.Array, core_concentration: jnp.ndarray, log_weights: jnp.ndarray, offsets: jnp.ndarray, shape: tuple[int, ...],
+    draws_last: bool = False,
 ) -> jnp.ndarray:
-    """Each draw's concentration under the scale mixture: a component per element of ``shape`` ([D, s, T]),
-    chosen with the draw's weights; ``core_concentration`` broadcasts to ``shape``, ``log_weights`` and
-    ``offsets`` are [D, K]. One uniform per element and a comparison per component: cheaper than a
-    categorical sampler's K Gumbel draws."""
-    offset, _, _ = _mixture_components(jax.random.uniform(key, shape), log_weights, offsets)
+    """Each draw's concentration under the scale mixture: a component per element of ``shape`` ([D, s, T], or
+    [s, T, D] with ``draws_last``), chosen with the draw's weights; ``core_concentration`` broadcasts to
+    ``shape``, ``log_weights`` and ``offsets`` are [D, K]. One uniform per element and a comparison per
+    component: cheaper than a categorical sampler's K Gumbel draws."""
+    offset, _, _ = _mixture_components(jax.random.uniform(key, shape), log_weights, offsets, draws_last)
     return core_concentration * jnp.exp(offset)
 
 
 def mixture_concentration_and_uniform(
-    key: jax.Array, core_concentration: jnp.ndarray, log_weights: jnp.ndarray, offsets: jnp.ndarray, shape: tuple[int, ...]
+    key: jax.Array, core_concentration: jnp.ndarray, log_weights: jnp.ndarray, offsets: jnp.ndarray, shape: tuple[int, ...],
+    draws_last: bool = False,
 ) -> tuple[jnp.ndarray, jnp.ndarray]:
     """``mixture_concentration``, and a uniform per element independent of its component (where the
     element's uniform lies within its component's interval, rescaled): ``draw_counts`` inverts the CDF with
     it, so that one uniform serves both (drawing them is a third of a forecast's arithmetic on a CPU). Its
     resolution is the float32 uniform's divided by the component's weight: ~2e-6 for a weight of 0.05."""
     u = jax.random.uniform(key, shape)
-    offset, lower, width = _mixture_components(u, log_weights, offsets)
+    offset, lower, width = _mixture_components(u, log_weights, offsets, draws_last)
     within = jnp.clip((u - lower) / width, 0.0, 1.0 - 2.0**-24)
     return core_concentration * jnp.exp(offset), within
 

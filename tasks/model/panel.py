@@ -28,7 +28,8 @@ product in a known store from its store's and department's effects. Everything i
   of demand) contributes log P(Y >= y) of the same law instead (``tasks.model.censored``).
 
 This module is pure: no Prefect, no MLflow. ``log_mean`` is the one formula: the model and the
-forecast (``tasks.forecast.panel_draws``) both call it.
+forecast (``tasks.forecast.panel_draws``) both call it; ``log_mean_ahead`` writes it for many draws at
+once over the periods after the anchor (the forecast's usual case), tested equal to it.
 """
 
 from __future__ import annotations
@@ -258,18 +259,12 @@ def log_mean(
     structure: PanelStructure,
     idx: jnp.ndarray,
     future_shocks: tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray] | None = None,
-    past: bool = True,
 ) -> jnp.ndarray:
     """log mu [s, T] of the series at ``idx`` over the periods of ``inputs``.
 
     ``future_shocks``: (chain [T], per store [n_stores, T], per product [n_products, T]) shocks of the
     periods after the anchor, drawn by the caller so that every series of a draw shares them.
-    ``past=False`` says that every period of ``inputs`` lies after the anchor: the history's level steps and
-    shocks cannot reach them (the level is zero in the anchor's block and walks forwards from it), so they
-    are neither needed in ``latent`` nor computed.
     """
-    if not past and future_shocks is None and structure.shocks:
-        raise ValueError("log_mean over periods after the anchor only (past=False) needs their future_shocks")
     theta = coefficients(latent, inputs, structure, idx)
     n_time = structure.n_time
     x_series = inputs.x_series[idx]
@@ -282,11 +277,8 @@ def log_mean(
     steps_future = latent.get(PanelSite.LEVEL_STEPS_FUTURE)
     if steps_future is not None:
         steps_future = latent[PanelSite.LEVEL_SCALE] * steps_future
-    if past:
-        steps = latent[PanelSite.LEVEL_SCALE] * latent[PanelSite.LEVEL_STEPS]
-        value = value + _level_path(steps, steps_future, inputs.block, structure.n_past_blocks)
-    elif steps_future is not None:
-        value = value + _level_path(jnp.zeros((idx.shape[0], 0), value.dtype), steps_future, inputs.block, 0)
+    steps = latent[PanelSite.LEVEL_SCALE] * latent[PanelSite.LEVEL_STEPS]
+    value = value + _level_path(steps, steps_future, inputs.block, structure.n_past_blocks)
 
     in_history = inputs.history_index >= 0
     position = jnp.maximum(inputs.history_index, 0)
@@ -294,17 +286,64 @@ def log_mean(
     for i, kind in enumerate(SHOCK_KINDS):
         if kind not in structure.shocks:
             continue
-        if past:
-            raw_site, scale_site = SHOCK_SITES[kind]
-            per_product = kind == PRODUCT_SIDE and inputs.shock_basis.shape[0] > 1
-            basis = inputs.shock_basis[1:] if per_product else inputs.shock_basis[0]
-            history = orthogonal_shocks(latent[raw_site], latent[scale_site], basis)  # [T_h] or [K, T_h]
-            shock = jnp.where(in_history, history[..., position], 0.0)
-            if future_shocks is not None:
-                shock = jnp.where(in_history, shock, future_shocks[i])
-        else:
-            shock = future_shocks[i]
+        raw_site, scale_site = SHOCK_SITES[kind]
+        per_product = kind == PRODUCT_SIDE and inputs.shock_basis.shape[0] > 1
+        basis = inputs.shock_basis[1:] if per_product else inputs.shock_basis[0]
+        history = orthogonal_shocks(latent[raw_site], latent[scale_site], basis)  # [T_h] or [K, T_h]
+        shock = jnp.where(in_history, history[..., position], 0.0)
+        if future_shocks is not None:
+            shock = jnp.where(in_history, shock, future_shocks[i])
         value = value + (shock[None, :] if members[kind] is None else shock[members[kind]])
+    return value
+
+
+def log_mean_ahead(
+    latent: dict[str, jnp.ndarray], inputs: PanelInputs, structure: PanelStructure, idx: jnp.ndarray, future_shocks: tuple[jnp.ndarray, ...]
+) -> jnp.ndarray:
+    """``log_mean`` over periods after the anchor only, for D draws at once, the draws on the last axis of
+    every array: ``latent``'s [..., D], ``future_shocks``' [..., T, D] (a placeholder for a kind the model
+    lacks); log mu [s, T, D]. The history's level steps and shocks cannot reach these periods (the level is
+    zero in the anchor's block and walks forwards from it), so they are neither needed nor computed.
+
+    The same formula as ``log_mean`` (a test holds the two equal), in the layout the forecast wants: each
+    cell's draws contiguous. Under a vmap over draws, ``log_mean`` gathers each draw's group effects row by
+    row and its products come out draws first, to be moved last: M5's chunks take a third more time so.
+    """
+    store, product = inputs.series_store[idx], inputs.series_product[idx]
+
+    def by_coefficient(mask: tuple[bool, ...]) -> jnp.ndarray:
+        return jnp.asarray(mask, jnp.float32)[:, None]
+
+    theta = latent[PanelSite.COEF_MEAN][None]  # [1, P, D]
+    if structure.n_store_attributes:
+        theta = theta + jnp.einsum("sa,apd->spd", inputs.store_attributes[store], latent[PanelSite.STORE_ATTR])
+    if structure.n_product_attributes:
+        theta = theta + jnp.einsum("sa,apd->spd", inputs.product_attributes[product], latent[PanelSite.PRODUCT_ATTR])
+    for side, level, _, pooled in structure.group_sites():
+        groups = (inputs.store_groups if side == STORE_SIDE else inputs.product_groups)[level]
+        member = groups[store if side == STORE_SIDE else product]
+        effect = latent[PanelSite.group_scale(side, level)][None] * latent[PanelSite.group_raw(side, level)][member]
+        theta = theta + effect * by_coefficient(pooled)
+    deviation = latent[PanelSite.SERIES_SCALE][None] * latent[PanelSite.SERIES_RAW]
+    theta = theta + deviation * by_coefficient(structure.varies)  # [s, P, D]
+
+    n_time = structure.n_time
+    value = (
+        structure.log_offset
+        + theta[:, :1]
+        + jnp.einsum("tp,spd->std", inputs.x_time, theta[:, 1 : 1 + n_time])
+        + jnp.einsum("stf,sfd->std", inputs.x_series[idx], theta[:, 1 + n_time :])
+    )
+    steps = latent.get(PanelSite.LEVEL_STEPS_FUTURE)  # [s, B, D]
+    if steps is not None:
+        walk = jnp.cumsum(latent[PanelSite.LEVEL_SCALE] * steps, axis=1)
+        path = jnp.concatenate([jnp.zeros_like(walk[:, :1]), walk], axis=1)  # block 0, the anchor's: level 0
+        one_hot = inputs.block[None, :] == jnp.arange(path.shape[1])[:, None]
+        value = value + jnp.einsum("sbd,bt->std", path, one_hot.astype(path.dtype))
+    members = {CHAIN: None, STORE_SIDE: store, PRODUCT_SIDE: product}
+    for shock, kind in zip(future_shocks, SHOCK_KINDS, strict=True):
+        if kind in structure.shocks:
+            value = value + (shock[None] if members[kind] is None else shock[members[kind]])
     return value
 
 
@@ -416,10 +455,16 @@ class Layout:
                 return offset, offset + int(np.prod(shape, dtype=np.int64)), shape
         raise KeyError(f"no variable {name!r} in this layout: {[e[0] for e in self.entries]}")
 
-    def unpack(self, flat):
-        """name -> array [..., *shape] from ``flat`` [..., size] (numpy or JAX)."""
-        batch = flat.shape[:-1]
-        return {name: flat[..., offset : offset + int(np.prod(shape, dtype=np.int64))].reshape(batch + shape) for name, offset, shape in self.entries}
+    def unpack(self, flat, axis: int = -1):
+        """name -> array from ``flat`` (numpy or JAX), whose axis ``axis`` holds the variables: [..., size] gives
+        [..., *shape]; [s, size, D] with ``axis=1`` gives [s, *shape, D]."""
+        axis = axis % flat.ndim
+        before, after = flat.shape[:axis], flat.shape[axis + 1 :]
+        lead = (slice(None),) * axis
+        return {
+            name: flat[(*lead, slice(offset, offset + int(np.prod(shape, dtype=np.int64))))].reshape(before + shape + after)
+            for name, offset, shape in self.entries
+        }
 
     def pack(self, values: dict[str, np.ndarray], batch: tuple[int, ...] = ()) -> np.ndarray:
         """The flat [*batch, size] array of ``values`` (a name it lacks is 0)."""
