@@ -248,10 +248,22 @@ def _ratio_and_zero_pmf(log_mean, r):
 @jax.jit
 def _nb_inversion(u: jnp.ndarray, log_mean: jnp.ndarray, r: jnp.ndarray) -> tuple[jnp.ndarray, ...]:
     """NB counts by inversion of the uniforms ``u`` over the values 0 .. INVERSION_TERMS - 1: the count, and
-    the last value's pmf and cdf (for the draws whose uniform lies beyond: count == INVERSION_TERMS)."""
+    the last value's pmf and cdf (for the draws whose uniform lies beyond: count == INVERSION_TERMS). An element
+    of a large mean (not ``_small_means``) gets count -1: another sampler draws it, and its inversion, which
+    would mostly go beyond, is not carried on."""
     q, pmf = _ratio_and_zero_pmf(log_mean, r)
     count, pmf, cdf = _inversion_terms(u, r, q, (u > pmf).astype(jnp.int32), pmf, pmf, 0, INVERSION_TERMS - 1)
-    return count, pmf, cdf
+    return jnp.where(_small_means(log_mean), count, -1), pmf, cdf
+
+
+def _small_means(log_mean: jnp.ndarray) -> jnp.ndarray:
+    """The elements the inversion draws: a mean below INVERSION_MAX_MEAN (compared in the means' float32)."""
+    return log_mean < np.log(INVERSION_MAX_MEAN)
+
+
+@jax.jit
+def _count_small_means(log_mean: jnp.ndarray) -> jnp.ndarray:
+    return jnp.sum(_small_means(log_mean), dtype=jnp.int32)
 
 
 _uniform_jit = jax.jit(jax.random.uniform, static_argnames="shape")
@@ -320,6 +332,7 @@ def _inversion_tail(counts: np.ndarray, u: np.ndarray, r: np.ndarray, mean: np.n
 
 
 def _draws_by_inversion(u: jnp.ndarray, log_mean: jnp.ndarray, r: jnp.ndarray) -> np.ndarray:
+    """Counts [shape] (float32) of the small means' elements; -1 at the others."""
     count, pmf, cdf = _nb_inversion(u, log_mean, r)
     counts = np.asarray(count)
     beyond = np.flatnonzero(counts >= INVERSION_TERMS)
@@ -357,15 +370,15 @@ def draw_counts(key: jax.Array, log_mean: jnp.ndarray, concentration: jnp.ndarra
     shape = jax.lax.broadcast_shapes(jnp.shape(log_mean), jnp.shape(concentration))
     log_mean = jnp.broadcast_to(log_mean, shape)
     r = jnp.broadcast_to(concentration, shape)
-    small = np.asarray(log_mean < np.log(INVERSION_MAX_MEAN))
-    if small.mean() < INVERSION_MIN_SHARE:
+    n_small = int(_count_small_means(log_mean))  # a scalar: the chunk's means stay where they are
+    if n_small < INVERSION_MIN_SHARE * log_mean.size:
         return _gamma_poisson(key, log_mean, r)
     if uniform is None:
         uniform = _uniform_jit(jax.random.fold_in(key, 4), shape)
     counts = _draws_by_inversion(jnp.broadcast_to(uniform, shape), log_mean, r)
-    if small.all():
+    if n_small == log_mean.size:
         return counts
-    large = np.flatnonzero(~small)
+    large = np.flatnonzero(counts < 0)
     counts.flat[large] = _sampled_in_blocks(key, np.asarray(log_mean).ravel()[large], np.asarray(r).ravel()[large])
     return counts
 
