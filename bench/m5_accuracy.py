@@ -89,6 +89,23 @@ def baseline_forecasts(history: dict[str, np.ndarray], periods: np.ndarray, leve
     return out
 
 
+def without_period_shocks(fitted):
+    """``fitted`` with the scales of its period shocks and level walk at 1e-5 (their guide's median, nearly fixed):
+    how much of an aggregate's interval they make, as a diagnostic."""
+    import dataclasses
+
+    from tasks.model.panel import SHOCK_SITES, PanelSite, layouts
+
+    positive = layouts(fitted.structure)[1]
+    loc, scale = (np.array(fitted.params[f"{PanelSite.SCALES}.{part}"]) for part in ("loc", "scale"))
+    walks = {scale_site for _, scale_site in SHOCK_SITES.values()} | {PanelSite.LEVEL_SCALE}
+    for name in (name for name, _, _ in positive.entries if name in walks):
+        start, stop, _ = positive.slice(name)
+        loc[start:stop], scale[start:stop] = np.log(1e-5), 1e-3
+    params = {**fitted.params, f"{PanelSite.SCALES}.loc": loc, f"{PanelSite.SCALES}.scale": scale}
+    return dataclasses.replace(fitted, params=params)
+
+
 def truth_and_dollars(args: argparse.Namespace, tables, encoded) -> tuple[np.ndarray, np.ndarray]:
     """The true demand [S, H] of the future periods, and each series' dollar sales over the history's last
     ``WEIGHT_PERIODS`` days (M5's weights)."""
@@ -138,6 +155,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the forecast's key")
     p.add_argument("--baselines", default="seasonal_naive,ets", help="comma-separated: seasonal_naive, ets (empty: none)")
     p.add_argument("--ets-days", type=int, default=365, help="history days each ETS fit sees")
+    p.add_argument("--without-shocks", action="store_true", help="diagnostic: the model's period shocks and level walk scaled to ~0")
     args = p.parse_args()
     common.setup(args)
     machine = common.machine_info()
@@ -153,6 +171,8 @@ def main() -> None:
     spec = load_spec(args.data / "spec.yaml")
     tables = read_panel(spec, args.data, args.data / "future.parquet")
     fitted = panel_state.load(args.model_dir)
+    if args.without_shocks:
+        fitted = without_period_shocks(fitted)
     encoded = panel_pipeline.encode_for(tables, fitted)
     if encoded.future.n_periods != HORIZON:
         raise ValueError(f"the future table spans {encoded.future.n_periods} periods; M5's horizon is {HORIZON}")
