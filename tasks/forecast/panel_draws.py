@@ -120,6 +120,11 @@ def _chunk_draws(globals_: dict, params: Params, inputs: PanelInputs, idx: jnp.n
     return log_mu, spread, uniform
 
 
+def _check_after_anchor(inputs: PanelInputs) -> None:
+    if (history := np.flatnonzero(np.asarray(inputs.history_index) >= 0)).size:
+        raise ValueError(f"a forecast covers periods after the anchor only: periods {history.tolist()} of the inputs are history")
+
+
 def _forecast_keys(key: jax.Array) -> tuple[jax.Array, jax.Array]:
     """A forecast's key for its globals, and the one its chunks' keys fold in from: whoever draws the globals
     (each partition, or a caller once for all) must derive them alike."""
@@ -294,10 +299,9 @@ def forecast_series_block(
         raise ValueError(f"params hold {n_params} series, inputs {n_series}, the plan {plan.n_series}")
     wanted = np.ones((n_series, n_periods), bool) if wanted is None else np.asarray(wanted, bool)
     key_globals, key_chunks = _forecast_keys(key)
+    _check_after_anchor(inputs)
     if globals_ is None:
         globals_ = draw_globals(params, structure, key_globals, num_draws, n_periods, draws_last=True)
-    if (history := np.flatnonzero(np.asarray(inputs.history_index) >= 0)).size:
-        raise ValueError(f"a forecast covers periods after the anchor only: periods {history.tolist()} of the inputs are history")
     jparams = {k: jnp.asarray(v) for k, v in params.items()}
 
     sources = aggregate_sources(aggregates)
@@ -407,6 +411,7 @@ def forecast_panel(
     that fans the partitions out would (``ChunkPlan``), so that both give the same numbers.
     """
     plan = ChunkPlan.make(inputs.observed.shape[0], chunk_series, series_per_partition)
+    _check_after_anchor(inputs)
     globals_ = draw_globals(params, structure, _forecast_keys(key)[0], num_draws, inputs.observed.shape[1], draws_last=True)
 
     def blocks():
