@@ -40,7 +40,7 @@ def model_forecast(encoded, fitted, codes: dict[str, np.ndarray], truth: np.ndar
 
     from tasks import panel_pipeline
     from tasks.config import ForecastConfig
-    from tasks.evaluate.m5 import group_sums
+    from tasks.evaluate.panel_metrics import aggregate
     from tasks.forecast.draws import quantiles_of_draws
     from tasks.forecast.panel_draws import _sums_by_group
 
@@ -61,7 +61,7 @@ def model_forecast(encoded, fitted, codes: dict[str, np.ndarray], truth: np.ndar
     arrays = panel_pipeline.forecast_encoded(fitted, encoded, (), config, jax.random.key(seed), on_draws=add)
     quantiles, cdf = {BOTTOM: arrays.quantiles}, {BOTTOM: bottom_cdf}
     for name, values in sums.items():
-        actual = group_sums(codes[name], truth)[..., None]
+        actual = aggregate(truth, codes[name])[..., None]
         cdf[name] = np.stack([(values < actual).mean(axis=-1), (values <= actual).mean(axis=-1)])
         quantiles[name] = quantiles_of_draws(values, levels, overwrite=True)
     return quantiles, cdf
@@ -164,7 +164,8 @@ def main() -> None:
     from tasks import panel_pipeline
     from tasks.data.panel_ingest import read_panel
     from tasks.data.spec import load_spec
-    from tasks.evaluate.m5 import M5_QUANTILES, group_sums, level_codes, level_score, randomized_coverage
+    from tasks.evaluate.m5 import M5_QUANTILES, level_codes, level_score, randomized_coverage
+    from tasks.evaluate.panel_metrics import aggregate
     from tasks.model import panel_state
 
     t0 = time.perf_counter()
@@ -187,14 +188,14 @@ def main() -> None:
     model_quantiles, model_cdf = model_forecast(encoded, fitted, codes, truth, levels, args.num_draws, args.seed)
     forecasts = {"model": model_quantiles}
     print(f"model: every level's quantiles in {time.perf_counter() - t:.0f} s", flush=True)
-    history = {name: history_y if name == BOTTOM else group_sums(c, history_y) for name, c in codes.items()}
+    history = {name: history_y if name == BOTTOM else aggregate(history_y, c) for name, c in codes.items()}
     methods = [m.strip() for m in args.baselines.split(",") if m.strip()]
     forecasts |= baseline_forecasts(history, encoded.history.periods, levels, methods, args.ets_days)
 
     scores = {method: {} for method in forecasts}
     for name, c in codes.items():
-        level_truth = truth if name == BOTTOM else group_sums(c, truth)
-        level_dollars = dollars if name == BOTTOM else group_sums(c, dollars)
+        level_truth = truth if name == BOTTOM else aggregate(truth, c)
+        level_dollars = dollars if name == BOTTOM else aggregate(dollars[:, None], c)[:, 0]
         for method, by_level in forecasts.items():
             scores[method][name] = level_score(level_truth, by_level[name], levels, history[name], level_dollars)
 

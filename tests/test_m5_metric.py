@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.evaluate.m5 import M5_LEVELS, M5_QUANTILES, group_sums, history_scale, level_codes, level_score
+from tasks.evaluate.m5 import M5_LEVELS, M5_QUANTILES, history_scale, level_codes, level_score
+from tasks.evaluate.panel_metrics import aggregate
 
 
 def test_the_twelve_levels_group_the_series_as_m5_does() -> None:
@@ -21,7 +22,7 @@ def test_the_twelve_levels_group_the_series_as_m5_does() -> None:
     assert groups == {"total": 1, "state": 2, "store": 3, "category": 2, "department": 2, "state x category": 4,
                       "state x department": 4, "store x category": 6, "store x department": 6, "item": 3,
                       "item x state": 6, "item x store": 9}  # fmt: skip
-    sums = group_sums(codes["state"], np.arange(9.0)[:, None] * np.ones((1, 2)))
+    sums = aggregate(np.arange(9.0)[:, None] * np.ones((1, 2)), codes["state"])
     np.testing.assert_array_equal(sums, [[15.0, 15.0], [21.0, 21.0]])
     with pytest.raises(ValueError, match=r"'department'"):
         level_codes({k: v for k, v in columns.items() if k != "department"})

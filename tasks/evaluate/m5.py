@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import sparse
 
 from tasks.evaluate.panel_metrics import coverage, pinball
 
@@ -52,14 +51,6 @@ def level_codes(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         keys = np.stack([np.asarray(columns[c], np.int64) for c in cols], axis=1)
         codes[name] = np.unique(keys, axis=0, return_inverse=True)[1].reshape(-1)
     return codes
-
-
-def group_sums(codes: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """values [S, ...] summed per group of ``codes`` (dense, int [S]): [G, ...], in float64."""
-    n_groups = int(codes.max()) + 1 if codes.size else 0
-    indicator = sparse.csr_matrix((np.ones(codes.size), (codes, np.arange(codes.size))), shape=(n_groups, codes.size))
-    flat = np.asarray(values, np.float64).reshape(codes.size, -1)
-    return np.asarray(indicator @ flat).reshape(n_groups, *np.shape(values)[1:])
 
 
 def history_scale(history: np.ndarray) -> np.ndarray:
