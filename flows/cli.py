@@ -318,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--series", type=int, metavar="N", default=None, help="with --shape m5: about N series (default 30,490, M5's)")
     demo.add_argument("--days", type=int, metavar="N", default=None, help="with --shape m5: days of history (default 1,941, M5's)")
+    demo.add_argument(
+        "--seed", type=int, metavar="N", default=DEMO_SEED, help=f"seed of the simulation (default {DEMO_SEED}: the built-in demo's data)"
+    )
     demo.set_defaults(handler=cmd_demo)
 
     spec = commands.add_parser(
@@ -735,21 +738,23 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from tasks.data.demo import generate_demo
 
+    if args.seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {args.seed}")
     if args.shape != "m5" and (args.series is not None or args.days is not None):
         raise UsageError("--series and --days go with --shape m5")
     if args.shape == "panel":
         from tasks.data.panel_demo import generate_panel_demo
 
-        paths = generate_panel_demo(seed=DEMO_SEED).write(args.out)
+        paths = generate_panel_demo(seed=args.seed).write(args.out)
     elif args.shape == "m5":
         from tasks.data.m5_demo import M5_DAYS, M5_SERIES, write_m5_demo
 
         try:
-            paths = write_m5_demo(args.out, n_series=args.series or M5_SERIES, seed=DEMO_SEED, n_days=args.days or M5_DAYS)
+            paths = write_m5_demo(args.out, n_series=args.series or M5_SERIES, seed=args.seed, n_days=args.days or M5_DAYS)
         except ValueError as err:
             raise UsageError(str(err)) from None
     else:
-        paths = generate_demo(seed=DEMO_SEED).write(args.out)
+        paths = generate_demo(seed=args.seed).write(args.out)
     print("\n".join(f"{role}: {path.resolve()}" for role, path in paths.items()))
     return EXIT_OK
 

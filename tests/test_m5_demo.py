@@ -86,6 +86,19 @@ def test_bhm_demo_shape_m5(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "--series and --days go with --shape m5" in capsys.readouterr().err
 
 
+def test_bhm_demo_seed_draws_other_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--seed`` gives a second window of the same shape (to judge a model on more than one), the default the built-in."""
+    small = ["demo", "--shape", "m5", "--series", "40", "--days", "60"]
+    assert cli.main([*small, "--out", str(tmp_path / "a")]) == 0
+    assert cli.main([*small, "--seed", "0", "--out", str(tmp_path / "b")]) == 0
+    assert cli.main([*small, "--seed", "1", "--out", str(tmp_path / "c")]) == 0
+    sales = [pl.read_parquet(tmp_path / name / "sales.parquet") for name in "abc"]
+    assert sales[0].equals(sales[1]) and not sales[0].equals(sales[2])
+    capsys.readouterr()
+    assert cli.main([*small, "--seed", "-1", "--out", str(tmp_path / "d")]) == 2
+    assert "--seed must be >= 0, got -1" in capsys.readouterr().err and not (tmp_path / "d").exists()
+
+
 def test_a_failed_write_leaves_no_file_and_no_temporary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import tasks.data.m5_demo as m5_demo
 
