@@ -86,6 +86,7 @@ def structure_for(encoded: EncodedPanelData, spec: PanelSpec, config: PanelFitCo
         likelihood=likelihood,
         log_offset=log_offset,
         shocks=tuple(spec.shocks if config.shocks is None else config.shocks),
+        guide_rank=spec.guide_rank,
     )
 
 
