@@ -86,7 +86,6 @@ def structure_for(encoded: EncodedPanelData, spec: PanelSpec, config: PanelFitCo
         likelihood=likelihood,
         log_offset=log_offset,
         shocks=tuple(spec.shocks if config.shocks is None else config.shocks),
-        guide_rank=spec.guide_rank,
     )
 
 

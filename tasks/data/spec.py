@@ -257,13 +257,6 @@ class PanelSpec(_Strict):
         description="period shocks: shared by the chain, by a store's series, by a product's; each kept off what "
         "the design explains (a product's shocks off its own prices and promotions)",
     )
-    guide_rank: int = Field(
-        0,
-        ge=0,
-        le=64,
-        description="directions in which the fitted global effects may vary together (a low-rank normal guide); "
-        "0: each independently (mean field)",
-    )
 
     @field_validator("aggregates")
     @classmethod

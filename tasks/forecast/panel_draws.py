@@ -32,7 +32,6 @@ from tasks.model.panel import (
     mixture_parameters,
     shock_shapes,
 )
-from tasks.model.panel_inference import global_values
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,7 @@ def draw_globals(
 def _draw_globals(params: Params, key: jax.Array, structure: PanelStructure, num_draws: int, n_periods: int, draws_last: bool) -> dict:
     real, positive, _ = layouts(structure)
     key_real, key_positive, key_shocks = jax.random.split(key, 3)
-    values = global_values(params, key_real, num_draws)
+    values = params[f"{PanelSite.GLOBALS}.loc"] + params[f"{PanelSite.GLOBALS}.scale"] * jax.random.normal(key_real, (num_draws, real.size))
     scales = jnp.exp(
         params[f"{PanelSite.SCALES}.loc"] + params[f"{PanelSite.SCALES}.scale"] * jax.random.normal(key_positive, (num_draws, positive.size))
     )

@@ -131,7 +131,6 @@ class PanelStructure:
     n_future_blocks: int = 0
     n_future: int = 0
     censor_terms: int = 0  # grid of the censored NB survival (tasks.model.censored.survival_terms); 0: no censored cell
-    guide_rank: int = 0  # columns of the guide's factor over the global site (0: mean field)
 
     @property
     def n_coef(self) -> int:

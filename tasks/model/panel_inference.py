@@ -1,10 +1,8 @@
-"""SVI for the panel model: the guide, a warm start, and the global fit.
+"""SVI for the panel model: a mean-field guide, a warm start, and the global fit.
 
 The guide is a mean-field normal (log-normal for the positive scales) whose parameters are plain
 arrays keyed ``"<site>.loc"`` / ``"<site>.scale"``; series-level ones have the series on their first
-axis, so a fitted model is a dict of arrays (``tasks.model.panel_state`` stores it as ``.npz``). With a
-``guide_rank`` the global site's normal also has a low-rank factor (``"globals.factor"``), so that the
-global effects can vary together. The
+axis, so a fitted model is a dict of arrays (``tasks.model.panel_state`` stores it as ``.npz``). The
 global fit subsamples series at each step (the likelihood scaled up by NumPyro's plate), so that a
 step's cost does not grow with the number of series. Fitting runs through the project's one SVI loop
 (``tasks.model.inference.drive_svi``): compiled chunks of steps, a convergence check between chunks,
@@ -41,22 +39,13 @@ from tasks.model.panel import (
     model,
 )
 
-GLOBALS_FACTOR = f"{PanelSite.GLOBALS}.factor"
-
 
 def guide(inputs: PanelInputs, structure: PanelStructure, subsample_size: int | None = None) -> None:
     real, positive, series = layouts(structure)
     for site, size, law in ((PanelSite.GLOBALS, real.size, dist.Normal), (PanelSite.SCALES, positive.size, dist.LogNormal)):
         loc = numpyro.param(f"{site}.loc", jnp.zeros(size))
         scale = numpyro.param(f"{site}.scale", jnp.full(size, 0.05), constraint=constraints.positive)
-        if site == PanelSite.GLOBALS and structure.guide_rank:
-            # The factor is relative to the scales, so that a zero factor is the mean-field guide (NumPyro's
-            # AutoLowRankMultivariateNormal does the same): the chain mean and the group effects whose sum
-            # sets an aggregate's level can then offset each other as in the posterior.
-            factor = numpyro.param(GLOBALS_FACTOR, jnp.zeros((size, structure.guide_rank)))
-            numpyro.sample(site, dist.LowRankMultivariateNormal(loc, factor * scale[:, None], scale * scale))
-        else:
-            numpyro.sample(site, law(loc, scale).to_event(1))
+        numpyro.sample(site, law(loc, scale).to_event(1))
     n_series = inputs.observed.shape[0]
     loc = numpyro.param(f"{PanelSite.SERIES}.loc", jnp.zeros((n_series, series.size)))
     scale = numpyro.param(f"{PanelSite.SERIES}.scale", jnp.full((n_series, series.size), 0.05), constraint=constraints.positive)
@@ -121,7 +110,7 @@ def warm_start(inputs: PanelInputs, structure: PanelStructure, init_scale: float
     series_values = np.zeros((n_series, series.size), np.float32)
     start, _, _ = series.slice(PanelSite.SERIES_RAW)
     series_values[:, start] = residual / (0.5 * series_scale[0])
-    params = {
+    return {
         f"{PanelSite.GLOBALS}.loc": real.pack(real_values),
         f"{PanelSite.GLOBALS}.scale": np.full(real.size, init_scale, np.float32),
         f"{PanelSite.SCALES}.loc": positive.pack(log_scales),
@@ -129,20 +118,6 @@ def warm_start(inputs: PanelInputs, structure: PanelStructure, init_scale: float
         f"{PanelSite.SERIES}.loc": series_values,
         f"{PanelSite.SERIES}.scale": np.full((n_series, series.size), init_scale, np.float32),
     }
-    if structure.guide_rank:
-        params[GLOBALS_FACTOR] = np.zeros((real.size, structure.guide_rank), np.float32)
-    return params
-
-
-def global_values(params: Params, key: jax.Array, num_draws: int) -> jnp.ndarray:
-    """``num_draws`` draws [D, size] of the global site from the fitted guide: loc + scale * (e + factor @ z).
-    Without a factor (a mean-field fit) they are exactly loc + scale * e of ``key``."""
-    loc, scale = params[f"{PanelSite.GLOBALS}.loc"], params[f"{PanelSite.GLOBALS}.scale"]
-    noise = jax.random.normal(key, (num_draws, loc.shape[0]))
-    if GLOBALS_FACTOR in params:
-        factor = jnp.asarray(params[GLOBALS_FACTOR])
-        noise = noise + jax.random.normal(jax.random.fold_in(key, 1), (num_draws, factor.shape[1])) @ factor.T
-    return loc + scale * noise
 
 
 @lru_cache(maxsize=8)
@@ -190,8 +165,6 @@ def prior_params(params: Params, structure: PanelStructure, series: np.ndarray, 
         for row in rows:
             out[f"{PanelSite.GLOBALS}.loc"][start + row * width : start + (row + 1) * width] = 0.0
             out[f"{PanelSite.GLOBALS}.scale"][start + row * width : start + (row + 1) * width] = 1.0
-            if GLOBALS_FACTOR in out:
-                out[GLOBALS_FACTOR][start + row * width : start + (row + 1) * width] = 0.0
     return out
 
 
@@ -205,7 +178,7 @@ def posterior_mean_demand(params: Params, structure: PanelStructure, inputs: Pan
         loc, scale = jnp.asarray(params[f"{site}.loc"]), jnp.asarray(params[f"{site}.scale"])
         return loc + scale * jax.random.normal(k, (num_draws, *shape))
 
-    globals_ = real.unpack(global_values(params, keys[0], num_draws))
+    globals_ = real.unpack(draws(PanelSite.GLOBALS, keys[0], (real.size,)))
     globals_ |= positive.unpack(jnp.exp(draws(PanelSite.SCALES, keys[1], (positive.size,))))
     per_series = series.unpack(draws(PanelSite.SERIES, keys[2], np.shape(params[f"{PanelSite.SERIES}.loc"])))
     idx = jnp.arange(inputs.observed.shape[0])
