@@ -300,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--max-steps", type=int, metavar="N", default=_field_default(FitConfig, "max_steps"), help="step cap of the global fit")
     _add_count(bt, ForecastConfig, "num_draws")
     _add_tracking(bt)
+    cli_spec.add_fan_out_options(bt, "a panel backtest's origins")
     bt.set_defaults(handler=cmd_backtest)
 
     demo = commands.add_parser(
@@ -701,6 +702,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     for option, value in (("--horizon", args.horizon), ("--origins", args.origins)):
         if value is not None:
             raise UsageError(f"{option} goes with a panel spec (--spec); the Rossmann backtest takes --horizon-days and --origin")
+    cli_spec.refuse_fan_out(args)
     _check_input_files(args, "train", "stores")
     from tasks.config import BASELINE_NAMES
 

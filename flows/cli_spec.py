@@ -27,18 +27,20 @@ def add_spec_options(parser: argparse.ArgumentParser, title: str = "dataset spec
     group.add_argument("--data", type=Path, metavar="DIR", default=None, help="folder holding the files the spec names")
 
 
-def add_fan_out_options(parser: argparse.ArgumentParser) -> None:
+def add_fan_out_options(parser: argparse.ArgumentParser, what: str = "a panel forecast's partitions") -> None:
+    """The options of a FanOutConfig; a backtest's (``what`` its origins) has no partitions of series to size."""
     from tasks.config import FanOutConfig
 
     fields = FanOutConfig.model_fields
-    group = parser.add_argument_group("where a panel forecast's partitions run (with --spec)")
+    group = parser.add_argument_group(f"where {what} run (with --spec)")
     group.add_argument("--engine", choices=("in-process", "dask"), default=None, help=f"{fields['engine'].description} (default: in-process)")
     group.add_argument("--dask-address", metavar="ADDR", default=None, help=f"{fields['dask_address'].description}; implies --engine dask")
     group.add_argument("--dask-workers", type=int, metavar="N", default=None, help=f"{fields['dask_workers'].description} (default {fields['dask_workers'].default})")
-    group.add_argument(
-        "--series-per-partition", type=int, metavar="N", default=None,
-        help=f"{fields['series_per_partition'].description} (default {fields['series_per_partition'].default:,})",
-    )  # fmt: skip
+    if "partitions" in what:
+        group.add_argument(
+            "--series-per-partition", type=int, metavar="N", default=None,
+            help=f"{fields['series_per_partition'].description} (default {fields['series_per_partition'].default:,})",
+        )  # fmt: skip
 
 
 FAN_OUT_OPTIONS = {"engine": "--engine", "dask_address": "--dask-address", "dask_workers": "--dask-workers", "series_per_partition": "--series-per-partition"}
@@ -53,10 +55,12 @@ def fan_out_raw(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def refuse_fan_out(args: argparse.Namespace) -> None:
-    """The fan-out options fan out a panel forecast; a Rossmann-layout run has none to fan out."""
+    """The fan-out options fan out a panel forecast or backtest; a Rossmann-layout run has none to fan out."""
     given = [option for field, option in FAN_OUT_OPTIONS.items() if getattr(args, field, None) is not None]
     if given:
-        raise SpecUsageError(f"{', '.join(given)} fan out a panel spec's forecast (--spec with a panel spec); this run has none")
+        raise SpecUsageError(
+            f"{', '.join(given)} fan out a panel spec's forecast or backtest (--spec with a panel spec); this run has none"
+        )
 
 
 def load(args: argparse.Namespace) -> Any:
@@ -209,6 +213,7 @@ def backtest_panel(spec: Any, args: argparse.Namespace, run_flow: Any) -> int:
         "seed": args.seed,
         "fit": {"max_steps": args.max_steps},
         "forecast": {"num_draws": args.num_draws},
+        "fan_out": fan_out_raw(args),
         "tracking": {"enabled": not args.no_tracking},
     }
 

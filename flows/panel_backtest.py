@@ -7,17 +7,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import jax
 import polars as pl
 from prefect import flow
 
+from flows import engines
 from flows.runtime import prefect_tags
 from tasks import panel_stages
 from tasks.config import PanelBacktestConfig
 from tasks.data.spec import PanelSpec, load_spec
-from tasks.evaluate.panel_backtest import PanelBacktest, default_horizon, default_origins, run_panel_backtest, summary_table
+from tasks.evaluate.panel_backtest import PanelBacktest, default_horizon, default_origins, summary_table
+from tasks.ops.atomic import temp_path
 from tasks.pipeline import write_parquet_atomic, write_text_atomic
-from tasks.stages import compute_task, publish_summary
+from tasks.stages import publish_summary
 from tasks.track import panel_recording
 from tasks.track.recording import open_run, record_config
 
@@ -32,11 +33,6 @@ class PanelBacktestResult:
     mlflow_run: str | None
 
 
-@compute_task("backtest at an origin")
-def backtest_at(tables, origin, horizon, config: PanelBacktestConfig, key) -> PanelBacktest:
-    return run_panel_backtest(tables, origin, horizon, config.fit, config.forecast, key, config.baselines)
-
-
 @flow(name="panel-backtest", flow_run_name="panel-backtest", validate_parameters=True)
 def panel_backtest(config: PanelBacktestConfig) -> PanelBacktestResult:
     spec = load_spec(config.spec)
@@ -45,11 +41,8 @@ def panel_backtest(config: PanelBacktestConfig) -> PanelBacktestResult:
     tables = panel_stages.read_tables(spec, config.data, None)
     horizon = config.horizon or default_horizon(spec)
     origins = list(config.origins) or default_origins(tables, horizon, config.n_origins)
-    root = jax.random.key(config.seed)
     with open_run(config.tracking, f"panel backtest {spec.name}", {**prefect_tags("panel-backtest"), "dataset": spec.name}) as tracker:
-        backtests = tuple(
-            backtest_at(tables, origin, horizon, config, jax.random.fold_in(root, i)) for i, origin in enumerate(origins)
-        )
+        backtests = engines.backtest(tables, origins, horizon, config, _workdir(config))
         scores = pl.concat([b.scores for b in backtests], how="vertical")
         table = summary_table(scores)
         if config.out_dir is not None:
@@ -60,3 +53,9 @@ def panel_backtest(config: PanelBacktestConfig) -> PanelBacktestResult:
             panel_recording.record_panel_scores(tracker, scores)
         publish_summary(SUMMARY_ARTIFACT_KEY, f"# Panel backtest: {spec.name}\n\n{table}\n", f"panel backtest of {spec.name}")
     return PanelBacktestResult(backtests, scores, config.out_dir, tracker.link if tracker else None)
+
+
+def _workdir(config: PanelBacktestConfig) -> Path | None:
+    """Where a fan-out's origins write their scores: beside the output folder (a remote cluster's workers must
+    see it); None: a temporary folder of the engine's (a LocalCluster's workers share this machine's)."""
+    return temp_path(Path(config.out_dir) / "origins") if config.out_dir is not None else None

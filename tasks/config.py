@@ -311,13 +311,13 @@ class PanelFitConfig(BaseModel):
 
 
 class FanOutConfig(BaseModel):
-    """Where a panel forecast's partitions of series run: in this process (the default), or as Prefect tasks on
-    Dask (a LocalCluster, or the running cluster at ``dask_address``). The partitions, and so the numbers, are
-    the same wherever they run."""
+    """Where a panel forecast's partitions of series, or a panel backtest's origins, run: in this process (the
+    default), or as Prefect tasks on Dask (a LocalCluster, or the running cluster at ``dask_address``). The
+    partitions and origins, and so the numbers, are the same wherever they run."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    engine: Literal["in-process", "dask"] = Field("in-process", description="where the partitions run")
+    engine: Literal["in-process", "dask"] = Field("in-process", description="where the partitions (or origins) run")
     dask_address: str | None = Field(None, min_length=1, description="scheduler of a running Dask cluster (default: a LocalCluster)")
     dask_workers: int = Field(2, ge=1, le=256, description="worker processes of the LocalCluster")
     series_per_partition: int = Field(8192, ge=1, description="series per partition (whole compiled chunks)")
@@ -416,4 +416,5 @@ class PanelBacktestConfig(BaseModel):
     seed: int = Field(0, ge=0, description="seed of the JAX random keys (one per origin, folded in)")
     fit: PanelFitConfig = PanelFitConfig()
     forecast: ForecastConfig = ForecastConfig()
+    fan_out: FanOutConfig = Field(FanOutConfig(), description="where the origins run (each origin's forecast runs with it)")
     tracking: TrackingConfig = TrackingConfig()

@@ -3,24 +3,41 @@ for the retry and cache policies they share)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+import datetime as dt
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import jax
 import polars as pl
 
 from tasks import panel_pipeline
-from tasks.config import ForecastConfig, PanelFitConfig
+from tasks.config import ForecastConfig, PanelBacktestConfig, PanelFitConfig
 from tasks.data.panel_encode import EncodedPanelData
 from tasks.data.panel_ingest import PanelTables, read_panel
-from tasks.data.spec import PanelSpec
+from tasks.data.spec import PanelSpec, load_spec
+from tasks.evaluate.panel_backtest import PanelBacktest, origin_key, run_panel_backtest
 from tasks.forecast import panel_job
 from tasks.forecast.panel_draws import AggregateLevel, ChunkPlan, PanelForecastArrays, combine_blocks
 from tasks.model import panel_state
 from tasks.model.inference import FitResult
 from tasks.model.panel_effects import EffectDraws, price_elasticities
 from tasks.model.panel_state import FittedPanel
+from tasks.pipeline import write_parquet_atomic
 from tasks.stages import compute_task, io_task, publishing_validation_failure
+
+
+@dataclass(frozen=True)
+class OriginScores:
+    """One backtest origin run elsewhere: its scores in a file, its fit without the fitted parameters."""
+
+    origin: dt.date
+    horizon: int
+    scores_file: Path
+    fit: FitResult
+    seconds: dict[str, float]
+
+    def backtest(self) -> PanelBacktest:
+        return PanelBacktest(self.origin, self.horizon, pl.read_parquet(self.scores_file), self.fit, self.seconds)
 
 
 @io_task("read and validate")
@@ -64,6 +81,24 @@ def combine_partitions(
 ) -> tuple[pl.DataFrame, PanelForecastArrays]:
     arrays = combine_blocks(panel_job.read_blocks(parts), encoded.encoding.n_series, config.quantiles)
     return panel_pipeline.forecast_frame(tables, encoded, arrays, aggregates, fitted.model_version), arrays
+
+
+@compute_task("backtest at an origin")
+def backtest_at(tables: PanelTables, origin: dt.date, horizon: int, config: PanelBacktestConfig, index: int) -> PanelBacktest:
+    key = origin_key(config.seed, index)
+    return run_panel_backtest(tables, origin, horizon, config.fit, config.forecast, key, config.baselines)
+
+
+@compute_task("backtest an origin into a file")
+def backtest_to_file(origin: dt.date, horizon: int, config: PanelBacktestConfig, index: int, out: Path) -> OriginScores:
+    """``backtest_at`` where an engine's worker runs it: it reads the spec's files itself (only paths travel),
+    writes the scores to ``out`` whole or not at all, and returns the rest without the fitted parameters."""
+    spec = load_spec(config.spec)
+    if not isinstance(spec, PanelSpec):
+        raise ValueError(f"{config.spec}: layout {spec.layout!r} is not a panel spec")
+    result = backtest_at.fn(read_panel(spec, config.data, None), origin, horizon, config, index)
+    write_parquet_atomic(result.scores, out)
+    return OriginScores(result.origin, result.horizon, out, replace(result.fit, params={}), result.seconds)
 
 
 @compute_task("price elasticities")

@@ -13,9 +13,10 @@ from mlflow import MlflowClient
 
 import flows.nightly
 import flows.panel
+import flows.panel_backtest
 from flows import cli
 from tasks import names as n
-from tasks.config import NightlyConfig, PanelRunConfig
+from tasks.config import NightlyConfig, PanelBacktestConfig, PanelRunConfig
 from tasks.data.panel_demo import generate_panel_demo
 from tasks.data.spec import BUILTIN_SPECS
 from tasks.model.inference import FitDivergedError
@@ -81,6 +82,9 @@ def test_validate_a_broken_panel_file_exits_1_with_the_report(panel_files: dict[
         (["run", "--engine", "dask"], "--engine fan out a panel spec's forecast"),
         (["forecast", "--dask-address", "tcp://h:8786", "--future", "f.csv", "--out", "o.parquet"], "--dask-address fan out"),
         (["run", "--spec", "SPEC", "--data", "DATA", "--future", "F", "--out", "o.parquet", "--dask-workers", "0"], "dask_workers"),
+        (["backtest", "--train", "t.csv", "--stores", "s.csv", "--engine", "dask"], "--engine fan out a panel spec's forecast or backtest"),
+        (["backtest", "--spec", "SPEC", "--data", "DATA", "--dask-workers", "0"], "dask_workers"),
+        (["backtest", "--spec", "SPEC", "--data", "DATA", "--series-per-partition", "9"], "unrecognized arguments: --series-per-partition"),
     ],
 )
 def test_spec_usage_errors_exit_2(argv: list[str], message: str, panel_files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
@@ -125,6 +129,21 @@ def test_panel_run_passes_the_options_through(panel_files: dict[str, Path], tmp_
     assert cli.main([*argv, "--dask-address", "tcp://10.0.0.5:8786", "--series-per-partition", "100"]) == 3
     (config,) = seen
     assert (config.fan_out.engine, config.fan_out.dask_address, config.fan_out.series_per_partition) == ("dask", "tcp://10.0.0.5:8786", 100)
+
+
+def test_panel_backtest_passes_the_fan_out_options_through(panel_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[PanelBacktestConfig] = []
+
+    def fake_backtest(config: PanelBacktestConfig) -> None:
+        seen.append(config)
+        raise FitDivergedError("stopped by the test")
+
+    monkeypatch.setattr(flows.panel_backtest, "panel_backtest", fake_backtest)
+    argv = ["backtest", "--spec", str(panel_files["spec"]), "--data", str(panel_files["spec"].parent), "--no-tracking"]
+    assert cli.main(argv) == 3
+    assert seen.pop().fan_out.engine == "in-process"
+    assert cli.main([*argv, "--engine", "dask", "--dask-workers", "3"]) == 3
+    assert (seen[0].fan_out.engine, seen[0].fan_out.dask_workers, seen[0].fan_out.dask_address) == ("dask", 3, None)
 
 
 @pytest.mark.slow

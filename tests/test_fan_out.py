@@ -1,5 +1,6 @@
 """The panel forecast fanned out over partitions of series: on Dask (a LocalCluster of 2 worker processes)
-it equals the in-process forecast exactly, and partitions do not change a series' numbers."""
+it equals the in-process forecast exactly, and partitions do not change a series' numbers; the panel
+backtest's origins on Dask score exactly as in process."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from flows.panel_backtest import PanelBacktestResult, panel_backtest
 from flows.panel_forecast import panel_forecast
 from tasks import panel_pipeline
-from tasks.config import FanOutConfig, ForecastConfig, PanelFitConfig, PanelForecastConfig, TrackingConfig
+from tasks.config import FanOutConfig, ForecastConfig, PanelBacktestConfig, PanelFitConfig, PanelForecastConfig, TrackingConfig
 from tasks.data.panel_demo import generate_panel_demo
 from tasks.data.panel_ingest import read_panel
 from tasks.data.spec import load_spec
@@ -58,6 +60,29 @@ def test_a_local_dask_cluster_of_two_workers_gives_the_in_process_forecast_exact
     assert_frame_equal(on_dask, here, check_exact=True)
     # the job's files are gone: only the two forecasts are left
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dask.parquet", "here.parquet"]
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_backtest_on_a_local_dask_cluster_scores_as_in_process(fitted_model: dict[str, Path], tmp_path: Path) -> None:
+    """Each origin a task on its own worker (it reads the files itself): the same fits, forecasts and scores."""
+
+    def backtest(out_dir: Path, fan_out: FanOutConfig) -> PanelBacktestResult:
+        config = PanelBacktestConfig(
+            spec=fitted_model["spec"], data=fitted_model["data"], n_origins=2, horizon=4, baselines=("seasonal_naive",),
+            out_dir=out_dir, seed=2, fit=PanelFitConfig(max_steps=200, chunk_steps=100), forecast=FORECAST,
+            fan_out=fan_out, tracking=TrackingConfig(enabled=False),
+        )  # fmt: skip
+        return panel_backtest(config)
+
+    here = backtest(tmp_path / "here", FanOutConfig())
+    on_dask = backtest(tmp_path / "dask", FanOutConfig(engine="dask", dask_workers=2))
+    assert [b.origin for b in on_dask.backtests] == [b.origin for b in here.backtests] and len(here.backtests) == 2
+    assert [b.fit.n_steps for b in on_dask.backtests] == [b.fit.n_steps for b in here.backtests]
+    assert here.scores["method"].n_unique() == 2 and here.scores["level"].n_unique() > 1
+    assert_frame_equal(on_dask.scores, here.scores, check_exact=True)
+    assert_frame_equal(pl.read_parquet(tmp_path / "dask" / "panel_scores.parquet"), here.scores, check_exact=True)
+    # the origins' files are gone: only the scores and their table are left
+    assert sorted(p.name for p in (tmp_path / "dask").iterdir()) == ["panel_scores.md", "panel_scores.parquet"]
 
 
 def test_partitions_do_not_change_the_numbers(fitted_model: dict[str, Path], tmp_path: Path) -> None:

@@ -1,23 +1,27 @@
-"""Where a panel forecast's partitions of series run.
+"""Where a panel forecast's partitions of series, and a panel backtest's origins, run.
 
-One function per engine, the same signature: ``forecast(fitted, tables, encoded, config, fan_out, key,
-workdir)`` returns the forecast frame and arrays. In this process (the default, no extra dependency) the
-partitions run one after the other in the forecast task; on Dask (``flows/engines/dask``, the ``dask``
-extra) each runs as a Prefect task on a DaskTaskRunner and writes its own file under ``workdir``. The
-partitions are cut the same way (``FanOutConfig.series_per_partition``), so both give the same numbers.
+Two functions per engine, the same signatures: ``forecast(fitted, tables, encoded, config, fan_out, key,
+workdir)`` returns the forecast frame and arrays; ``backtest(tables, origins, horizon, config, workdir)`` the
+backtest of each origin. In this process (the default, no extra dependency) the partitions, or the origins,
+run one after the other; on Dask (``flows/engines/dask``, the ``dask`` extra) each runs as a Prefect task on a
+DaskTaskRunner and writes its own file under ``workdir``. Partitions are cut the same way
+(``FanOutConfig.series_per_partition``) and each origin has its own key (``origin_key``), so both engines give
+the same numbers.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import jax
 import polars as pl
 
 from tasks import panel_stages
-from tasks.config import FanOutConfig, ForecastConfig
+from tasks.config import FanOutConfig, ForecastConfig, PanelBacktestConfig
 from tasks.data.panel_encode import EncodedPanelData
 from tasks.data.panel_ingest import PanelTables
+from tasks.evaluate.panel_backtest import PanelBacktest
 from tasks.forecast.panel_draws import PanelForecastArrays
 from tasks.model.panel_state import FittedPanel
 
@@ -37,3 +41,15 @@ def forecast(
 
         return dask.forecast(fitted, tables, encoded, config, fan_out, key, workdir)
     return panel_stages.forecast(fitted, tables, encoded, config, key, fan_out.series_per_partition)
+
+
+def backtest(
+    tables: PanelTables, origins: list[dt.date], horizon: int, config: PanelBacktestConfig, workdir: Path | None
+) -> tuple[PanelBacktest, ...]:
+    """The backtest at each origin, run where ``config.fan_out`` says; ``workdir`` holds a fan-out's files (None:
+    a new temporary folder)."""
+    if config.fan_out.engine == "dask":
+        from flows.engines import dask
+
+        return dask.backtest(origins, horizon, config, workdir)
+    return tuple(panel_stages.backtest_at(tables, origin, horizon, config, i) for i, origin in enumerate(origins))

@@ -191,6 +191,11 @@ def score_methods(
     return pl.DataFrame(rows)
 
 
+def origin_key(seed: int, index: int) -> jax.Array:
+    """The key of the ``index``-th origin of a backtest with ``seed``: the same wherever the origin runs."""
+    return jax.random.fold_in(jax.random.key(seed), index)
+
+
 def run_panel_backtest(
     tables: PanelTables,
     origin: dt.date,

@@ -1,17 +1,21 @@
-"""The panel forecast's partitions as Prefect tasks on Dask (prefect-dask's DaskTaskRunner).
+"""The panel forecast's partitions, and the panel backtest's origins, as Prefect tasks on Dask (prefect-dask's
+DaskTaskRunner).
 
 A LocalCluster of ``dask_workers`` processes by default, the running cluster at ``dask_address`` when one
 is given. The flow writes the job (``tasks.forecast.panel_job``) into ``workdir``, each partition task reads
 it and writes its block there (retried on failure; a block is renamed into place only when whole), and
-the flow combines the blocks in partition order; only paths travel between tasks. A remote cluster's
+the flow combines the blocks in partition order; only paths travel between tasks. A backtest origin's task
+reads the spec's files itself and writes its scores into ``workdir``. A remote cluster's
 workers must see ``workdir`` (shared storage), have this package installed, and reach the same Prefect API
 (``PREFECT_API_URL``); a LocalCluster's workers are given this process's.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,9 +23,10 @@ import jax
 import polars as pl
 
 from tasks import panel_pipeline, panel_stages
-from tasks.config import FanOutConfig, ForecastConfig
+from tasks.config import FanOutConfig, ForecastConfig, PanelBacktestConfig
 from tasks.data.panel_encode import EncodedPanelData
 from tasks.data.panel_ingest import PanelTables
+from tasks.evaluate.panel_backtest import PanelBacktest
 from tasks.forecast.panel_draws import PanelForecastArrays
 from tasks.model.panel_state import FittedPanel
 
@@ -73,3 +78,28 @@ def forecast(
         return panel_stages.combine_partitions(parts, fitted, tables, encoded, aggregates, config)
     finally:
         shutil.rmtree(job, ignore_errors=True)
+
+
+def backtest(origins: list[dt.date], horizon: int, config: PanelBacktestConfig, workdir: Path | None) -> tuple[PanelBacktest, ...]:
+    fan_out = config.fan_out
+    origin_task = panel_stages.backtest_to_file.with_options(retries=fan_out.partition_retries, retry_delay_seconds=1)
+    if workdir is None:
+        workdir = Path(tempfile.mkdtemp(prefix="bhm-backtest-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        started = time.perf_counter()
+        where = fan_out.dask_address or f"a LocalCluster of {fan_out.dask_workers} workers"
+        log.info("backtesting %d origins on Dask (%s)", len(origins), where)
+        with _runner(fan_out) as runner:
+            futures = [
+                runner.submit(
+                    origin_task,
+                    {"origin": origin, "horizon": horizon, "config": config, "index": i, "out": workdir / f"origin-{i}.parquet"},
+                )
+                for i, origin in enumerate(origins)
+            ]
+            done = [future.result() for future in futures]
+        log.info("%d origins backtested on Dask in %.1fs (the cluster's start included)", len(origins), time.perf_counter() - started)
+        return tuple(origin.backtest() for origin in done)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
