@@ -300,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--max-steps", type=int, metavar="N", default=_field_default(FitConfig, "max_steps"), help="step cap of the global fit")
     _add_count(bt, ForecastConfig, "num_draws")
     _add_tracking(bt)
-    cli_spec.add_fan_out_options(bt, "a panel backtest's origins")
+    cli_spec.add_fan_out_options(bt, "a panel backtest's origins", partitions=False)
     bt.set_defaults(handler=cmd_backtest)
 
     demo = commands.add_parser(

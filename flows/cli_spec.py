@@ -27,8 +27,8 @@ def add_spec_options(parser: argparse.ArgumentParser, title: str = "dataset spec
     group.add_argument("--data", type=Path, metavar="DIR", default=None, help="folder holding the files the spec names")
 
 
-def add_fan_out_options(parser: argparse.ArgumentParser, what: str = "a panel forecast's partitions") -> None:
-    """The options of a FanOutConfig; a backtest's (``what`` its origins) has no partitions of series to size."""
+def add_fan_out_options(parser: argparse.ArgumentParser, what: str = "a panel forecast's partitions", partitions: bool = True) -> None:
+    """The options of a FanOutConfig for the runs of ``what``; a backtest fans out origins, no partitions to size."""
     from tasks.config import FanOutConfig
 
     fields = FanOutConfig.model_fields
@@ -36,7 +36,7 @@ def add_fan_out_options(parser: argparse.ArgumentParser, what: str = "a panel fo
     group.add_argument("--engine", choices=("in-process", "dask"), default=None, help=f"{fields['engine'].description} (default: in-process)")
     group.add_argument("--dask-address", metavar="ADDR", default=None, help=f"{fields['dask_address'].description}; implies --engine dask")
     group.add_argument("--dask-workers", type=int, metavar="N", default=None, help=f"{fields['dask_workers'].description} (default {fields['dask_workers'].default})")
-    if "partitions" in what:
+    if partitions:
         group.add_argument(
             "--series-per-partition", type=int, metavar="N", default=None,
             help=f"{fields['series_per_partition'].description} (default {fields['series_per_partition'].default:,})",
