@@ -56,6 +56,7 @@ def panel_backtest(config: PanelBacktestConfig) -> PanelBacktestResult:
 
 
 def _workdir(config: PanelBacktestConfig) -> Path | None:
-    """Where a fan-out's origins write their scores: beside the output folder (a remote cluster's workers must
-    see it); None: a temporary folder of the engine's (a LocalCluster's workers share this machine's)."""
+    """Where a fan-out's origins write their scores: a temporary folder inside the output folder (a remote
+    cluster's workers must see it); None: a temporary folder of the engine's (a LocalCluster's workers share
+    this machine's)."""
     return temp_path(Path(config.out_dir) / "origins") if config.out_dir is not None else None
