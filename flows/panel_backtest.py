@@ -4,6 +4,7 @@ one MLflow run with the scores and, for a spec with a price, the model's price e
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,8 +56,7 @@ def panel_backtest(config: PanelBacktestConfig) -> PanelBacktestResult:
     return PanelBacktestResult(backtests, scores, config.out_dir, tracker.link if tracker else None)
 
 
-def _workdir(config: PanelBacktestConfig) -> Path | None:
-    """Where a fan-out's origins write their scores: a temporary folder inside the output folder (a remote
-    cluster's workers must see it); None: a temporary folder of the engine's (a LocalCluster's workers share
-    this machine's)."""
-    return temp_path(Path(config.out_dir) / "origins") if config.out_dir is not None else None
+def _workdir(config: PanelBacktestConfig) -> Path:
+    """Where a fan-out's origins write their scores: a new temporary name inside the output folder (a remote
+    cluster's workers must see it), else in the system's temporary folder (a LocalCluster's workers share it)."""
+    return temp_path(Path(config.out_dir or tempfile.gettempdir()) / "bhm-backtest-origins")

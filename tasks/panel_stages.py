@@ -14,7 +14,7 @@ from tasks import panel_pipeline
 from tasks.config import ForecastConfig, PanelBacktestConfig, PanelFitConfig
 from tasks.data.panel_encode import EncodedPanelData
 from tasks.data.panel_ingest import PanelTables, read_panel
-from tasks.data.spec import PanelSpec, load_spec
+from tasks.data.spec import PanelSpec
 from tasks.evaluate.panel_backtest import PanelBacktest, origin_key, run_panel_backtest
 from tasks.forecast import panel_job
 from tasks.forecast.panel_draws import AggregateLevel, ChunkPlan, PanelForecastArrays, combine_blocks
@@ -90,12 +90,10 @@ def backtest_at(tables: PanelTables, origin: dt.date, horizon: int, config: Pane
 
 
 @compute_task("backtest an origin into a file")
-def backtest_to_file(origin: dt.date, horizon: int, config: PanelBacktestConfig, index: int, out: Path) -> OriginScores:
-    """``backtest_at`` where an engine's worker runs it: it reads the spec's files itself (only paths travel),
-    writes the scores to ``out`` whole or not at all, and returns the rest without the fitted parameters."""
-    spec = load_spec(config.spec)
-    if not isinstance(spec, PanelSpec):
-        raise ValueError(f"{config.spec}: layout {spec.layout!r} is not a panel spec")
+def backtest_to_file(spec: PanelSpec, origin: dt.date, horizon: int, config: PanelBacktestConfig, index: int, out: Path) -> OriginScores:
+    """``backtest_at`` where an engine's worker runs it: it reads the spec's files itself (the spec and paths
+    travel, not frames), writes the scores to ``out`` whole or not at all, and returns the rest without the
+    fitted parameters."""
     result = backtest_at.fn(read_panel(spec, config.data, None), origin, horizon, config, index)
     write_parquet_atomic(result.scores, out)
     return OriginScores(result.origin, result.horizon, out, replace(result.fit, params={}), result.seconds)

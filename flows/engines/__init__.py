@@ -2,7 +2,7 @@
 
 Two functions per engine, the same signatures: ``forecast(fitted, tables, encoded, config, fan_out, key,
 workdir)`` returns the forecast frame and arrays; ``backtest(tables, origins, horizon, config, workdir)`` the
-backtest of each origin. In this process (the default, no extra dependency) the partitions, or the origins,
+backtest of each origin (a fan-out's origins read the spec's files themselves). In this process (the default, no extra dependency) the partitions, or the origins,
 run one after the other; on Dask (``flows/engines/dask``, the ``dask`` extra) each runs as a Prefect task on a
 DaskTaskRunner and writes its own file under ``workdir``. Partitions are cut the same way
 (``FanOutConfig.series_per_partition``) and each origin has its own key (``origin_key``), so both engines give
@@ -44,12 +44,12 @@ def forecast(
 
 
 def backtest(
-    tables: PanelTables, origins: list[dt.date], horizon: int, config: PanelBacktestConfig, workdir: Path | None
+    tables: PanelTables, origins: list[dt.date], horizon: int, config: PanelBacktestConfig, workdir: Path
 ) -> tuple[PanelBacktest, ...]:
-    """The backtest at each origin, run where ``config.fan_out`` says; ``workdir`` holds a fan-out's files (None:
-    a new temporary folder)."""
+    """The backtest at each origin, run where ``config.fan_out`` says; ``workdir`` (not there yet) holds a
+    fan-out's files."""
     if config.fan_out.engine == "dask":
         from flows.engines import dask
 
-        return dask.backtest(origins, horizon, config, workdir)
+        return dask.backtest(tables.spec, origins, horizon, config, workdir)
     return tuple(panel_stages.backtest_at(tables, origin, horizon, config, i) for i, origin in enumerate(origins))

@@ -15,9 +15,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import shutil
-import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import polars as pl
@@ -26,6 +26,7 @@ from tasks import panel_pipeline, panel_stages
 from tasks.config import FanOutConfig, ForecastConfig, PanelBacktestConfig
 from tasks.data.panel_encode import EncodedPanelData
 from tasks.data.panel_ingest import PanelTables
+from tasks.data.spec import PanelSpec
 from tasks.evaluate.panel_backtest import PanelBacktest
 from tasks.forecast.panel_draws import PanelForecastArrays
 from tasks.model.panel_state import FittedPanel
@@ -66,40 +67,38 @@ def forecast(
     job = Path(workdir)
     aggregates = panel_pipeline.aggregate_levels(tables, encoded)
     plan = panel_stages.write_forecast_job(job, fitted, encoded, aggregates, config, key, fan_out.series_per_partition)
-    partition_task = panel_stages.forecast_partition.with_options(retries=fan_out.partition_retries, retry_delay_seconds=1)
     try:
-        started = time.perf_counter()
-        where = fan_out.dask_address or f"a LocalCluster of {fan_out.dask_workers} workers"
-        log.info("forecasting %d partitions of at most %d series on Dask (%s)", plan.n_partitions, plan.chunks_per_partition * plan.chunk, where)
-        with _runner(fan_out) as runner:
-            futures = [runner.submit(partition_task, {"job": job, "partition": p}) for p in range(plan.n_partitions)]
-            parts = [future.result() for future in futures]
-        log.info("%d partitions forecast on Dask in %.1fs (the cluster's start included)", plan.n_partitions, time.perf_counter() - started)
+        what = f"{plan.n_partitions} partitions of at most {plan.chunks_per_partition * plan.chunk} series"
+        calls = [{"job": job, "partition": p} for p in range(plan.n_partitions)]
+        parts = _run_tasks(fan_out, panel_stages.forecast_partition, calls, what)
         return panel_stages.combine_partitions(parts, fitted, tables, encoded, aggregates, config)
     finally:
         shutil.rmtree(job, ignore_errors=True)
 
 
-def backtest(origins: list[dt.date], horizon: int, config: PanelBacktestConfig, workdir: Path | None) -> tuple[PanelBacktest, ...]:
-    fan_out = config.fan_out
-    origin_task = panel_stages.backtest_to_file.with_options(retries=fan_out.partition_retries, retry_delay_seconds=1)
-    if workdir is None:
-        workdir = Path(tempfile.mkdtemp(prefix="bhm-backtest-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+def backtest(
+    spec: PanelSpec, origins: list[dt.date], horizon: int, config: PanelBacktestConfig, workdir: Path
+) -> tuple[PanelBacktest, ...]:
+    workdir.mkdir(parents=True)
     try:
-        started = time.perf_counter()
-        where = fan_out.dask_address or f"a LocalCluster of {fan_out.dask_workers} workers"
-        log.info("backtesting %d origins on Dask (%s)", len(origins), where)
-        with _runner(fan_out) as runner:
-            futures = [
-                runner.submit(
-                    origin_task,
-                    {"origin": origin, "horizon": horizon, "config": config, "index": i, "out": workdir / f"origin-{i}.parquet"},
-                )
-                for i, origin in enumerate(origins)
-            ]
-            done = [future.result() for future in futures]
-        log.info("%d origins backtested on Dask in %.1fs (the cluster's start included)", len(origins), time.perf_counter() - started)
+        calls = [
+            {"spec": spec, "origin": origin, "horizon": horizon, "config": config, "index": i, "out": workdir / f"origin-{i}.parquet"}
+            for i, origin in enumerate(origins)
+        ]
+        done = _run_tasks(config.fan_out, panel_stages.backtest_to_file, calls, f"{len(origins)} backtest origins")
         return tuple(origin.backtest() for origin in done)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run_tasks(fan_out: FanOutConfig, task: Any, calls: list[dict[str, Any]], what: str) -> list:
+    """``task`` once per call's parameters, each a Prefect task on the cluster (retried on failure); the results
+    in the calls' order."""
+    retried = task.with_options(retries=fan_out.partition_retries, retry_delay_seconds=1)
+    started = time.perf_counter()
+    log.info("running %s on Dask (%s)", what, fan_out.dask_address or f"a LocalCluster of {fan_out.dask_workers} workers")
+    with _runner(fan_out) as runner:
+        futures = [runner.submit(retried, call) for call in calls]
+        results = [future.result() for future in futures]
+    log.info("%s done on Dask in %.1fs (the cluster's start included)", what, time.perf_counter() - started)
+    return results
