@@ -35,10 +35,12 @@ def main() -> None:
     p.add_argument("--horizon", type=int, default=12)
     p.add_argument("--widen", default="series_raw", help="comma-separated series-level variables")
     p.add_argument("--factor", type=float, default=3.0)
+    p.add_argument("--columns", default="", help="series_raw only: comma-separated coefficient name prefixes (default: all)")
     p.add_argument("--num-draws", type=int, default=500)
     args = p.parse_args()
     common.print_machine(common.machine_info())
     names = [name.strip() for name in args.widen.split(",") if name.strip()]
+    columns = {name.strip() for name in args.columns.split(",") if name.strip()}
     forecast = pb.forecast_encoded
 
     def widened(fitted, *rest, **options):
@@ -47,7 +49,11 @@ def main() -> None:
         series = layouts(fitted.structure)[2]
         for name in names:
             start, stop, _ = series.slice(name)
-            scale[:, start:stop] *= args.factor
+            if name == PanelSite.SERIES_RAW and columns:
+                chosen = [i for i, coef in enumerate(fitted.structure.coef_names) if any(coef.startswith(c) for c in columns)]
+                scale[:, start + np.array(chosen, dtype=int)] *= args.factor
+            else:
+                scale[:, start:stop] *= args.factor
         params[f"{PanelSite.SERIES}.scale"] = scale
         return forecast(replace(fitted, params=params), *rest, **options)
 
@@ -61,7 +67,7 @@ def main() -> None:
         )
         scores.append(done.scores)
     table = pl.concat(scores).group_by("level").agg(pl.col("wql").mean(), pl.col("coverage_50").mean(), pl.col("coverage_90").mean())
-    print(f"{args.dataset}: {', '.join(names)} x {args.factor:g}, means over {len(scores)} origins")
+    print(f"{args.dataset}: {', '.join(names)} ({', '.join(sorted(columns)) or 'all columns'}) x {args.factor:g}, means over {len(scores)} origins")
     for row in table.sort("level").iter_rows(named=True):
         print(f"  {row['level']:<14} wQL {row['wql']:.4f}  coverage {row['coverage_50']:.3f} / {row['coverage_90']:.3f}")
 

@@ -291,6 +291,9 @@ class PanelFitConfig(BaseModel):
     shocks: tuple[Literal["chain", "store", "product"], ...] | None = Field(
         None, description="period shocks the model has (chain, store, product); None: the dataset spec's `shocks`"
     )
+    dispersion_covariates: tuple[str, ...] | None = Field(
+        None, description="covariates the likelihood's dispersion moves with; None: the dataset spec's `dispersion_covariates`"
+    )
 
     def settings(self) -> FitSettings:
         return FitSettings(

@@ -86,7 +86,16 @@ def structure_for(encoded: EncodedPanelData, spec: PanelSpec, config: PanelFitCo
         likelihood=likelihood,
         log_offset=log_offset,
         shocks=tuple(spec.shocks if config.shocks is None else config.shocks),
+        dispersion_features=_dispersion_features(encoded.encoding.series_names(spec), spec, config),
     )
+
+
+def _dispersion_features(series_names: tuple[str, ...], spec: PanelSpec, config: PanelFitConfig) -> tuple[int, ...]:
+    """Positions among the series features of the covariates the dispersion moves with."""
+    chosen = spec.dispersion_covariates if config.dispersion_covariates is None else config.dispersion_covariates
+    if unknown := sorted(set(chosen) - set(series_names)):
+        raise ValueError(f"dispersion_covariates {unknown} are not series features of this data: {list(series_names)}")
+    return tuple(i for i, name in enumerate(series_names) if name in chosen)
 
 
 def _censor_terms(history: PanelArrays, likelihood: str) -> int:

@@ -152,7 +152,7 @@ def censored_demo():
 
 def _inputs(tables):
     encoded = encode_panel(tables)
-    structure = pp.structure_for(encoded, tables.spec, PanelFitConfig())
+    structure = pp.structure_for(encoded, tables.spec, PanelFitConfig(dispersion_covariates=("promo",)))
     basis = np.zeros((1, encoded.history.n_periods, 1), np.float32)
     return encoded, structure, pp.model_inputs(encoded, encoded.history, structure, basis, with_target=True)
 
@@ -192,6 +192,9 @@ def test_censored_cells_contribute_their_survival_and_the_rest_is_unchanged(cens
     latent = {**real_layout.unpack(real), **positive_layout.unpack(positive)}
     series = series_layout.unpack(params[PanelSite.SERIES][:, 0, :])
     dispersion = latent[PanelSite.DISPERSION_MEAN] + latent[PanelSite.DISPERSION_SCALE] * series.pop(PanelSite.DISPERSION_RAW)[:, None]
+    assert structure.has_dispersion_coef  # each cell's dispersion moves with its covariates
+    promo = encoded.encoding.series_names(tables.spec).index("promo")
+    dispersion = dispersion + jnp.asarray(inputs.x_series)[..., promo] * latent[PanelSite.DISPERSION_COEF][0]
     idx = jnp.arange(mask.shape[0])
     log_mu = log_mean({**latent, **series}, inputs, structure, idx)
     tails = (latent[PanelSite.TAIL_LOGIT], latent[PanelSite.TAIL_GAP])

@@ -18,10 +18,19 @@ from tasks.config import ForecastConfig, PanelFitConfig
 from tasks.data.panel_demo import generate_panel_demo
 from tasks.data.panel_encode import CROSS_PRICE, PanelEncoding, encode_panel
 from tasks.data.spec import parse_spec
+from tasks.evaluate.panel_backtest import future_cells
 from tasks.forecast.draws import quantiles_of_draws
 from tasks.forecast.panel_draws import AggregateLevel, aggregate_sources
 from tasks.model import panel_state
-from tasks.model.panel import LogNormalScaleMixture, PanelSite, layouts, orthogonal_shocks, shock_basis, time_blocks
+from tasks.model.panel import (
+    LogNormalScaleMixture,
+    PanelSite,
+    layouts,
+    log_dispersion,
+    orthogonal_shocks,
+    shock_basis,
+    time_blocks,
+)
 from tasks.model.panel_effects import side_effects
 
 FAST_FIT = PanelFitConfig(max_steps=300, chunk_steps=50)
@@ -131,6 +140,42 @@ def test_fit_gives_every_site_finite_parameters_and_a_loss_that_falls(fitted_dem
     assert fitted.params[f"{PanelSite.SERIES}.loc"].shape == (encoded.encoding.n_series, series.size)
     assert series.size == fitted.structure.n_coef + fitted.structure.n_past_blocks + 1
     assert all(np.all(np.isfinite(v)) for v in fitted.params.values())
+
+
+def test_each_cells_dispersion_is_its_series_own_plus_its_covariates_per_draw_or_draws_last(fitted_demo) -> None:
+    _, encoded, fitted, _ = fitted_demo
+    assert not fitted.structure.has_dispersion_coef  # the demo's spec names no dispersion covariates
+    x = np.asarray(encoded.history.x_series, np.float64)
+    n_series, _, n_features = x.shape
+    structure = replace(fitted.structure, dispersion_features=tuple(range(n_features)))
+    assert layouts(structure)[0].slice(PanelSite.DISPERSION_COEF)[2] == (n_features,)
+    rng = np.random.default_rng(0)
+    draws = {
+        PanelSite.DISPERSION_MEAN: rng.normal(size=3),
+        PanelSite.DISPERSION_SCALE: rng.random(3),
+        PanelSite.DISPERSION_RAW: rng.normal(size=(n_series, 3)),
+        PanelSite.DISPERSION_COEF: rng.normal(size=(n_features, 3)),
+    }
+    draws_last = np.asarray(log_dispersion(draws, x, structure))
+    for d in range(3):
+        one = {k: v[..., d] for k, v in draws.items()}
+        by_hand = one[PanelSite.DISPERSION_MEAN] + one[PanelSite.DISPERSION_SCALE] * one[PanelSite.DISPERSION_RAW][:, None] + x @ one[PanelSite.DISPERSION_COEF]
+        np.testing.assert_allclose(np.asarray(log_dispersion(one, x, structure)), by_hand, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(draws_last[..., d], by_hand, rtol=1e-5, atol=1e-6)
+    plain = replace(structure, dispersion_features=())
+    assert PanelSite.DISPERSION_COEF not in dict((e[0], e) for e in layouts(plain)[0].entries)
+    one = {k: v[..., 0] for k, v in draws.items()}
+    assert np.asarray(log_dispersion(one, x, plain)).shape == (n_series, 1)
+
+
+def test_dispersion_covariates_are_the_datas_series_features(demo) -> None:
+    tables = demo.tables()
+    encoded = encode_panel(tables)
+    assert encoded.encoding.series_names(tables.spec) == ("price", "promo")
+    structure = pp.structure_for(encoded, tables.spec, PanelFitConfig(dispersion_covariates=("promo",)))
+    assert structure.dispersion_features == (1,) and layouts(structure)[0].slice(PanelSite.DISPERSION_COEF)[2] == (1,)
+    with pytest.raises(ValueError, match=r"dispersion_covariates \['weather'\] are not series features"):
+        pp.structure_for(encoded, tables.spec, PanelFitConfig(dispersion_covariates=("promo", "weather")))
 
 
 def test_aggregates_are_coherent_and_come_from_joint_draws(fitted_demo) -> None:
@@ -279,3 +324,37 @@ def test_planted_effects_are_recovered_with_calibrated_elasticities() -> None:
         # forecast: the horizon's true means lie in the predictive 90% interval about 90% of the time
     assert 0.75 <= np.concatenate(coverage).mean() <= 1.0
     assert max(errors) < 0.06
+
+
+@pytest.mark.slow  # two fits of 60 series x 104 weeks: ~55 s on 2 cores
+def test_a_dispersion_that_moves_with_the_covariates_widens_promotion_weeks_only() -> None:
+    """Promotion weeks drawn with NB concentration 3, the rest with 40: the fitted dispersion coefficient of
+    the promotion flag is log(3 / 40), and the horizon's promotion weeks get their 90% coverage back; a model
+    with one dispersion per series covers them far less (and regular weeks too much)."""
+    demo = generate_panel_demo(
+        seed=5, n_stores=10, n_departments=2, products_per_department=3, horizon=26, concentration=40.0, promo_concentration=3.0
+    )
+    tables = demo.tables()
+    encoded = encode_panel(tables)
+    truth = demo.truth_future.rename({"store_id": n.SERIES_STORE, "item_id": n.SERIES_PRODUCT, "week": n.PERIOD})
+    s, t = future_cells(encoded, truth)
+    y, promo = truth["units"].to_numpy(), truth["promo"].to_numpy() == 1
+    coverage = {}
+    for varying in (True, False):
+        config = PanelFitConfig(dispersion_covariates=("price", "promo") if varying else ())
+        fitted, fit = pp.fit_encoded(encoded, tables.spec, config, jax.random.key(0), on_progress=lambda p: None)
+        assert fit.converged and fitted.structure.has_dispersion_coef == varying
+        arrays = pp.forecast_encoded(fitted, encoded, (), ForecastConfig(num_draws=500), jax.random.key(1))
+        levels = [round(float(level), 3) for level in arrays.levels]
+        low, high = arrays.quantiles[levels.index(0.05)][s, t], arrays.quantiles[levels.index(0.95)][s, t]
+        inside = (y >= low) & (y <= high)
+        coverage[varying] = (inside[promo].mean(), inside[~promo].mean())
+        if varying:
+            real = layouts(fitted.structure)[0].unpack(np.asarray(fitted.params[f"{PanelSite.GLOBALS}.loc"]))
+            features = fitted.structure.coef_names[1 + fitted.structure.n_time :]
+            coef = dict(zip(features, real[PanelSite.DISPERSION_COEF].tolist(), strict=True))
+            assert coef["promo"] == pytest.approx(np.log(3.0 / 40.0), abs=0.4)
+            assert abs(coef["price"]) < 0.3
+    assert promo.sum() > 200
+    assert 0.84 <= coverage[True][0] <= 0.96 and 0.85 <= coverage[True][1] <= 0.96
+    assert coverage[False][0] < 0.75 and coverage[False][1] > coverage[True][1]

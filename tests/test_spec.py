@@ -80,6 +80,9 @@ def test_defaults_of_a_minimal_spec() -> None:
         ("yearly_fourier_order: 40\n", "yearly_fourier_order"),
         ("shocks: [chain, region]\n", "shocks.1: Input should be 'chain', 'store' or 'product'"),
         ("shocks: [chain, chain]\n", "shocks are listed twice"),
+        ("dispersion_covariates: [promo, weather]\n", "dispersion_covariates names ['weather'], which are not covariates"),
+        ("dispersion_covariates: [cross_price]\n", "dispersion_covariates names ['cross_price']"),
+        ("dispersion_covariates: [promo, promo]\n", "dispersion_covariates are listed twice"),
     ],
 )
 def test_broken_specs_name_the_field_and_the_rule(extra: str, message: str) -> None:

@@ -39,7 +39,7 @@ class PanelTruth:
     elasticity: np.ndarray  # [n_products]
     department_elasticity: np.ndarray  # [n_departments]
     promo_lift: np.ndarray  # [n_departments]
-    concentration: float
+    concentration: float | np.ndarray  # [n_stores, n_products, n_weeks + horizon] with a promo_concentration
     future_mean: np.ndarray  # [n_stores, n_products, horizon] the true mean of the horizon's periods
     history_mean: np.ndarray | None = None  # [n_stores, n_products, n_weeks] the true mean demand of the history
 
@@ -139,9 +139,14 @@ def generate_panel_demo(
     missing_share: float = 0.03,
     stockout_share: float = 0.0,
     concentration: float = 15.0,
+    promo_concentration: float | None = None,
 ) -> PanelDemo:
+    """``promo_concentration``: the NB concentration of promotion weeks (default ``concentration``): lower
+    makes a promotion's sales noisier than a regular week's."""
     if min(n_stores, n_regions, n_departments, products_per_department, n_weeks, horizon) < 1:
         raise ValueError("every count of the panel demo must be >= 1")
+    if min(concentration, promo_concentration or concentration) <= 0:
+        raise ValueError(f"concentrations must be > 0, got {concentration!r} and {promo_concentration!r}")
     if not 0.0 <= stockout_share < 0.5:
         raise ValueError(f"stockout_share must lie in [0, 0.5), got {stockout_share!r}")
     rng = np.random.default_rng(seed)
@@ -186,6 +191,8 @@ def generate_panel_demo(
         + promo_lift[department][None, :, None] * promo
     )
     mu = np.exp(log_mu)
+    if promo_concentration is not None:
+        concentration = np.where(promo, promo_concentration, concentration)
     units = rng.negative_binomial(concentration, concentration / (concentration + mu))
     stocked_out = np.zeros(units.shape, bool)
     if stockout_share > 0:

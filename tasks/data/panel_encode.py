@@ -28,6 +28,7 @@ from tasks import names as n
 from tasks.data.panel_ingest import CENSORED, PanelTables
 from tasks.data.panel_rules import distinct_keys
 from tasks.data.spec import (
+    CROSS_PRICE,
     PRODUCT_PLACEHOLDER,
     PRODUCT_SIDE,
     STORE_SIDE,
@@ -37,7 +38,6 @@ from tasks.data.spec import (
 )
 
 ENCODING_VERSION = 1
-CROSS_PRICE = "cross_price"
 DAYS_PER_YEAR = 365.25
 
 

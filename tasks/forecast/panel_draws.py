@@ -28,6 +28,7 @@ from tasks.model.panel import (
     PanelSite,
     PanelStructure,
     layouts,
+    log_dispersion,
     log_mean_ahead,
     mixture_parameters,
     shock_shapes,
@@ -109,10 +110,10 @@ def _chunk_draws(globals_: dict, params: Params, inputs: PanelInputs, idx: jnp.n
     if structure.n_future_blocks:
         latent[PanelSite.LEVEL_STEPS_FUTURE] = jax.random.normal(key_level, (idx.shape[0], structure.n_future_blocks, num_draws))
     log_mu = log_mean_ahead(latent, inputs, structure, idx, globals_["future_shocks"])
-    log_dispersion = latent[PanelSite.DISPERSION_MEAN] + latent[PanelSite.DISPERSION_SCALE] * latent[PanelSite.DISPERSION_RAW]  # [s, D]
+    cell_dispersion = log_dispersion(latent, inputs.x_series[idx], structure)  # [s, 1 or T, D]
     draws_first = (jnp.moveaxis(globals_[site], -1, 0) for site in (PanelSite.TAIL_LOGIT, PanelSite.TAIL_GAP))
     logits, offsets = mixture_parameters(*draws_first, structure.likelihood)  # [D, K]
-    core, log_weights = jnp.exp(log_dispersion)[:, None, :], jax.nn.log_softmax(logits, axis=-1)
+    core, log_weights = jnp.exp(cell_dispersion), jax.nn.log_softmax(logits, axis=-1)
     if structure.likelihood == "nb":
         spread, uniform = mixture_concentration_and_uniform(key_component, core, log_weights, offsets, log_mu.shape, draws_last=True)
     else:

@@ -82,6 +82,7 @@ class PanelSite:
     DISPERSION_MEAN = "dispersion_mean"
     DISPERSION_SCALE = "dispersion_scale"
     DISPERSION_RAW = "dispersion_raw"
+    DISPERSION_COEF = "dispersion_coef"
     TAIL_LOGIT = "tail_logit"
     TAIL_GAP = "tail_gap"
     Y = "y"
@@ -131,10 +132,19 @@ class PanelStructure:
     n_future_blocks: int = 0
     n_future: int = 0
     censor_terms: int = 0  # grid of the censored NB survival (tasks.model.censored.survival_terms); 0: no censored cell
+    dispersion_features: tuple[int, ...] = ()  # series features the dispersion moves with (a promotion is noisier)
 
     @property
     def n_coef(self) -> int:
         return len(self.coef_names)
+
+    @property
+    def n_series_features(self) -> int:
+        return self.n_coef - 1 - self.n_time
+
+    @property
+    def has_dispersion_coef(self) -> bool:
+        return bool(self.dispersion_features)
 
     @property
     def n_past_blocks(self) -> int:
@@ -189,6 +199,7 @@ PRIOR_SERIES_INTERCEPT = 1.0
 PRIOR_SERIES_EFFECT = 0.25
 PRIOR_LEVEL_SCALE = 0.1
 PRIOR_SHOCK_SCALE = 0.1
+PRIOR_DISPERSION_COEF = 0.5  # per standard deviation of a covariate, in log dispersion
 PRIOR_TAIL_LOGIT = dist.Normal(-2.0, 1.5)
 PRIOR_TAIL_GAP = dist.HalfNormal(1.5)
 # Dispersion: log concentration for counts; log of the log-scale sd for amounts.
@@ -347,6 +358,21 @@ def log_mean_ahead(
     return value
 
 
+def log_dispersion(latent: dict[str, jnp.ndarray], x_series: jnp.ndarray, structure: PanelStructure) -> jnp.ndarray:
+    """Each cell's log dispersion (NB: log concentration; log-normal: log of the log-scale sd): the series'
+    own, plus a linear term in the covariates of ``structure.dispersion_features``, so that a promotion week can be
+    noisier than a regular one. ``latent``'s series variables hold the selected series ([s], or [s, D] with
+    draws last); ``x_series`` [s, T, F]; the result [s, T] or [s, T, D]."""
+    own = latent[PanelSite.DISPERSION_MEAN] + latent[PanelSite.DISPERSION_SCALE] * latent[PanelSite.DISPERSION_RAW]
+    own = own[:, None]
+    if not structure.has_dispersion_coef:
+        return own
+    features = structure.dispersion_features
+    if features != tuple(range(x_series.shape[-1])):
+        x_series = x_series[..., np.asarray(features)]
+    return own + jnp.tensordot(x_series, latent[PanelSite.DISPERSION_COEF], axes=([2], [0]))
+
+
 # --- likelihoods -----------------------------------------------------------------------------------
 
 
@@ -493,6 +519,8 @@ def layouts(structure: PanelStructure) -> tuple[Layout, Layout, Layout]:
         real[raw_site] = shape
         positive[scale_site] = ()
     real |= {PanelSite.DISPERSION_MEAN: (), PanelSite.TAIL_LOGIT: (n_tails,)}
+    if structure.has_dispersion_coef:
+        real[PanelSite.DISPERSION_COEF] = (len(structure.dispersion_features),)
     positive |= {PanelSite.DISPERSION_SCALE: (), PanelSite.TAIL_GAP: (n_tails,)}
     series = {PanelSite.SERIES_RAW: (p,), PanelSite.LEVEL_STEPS: (structure.n_past_blocks,), PanelSite.DISPERSION_RAW: ()}
     return Layout.of(real), Layout.of(positive), Layout.of(series)
@@ -510,6 +538,7 @@ def prior_vectors(structure: PanelStructure) -> tuple[np.ndarray, np.ndarray, np
         PanelSite.STORE_ATTR: PRIOR_EFFECT,
         PanelSite.PRODUCT_ATTR: PRIOR_EFFECT,
         PanelSite.DISPERSION_MEAN: disp_scale,
+        PanelSite.DISPERSION_COEF: PRIOR_DISPERSION_COEF,
         PanelSite.TAIL_LOGIT: PRIOR_TAIL_LOGIT.scale,
     }
     positive_scale = {
@@ -541,12 +570,11 @@ def model(inputs: PanelInputs, structure: PanelStructure, subsample_size: int | 
     with numpyro.plate(PanelSite.SERIES_PLATE, n_series, subsample_size=subsample_size, dim=-2) as idx:
         flat = numpyro.sample(PanelSite.SERIES, dist.Normal(0.0, 1.0).expand([1, series_layout.size]).to_event(1))
         series = series_layout.unpack(flat[:, 0, :])
-        series[PanelSite.DISPERSION_RAW] = series[PanelSite.DISPERSION_RAW][:, None]
         log_mu = log_mean({**latent, **series}, inputs, structure, idx)
-        log_dispersion = latent[PanelSite.DISPERSION_MEAN] + latent[PanelSite.DISPERSION_SCALE] * series[PanelSite.DISPERSION_RAW]
+        cell_dispersion = log_dispersion({**latent, **series}, inputs.x_series[idx], structure)
         observed = inputs.observed[idx]
         y = None if inputs.y is None else inputs.y[idx]
-        law = likelihood(structure, log_mu, log_dispersion, latent[PanelSite.TAIL_LOGIT], latent[PanelSite.TAIL_GAP])
+        law = likelihood(structure, log_mu, cell_dispersion, latent[PanelSite.TAIL_LOGIT], latent[PanelSite.TAIL_GAP])
         if inputs.censored is not None and y is not None:
             # A stock-out's sales are a lower bound of demand: P(Y >= y) in place of P(Y = y).
             observed = observed & ~inputs.censored[idx]
@@ -556,7 +584,8 @@ def model(inputs: PanelInputs, structure: PanelStructure, subsample_size: int | 
             y_censored = jnp.where(valid, jnp.take_along_axis(y, at, axis=1), 0.0)
             mu_censored = jnp.take_along_axis(log_mu, at, axis=1)
             tails = (latent[PanelSite.TAIL_LOGIT], latent[PanelSite.TAIL_GAP])
-            survival = log_survival(structure, y_censored, mu_censored, log_dispersion, *tails)
+            dispersion_censored = jnp.take_along_axis(jnp.broadcast_to(cell_dispersion, log_mu.shape), at, axis=1)
+            survival = log_survival(structure, y_censored, mu_censored, dispersion_censored, *tails)
             numpyro.factor(PanelSite.Y_CENSORED, jnp.where(valid, survival, 0.0).sum(axis=1, keepdims=True))
         with numpyro.plate(PanelSite.PERIODS_PLATE, n_periods, dim=-1):
             numpyro.sample(PanelSite.Y, law.mask(observed), obs=y)
