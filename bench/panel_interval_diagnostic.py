@@ -1,11 +1,18 @@
-"""Where a panel model's intervals fall short: the backtest with chosen parts of each fitted posterior widened.
+"""Where a panel model's intervals fall short: the backtest (model only), its series-level coverage split by
+covariates, optionally with chosen parts of each fitted posterior widened or the dispersion's covariates changed.
 
-For each origin of the panel backtest (model only), the fitted guide's scales of the named series-level
-variables (``series_raw``: the series' coefficient deviations, ``level_steps``, ``dispersion_raw``) are
-multiplied by --factor before the forecast; prints wQL and coverage per level. A diagnostic for
-EVALUATION.md, not a calibration method: the project's forecasts never widen their posterior.
+For each origin of the panel backtest (the seed's keys, as `bhm backtest`), prints wQL and 50%/90% coverage per
+level (means over the origins), wQL per origin, and the series-level coverage (with the shares below the 5% and
+above the 95% quantile) by origin, by horizon step and by each --by column (a value above 0.5 counts as 1).
+--widen multiplies the fitted guide's scales of the named series-level variables (``series_raw``: the series'
+coefficient deviations, ``level_steps``, ``dispersion_raw``; --columns: only these coefficients of
+``series_raw``) by --factor before the forecast: a diagnostic for EVALUATION.md, not a calibration method (the
+project's forecasts never widen their posterior). --dispersion-covariates overrides the spec's.
 
+    python bench/panel_interval_diagnostic.py --dataset dominicks_oj --horizon 12 --by deal,feat
+    python bench/panel_interval_diagnostic.py --dataset dominicks_oj --horizon 12 --by deal,feat --dispersion-covariates none
     python bench/panel_interval_diagnostic.py --dataset dominicks_oj --horizon 12 --widen series_raw --factor 3
+    python bench/panel_interval_diagnostic.py --spec w10.yaml --data ../shared/data/walmart --horizon 13
 """
 
 from __future__ import annotations
@@ -15,33 +22,25 @@ from dataclasses import replace
 from pathlib import Path
 
 import common
-import jax
 import numpy as np
 import polars as pl
 
 import tasks.evaluate.panel_backtest as pb
+from tasks import names as n
 from tasks.config import ForecastConfig, PanelFitConfig
 from tasks.data.panel_ingest import read_panel
-from tasks.data.spec import builtin_spec
+from tasks.data.spec import builtin_spec, load_spec
 from tasks.model.panel import PanelSite, layouts
 
 SHARED = common.REPO.parent / "shared" / "data"
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", default="dominicks_oj")
-    p.add_argument("--data", type=Path, default=SHARED)
-    p.add_argument("--horizon", type=int, default=12)
-    p.add_argument("--widen", default="series_raw", help="comma-separated series-level variables")
-    p.add_argument("--factor", type=float, default=3.0)
-    p.add_argument("--columns", default="", help="series_raw only: comma-separated coefficient name prefixes (default: all)")
-    p.add_argument("--num-draws", type=int, default=500)
-    args = p.parse_args()
-    common.print_machine(common.machine_info())
-    names = [name.strip() for name in args.widen.split(",") if name.strip()]
-    columns = {name.strip() for name in args.columns.split(",") if name.strip()}
-    forecast = pb.forecast_encoded
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def widen(forecast, names: list[str], columns: list[str], factor: float):
+    """``forecast_encoded`` with the named series-level guide scales multiplied by ``factor``."""
 
     def widened(fitted, *rest, **options):
         params = dict(fitted.params)
@@ -51,25 +50,93 @@ def main() -> None:
             start, stop, _ = series.slice(name)
             if name == PanelSite.SERIES_RAW and columns:
                 chosen = [i for i, coef in enumerate(fitted.structure.coef_names) if any(coef.startswith(c) for c in columns)]
-                scale[:, start + np.array(chosen, dtype=int)] *= args.factor
+                scale[:, start + np.array(chosen, dtype=int)] *= factor
             else:
-                scale[:, start:stop] *= args.factor
+                scale[:, start:stop] *= factor
         params[f"{PanelSite.SERIES}.scale"] = scale
         return forecast(replace(fitted, params=params), *rest, **options)
 
-    pb.forecast_encoded = widened
-    tables = read_panel(builtin_spec(args.dataset), args.data / args.dataset)
+    return widened
+
+
+def series_cells(encoded, actual: pl.DataFrame, model, number: int) -> pl.DataFrame:
+    """The scored rows of ``actual`` with whether each fell inside the model's 50% and 90% intervals."""
+    s, t = pb.future_cells(encoded, actual)
+    y = actual[n.TARGET].cast(pl.Float64).fill_null(np.nan).to_numpy()
+    levels = [round(float(level), 3) for level in model.levels]
+    q = {level: model.quantiles[levels.index(level)][s, t] for level in (0.05, 0.25, 0.75, 0.95)}
+    return actual.with_columns(
+        pl.Series("in50", (y >= q[0.25]) & (y <= q[0.75])),
+        pl.Series("in90", (y >= q[0.05]) & (y <= q[0.95])),
+        pl.Series("below5", y < q[0.05]),
+        pl.Series("above95", y > q[0.95]),
+        pl.Series("step", t),
+        pl.lit(number).alias("origin_number"),
+    ).filter(pl.col(n.TARGET).is_not_null())
+
+
+def print_coverage(cells: pl.DataFrame, by: str) -> None:
+    table = cells.group_by(by).agg(
+        pl.len().alias("rows"), pl.col("in50").mean(), pl.col("in90").mean(), pl.col("below5").mean(), pl.col("above95").mean()
+    )
+    print(f"series coverage by {by}:")
+    for row in table.sort(by).iter_rows(named=True):
+        print(
+            f"  {row[by]!s:<6} rows {row['rows']:>7,}  50% {row['in50']:.3f}  90% {row['in90']:.3f}"
+            f"  below q05 {row['below5']:.3f}  above q95 {row['above95']:.3f}"
+        )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", default="dominicks_oj")
+    p.add_argument("--data", type=Path, default=SHARED, help="the shared data folder; with --spec, the spec's data folder")
+    p.add_argument("--spec", type=Path, help="a dataset spec file instead of --dataset's built-in spec")
+    p.add_argument("--horizon", type=int, default=12)
+    p.add_argument("--widen", default="", help="comma-separated series-level variables (default: none)")
+    p.add_argument("--columns", default="", help="series_raw only: comma-separated coefficient name prefixes (default: all)")
+    p.add_argument("--factor", type=float, default=3.0)
+    p.add_argument("--by", default="", help="comma-separated covariate columns to split the series coverage by")
+    p.add_argument("--dispersion-covariates", default="spec", help="'spec' (default), 'none', or comma-separated covariates")
+    p.add_argument("--num-draws", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    common.print_machine(common.machine_info())
+    names, columns = _names(args.widen), _names(args.columns)
+    if names:
+        pb.forecast_encoded = widen(pb.forecast_encoded, names, columns, args.factor)
+    cells: list[pl.DataFrame] = []
+    score = pb.score_methods
+
+    def scored(encoded, actual, aggregates, model, baselines, weight_flag):
+        cells.append(series_cells(encoded, actual, model, len(cells)))
+        return score(encoded, actual, aggregates, model, baselines, weight_flag)
+
+    pb.score_methods = scored
+    chosen = args.dispersion_covariates
+    config = PanelFitConfig(dispersion_covariates=None if chosen == "spec" else () if chosen == "none" else tuple(_names(chosen)))
+    if args.spec is not None:
+        tables = read_panel(load_spec(args.spec), args.data)
+    else:
+        tables = read_panel(builtin_spec(args.dataset), args.data / args.dataset)
     scores = []
     for number, origin in enumerate(pb.default_origins(tables, args.horizon)):
-        key = jax.random.fold_in(jax.random.key(0), number)
         done = pb.run_panel_backtest(
-            tables, origin, args.horizon, PanelFitConfig(), ForecastConfig(num_draws=args.num_draws), key, baselines=(), on_progress=lambda _: None
-        )
+            tables, origin, args.horizon, config, ForecastConfig(num_draws=args.num_draws), pb.origin_key(args.seed, number),
+            baselines=(), on_progress=lambda _: None,
+        )  # fmt: skip
         scores.append(done.scores)
-    table = pl.concat(scores).group_by("level").agg(pl.col("wql").mean(), pl.col("coverage_50").mean(), pl.col("coverage_90").mean())
-    print(f"{args.dataset}: {', '.join(names)} ({', '.join(sorted(columns)) or 'all columns'}) x {args.factor:g}, means over {len(scores)} origins")
+    frame = pl.concat(scores)
+    widened = f"{', '.join(names)} ({', '.join(columns) or 'all columns'}) x {args.factor:g}" if names else "nothing widened"
+    print(f"{tables.spec.name}: {widened}, dispersion covariates: {chosen}; means over {len(scores)} origins")
+    table = frame.group_by("level").agg(pl.col("wql").mean(), pl.col("coverage_50").mean(), pl.col("coverage_90").mean())
     for row in table.sort("level").iter_rows(named=True):
         print(f"  {row['level']:<14} wQL {row['wql']:.4f}  coverage {row['coverage_50']:.3f} / {row['coverage_90']:.3f}")
+    print("wQL by origin:")
+    print(frame.select("origin", "level", "wql").pivot(on="level", index="origin", values="wql"))
+    series = pl.concat(cells, how="diagonal_relaxed")
+    for by in ["origin_number", "step", *_names(args.by)]:
+        print_coverage(series.with_columns((pl.col(by).cast(pl.Float64) > 0.5).cast(pl.Int8)) if by in _names(args.by) else series, by)
 
 
 if __name__ == "__main__":
