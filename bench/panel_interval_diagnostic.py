@@ -75,6 +75,43 @@ def series_cells(encoded, actual: pl.DataFrame, model, number: int) -> pl.DataFr
     ).filter(pl.col(n.TARGET).is_not_null())
 
 
+def aggregate_cells(encoded, actual: pl.DataFrame, aggregates, model, number: int) -> pl.DataFrame:
+    """Each aggregate's (group, period) cells: inside the 50% and 90% intervals, the log error of the mean, and the
+    spread the model predicted for it ((log q95 - log q05) / 3.29, a normal's sd on the log scale)."""
+    s, t = pb.future_cells(encoded, actual)
+    y = actual[n.TARGET].cast(pl.Float64).fill_null(np.nan).to_numpy()
+    levels = [round(float(level), 3) for level in model.levels]
+    frames = []
+    for level in aggregates:
+        total, seen = pb.aggregate_actuals(level, s, t, y, encoded.future.n_periods)
+        g, tt = np.nonzero(seen)
+        mean, quantiles = model.aggregates[level.name]
+        value = total[g, tt]
+        q = {at: quantiles[levels.index(at)][g, tt] for at in (0.05, 0.25, 0.75, 0.95)}
+        with np.errstate(divide="ignore", invalid="ignore"):
+            error, spread = np.log(value / mean[g, tt]), np.log(q[0.95] / q[0.05]) / 3.29
+        frames.append(
+            pl.DataFrame({
+                "level": level.name, "step": tt, "origin_number": number, "in50": (value >= q[0.25]) & (value <= q[0.75]),
+                "in90": (value >= q[0.05]) & (value <= q[0.95]), "log_error": error, "predicted_sd": spread,
+            })  # fmt: skip
+        )
+    return pl.concat(frames)
+
+
+def print_aggregates(cells: pl.DataFrame) -> None:
+    print("aggregates: coverage in the first and last period of the horizon; sd of the log errors against the predicted")
+    finite = pl.col("log_error").is_finite() & pl.col("predicted_sd").is_finite()
+    for level in cells["level"].unique(maintain_order=True):
+        rows = cells.filter(pl.col("level") == level)
+        first, last = (rows.filter(pl.col("step") == step) for step in (rows["step"].min(), rows["step"].max()))
+        spread = rows.filter(finite).select(pl.col("log_error").std(), pl.col("predicted_sd").mean()).row(0)
+        print(
+            f"  {level:<14} first {first['in50'].mean():.3f} / {first['in90'].mean():.3f}  last {last['in50'].mean():.3f} / "
+            f"{last['in90'].mean():.3f}  log error sd {spread[0]:.4f}, predicted {spread[1]:.4f}"
+        )
+
+
 def print_coverage(cells: pl.DataFrame, by: str) -> None:
     table = cells.group_by(by).agg(
         pl.len().alias("rows"), pl.col("in50").mean(), pl.col("in90").mean(), pl.col("below5").mean(), pl.col("above95").mean()
@@ -106,9 +143,11 @@ def main() -> None:
     if names:
         pb.forecast_encoded = widen(pb.forecast_encoded, names, columns, args.factor)
     cells: list[pl.DataFrame] = []
+    aggregates_cells: list[pl.DataFrame] = []
     score = pb.score_methods
 
     def scored(encoded, actual, aggregates, model, baselines, weight_flag):
+        aggregates_cells.append(aggregate_cells(encoded, actual, aggregates, model, len(cells)))
         cells.append(series_cells(encoded, actual, model, len(cells)))
         return score(encoded, actual, aggregates, model, baselines, weight_flag)
 
@@ -137,6 +176,7 @@ def main() -> None:
     series = pl.concat(cells, how="diagonal_relaxed")
     for by in ["origin_number", "step", *_names(args.by)]:
         print_coverage(series.with_columns((pl.col(by).cast(pl.Float64) > 0.5).cast(pl.Int8)) if by in _names(args.by) else series, by)
+    print_aggregates(pl.concat(aggregates_cells))
 
 
 if __name__ == "__main__":

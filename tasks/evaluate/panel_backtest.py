@@ -138,7 +138,7 @@ def _score_level(level: str, y: np.ndarray, forecasts: dict[str, tuple[np.ndarra
     ]
 
 
-def _aggregate_actuals(level: AggregateLevel, s: np.ndarray, t: np.ndarray, y: np.ndarray, n_periods: int) -> tuple[np.ndarray, np.ndarray]:
+def aggregate_actuals(level: AggregateLevel, s: np.ndarray, t: np.ndarray, y: np.ndarray, n_periods: int) -> tuple[np.ndarray, np.ndarray]:
     """[G, T] sums of the actuals and a mask of the group-periods with at least one row."""
     codes = level.codes[s]
     inside = codes >= 0
@@ -174,7 +174,7 @@ def score_methods(
     )
     n_periods = encoded.future.n_periods
     for level in aggregates:
-        total, seen = _aggregate_actuals(level, s, t, y, n_periods)
+        total, seen = aggregate_actuals(level, s, t, y, n_periods)
         g, tt = np.nonzero(seen)
         level_weights = None
         if weights is not None:

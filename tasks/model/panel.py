@@ -23,7 +23,8 @@ product in a known store from its store's and department's effects. Everything i
   that they cannot absorb a season or promotion effect; after the anchor they are drawn from their
   prior. They carry the correlation between series that aggregate intervals need.
 - likelihood: units: a scale mixture of negative binomials with a common mean (``tasks.model.negbin``);
-  amounts (money): a scale mixture of log-normals with a common mean. Unobserved cells (absent rows,
+  amounts (money): a scale mixture of log-normals with a common mean. Each series has its own dispersion,
+  which moves linearly (in log) with the covariates the spec names in ``dispersion_covariates``. Unobserved cells (absent rows,
   masked targets, amounts <= 0) are left out. A censored cell (a stock-out: its sales are a lower bound
   of demand) contributes log P(Y >= y) of the same law instead (``tasks.model.censored``).
 
@@ -139,10 +140,6 @@ class PanelStructure:
         return len(self.coef_names)
 
     @property
-    def n_series_features(self) -> int:
-        return self.n_coef - 1 - self.n_time
-
-    @property
     def has_dispersion_coef(self) -> bool:
         return bool(self.dispersion_features)
 
@@ -199,7 +196,7 @@ PRIOR_SERIES_INTERCEPT = 1.0
 PRIOR_SERIES_EFFECT = 0.25
 PRIOR_LEVEL_SCALE = 0.1
 PRIOR_SHOCK_SCALE = 0.1
-PRIOR_DISPERSION_COEF = 0.5  # per standard deviation of a covariate, in log dispersion
+PRIOR_DISPERSION_COEF = 0.5  # log dispersion per unit of a covariate as encoded (a flag's 0 -> 1, a numeric's sd)
 PRIOR_TAIL_LOGIT = dist.Normal(-2.0, 1.5)
 PRIOR_TAIL_GAP = dist.HalfNormal(1.5)
 # Dispersion: log concentration for counts; log of the log-scale sd for amounts.
