@@ -86,8 +86,16 @@ def structure_for(encoded: EncodedPanelData, spec: PanelSpec, config: PanelFitCo
         likelihood=likelihood,
         log_offset=log_offset,
         shocks=tuple(spec.shocks if config.shocks is None else config.shocks),
+        level_walks=_level_walks(spec, config),
         dispersion_features=_dispersion_features(encoded.encoding.series_names(spec), spec, config),
     )
+
+
+def _level_walks(spec: PanelSpec, config: PanelFitConfig) -> tuple[str, ...]:
+    walks = tuple(spec.level_walks if config.level_walks is None else config.level_walks)
+    if PRODUCT_SIDE in walks and spec.sales.product is None:
+        raise ValueError(f"a product level walk needs a product key, and spec {spec.name!r} has none")
+    return walks
 
 
 def _dispersion_features(series_names: tuple[str, ...], spec: PanelSpec, config: PanelFitConfig) -> tuple[int, ...]:

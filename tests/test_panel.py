@@ -358,3 +358,26 @@ def test_a_dispersion_that_moves_with_the_covariates_widens_promotion_weeks_only
     assert promo.sum() > 200
     assert 0.84 <= coverage[True][0] <= 0.96 and 0.85 <= coverage[True][1] <= 0.96
     assert coverage[False][0] < 0.75 and coverage[False][1] > coverage[True][1]
+
+
+@pytest.mark.slow  # two fits of 96 series x 104 weeks: ~20 s on 2 cores
+def test_store_level_walks_carry_a_drift_that_a_stores_series_share() -> None:
+    """Each store's level drifts by a step of sd 0.2 every 13 weeks, shared by its products: with store walks the
+    store totals' 90% intervals of the next 13 weeks hold the truth 80% of the time (a part of the drift still
+    goes to the series' own walks), without them about 60%."""
+    demo = generate_panel_demo(seed=8, n_stores=12, n_departments=2, products_per_department=4, store_drift=0.2)
+    tables = demo.tables()
+    encoded = encode_panel(tables)
+    stores = tuple(level for level in pp.aggregate_levels(tables, encoded) if level.name == "store_id")
+    truth = demo.truth_future.group_by("store_id", "week").agg(pl.col("units").sum()).sort("store_id", "week")
+    coverage = {}
+    for walks in ((), ("store",)):
+        fitted, fit = pp.fit_encoded(encoded, tables.spec, PanelFitConfig(level_walks=walks), jax.random.key(0), on_progress=lambda p: None)
+        assert fit.converged and fitted.structure.level_walks == walks
+        arrays = pp.forecast_encoded(fitted, encoded, stores, ForecastConfig(num_draws=500), jax.random.key(1))
+        mean, quantiles = arrays.aggregates["store_id"]
+        assert stores[0].labels == tuple(sorted(truth["store_id"].unique())) and mean.shape == (12, 13)
+        y = truth["units"].to_numpy().reshape(mean.shape)
+        levels = [round(float(level), 3) for level in arrays.levels]
+        coverage[walks] = ((y >= quantiles[levels.index(0.05)]) & (y <= quantiles[levels.index(0.95)])).mean()
+    assert coverage[("store",)] >= 0.72 and coverage[()] <= 0.7 and coverage[("store",)] - coverage[()] >= 0.1

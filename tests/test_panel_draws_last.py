@@ -10,6 +10,7 @@ import pytest
 from tasks.forecast.panel_draws import draw_globals, forecast_panel
 from tasks.model.panel import (
     SHOCK_KINDS,
+    WALK_SITES,
     Layout,
     PanelInputs,
     PanelSite,
@@ -23,7 +24,7 @@ from tasks.model.panel import (
 N_DRAWS, N_SERIES, N_STORES, N_PRODUCTS, N_FUTURE = 5, 9, 3, 4, 10
 
 
-def _structure(shocks: tuple[str, ...]) -> PanelStructure:
+def _structure(shocks: tuple[str, ...], level_walks: tuple[str, ...] = ()) -> PanelStructure:
     names = ("intercept", "t1", "t2", "t3", "price", "promo")
     return PanelStructure(
         coef_names=names,
@@ -40,6 +41,7 @@ def _structure(shocks: tuple[str, ...]) -> PanelStructure:
         likelihood="nb",
         log_offset=0.3,
         shocks=shocks,
+        level_walks=level_walks,
         n_future_blocks=3,
         n_future=N_FUTURE,
     )
@@ -71,6 +73,9 @@ def _latent(structure: PanelStructure, idx: np.ndarray, rng: np.random.Generator
     latent |= positive.unpack(rng.uniform(0.2, 1.0, (N_DRAWS, positive.size)).astype(np.float32))
     latent |= series.unpack(rng.normal(size=(N_DRAWS, idx.size, series.size)).astype(np.float32))
     latent[PanelSite.LEVEL_STEPS_FUTURE] = rng.normal(size=(N_DRAWS, idx.size, structure.n_future_blocks)).astype(np.float32)
+    for side in structure.level_walks:
+        shape = (N_DRAWS, structure.n_groups(side), structure.n_future_blocks)
+        latent[PanelSite.future(WALK_SITES[side][0])] = rng.normal(size=shape).astype(np.float32)
     shapes = shock_shapes(structure, N_FUTURE)
     shocks = tuple(
         rng.normal(size=(N_DRAWS, *shapes[kind])).astype(np.float32) if kind in shapes else np.zeros(N_DRAWS, np.float32)
@@ -92,16 +97,19 @@ def _params(structure: PanelStructure) -> dict[str, np.ndarray]:
     }
 
 
-@pytest.mark.parametrize("shocks", [("chain", "store", "product"), ("chain",), ()])
-def test_log_mean_ahead_is_log_mean_draw_by_draw(shocks: tuple[str, ...]) -> None:
-    rng = np.random.default_rng(len(shocks))
-    structure = _structure(shocks)
+@pytest.mark.parametrize(
+    ("shocks", "level_walks"), [(("chain", "store", "product"), ()), (("chain",), ()), ((), ()), (("chain",), ("store", "product"))]
+)
+def test_log_mean_ahead_is_log_mean_draw_by_draw(shocks: tuple[str, ...], level_walks: tuple[str, ...]) -> None:
+    rng = np.random.default_rng(len(shocks) + len(level_walks))
+    structure = _structure(shocks, level_walks)
     inputs = _inputs(structure, rng)
     idx = jnp.asarray([0, 2, 3, 5, 8])
     latent, future_shocks = _latent(structure, np.asarray(idx), rng)
     # the general formula, given the history's level steps and shocks as well (they cannot reach these periods)
     by_draw = jax.vmap(lambda lat, sh: log_mean(lat, inputs, structure, idx, future_shocks=sh))(latent, future_shocks)
     history_only = {PanelSite.LEVEL_STEPS, PanelSite.SHOCK_RAW, PanelSite.STORE_SHOCK_RAW, PanelSite.PRODUCT_SHOCK_RAW}
+    history_only |= {steps for steps, _ in WALK_SITES.values()}
     last = {name: jnp.moveaxis(jnp.asarray(value), 0, -1) for name, value in latent.items() if name not in history_only}
     ahead = log_mean_ahead(last, inputs, structure, idx, tuple(jnp.moveaxis(jnp.asarray(s), 0, -1) for s in future_shocks))
     assert ahead.shape == (idx.size, N_FUTURE, N_DRAWS)

@@ -83,6 +83,8 @@ def test_defaults_of_a_minimal_spec() -> None:
         ("dispersion_covariates: [promo, weather]\n", "dispersion_covariates names ['weather'], which are not covariates"),
         ("dispersion_covariates: [cross_price]\n", "dispersion_covariates names ['cross_price']"),
         ("dispersion_covariates: [promo, promo]\n", "dispersion_covariates are listed twice"),
+        ("level_walks: [store, store]\n", "level_walks are listed twice"),
+        ("level_walks: [region]\n", "level_walks.0: Input should be 'store' or 'product'"),
     ],
 )
 def test_broken_specs_name_the_field_and_the_rule(extra: str, message: str) -> None:
@@ -105,6 +107,8 @@ pooling: {level: [product]}
         parse_spec(text, "s.yaml")
     with pytest.raises(SpecError, match="product shocks need a product key"):
         parse_spec(text.replace("pooling: {level: [product]}", "shocks: [chain, product]"), "s.yaml")
+    with pytest.raises(SpecError, match="a product level walk needs a product key"):
+        parse_spec(text.replace("pooling: {level: [product]}", "level_walks: [product]"), "s.yaml")
 
 
 def test_not_a_mapping_and_bad_yaml_and_unknown_layout() -> None:

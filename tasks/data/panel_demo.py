@@ -140,13 +140,17 @@ def generate_panel_demo(
     stockout_share: float = 0.0,
     concentration: float = 15.0,
     promo_concentration: float | None = None,
+    store_drift: float = 0.0,
 ) -> PanelDemo:
     """``promo_concentration``: the NB concentration of promotion weeks (default ``concentration``): lower
-    makes a promotion's sales noisier than a regular week's."""
+    makes a promotion's sales noisier than a regular week's. ``store_drift``: the sd of a step, every 13 weeks,
+    of a walk of each store's level that all its products share (0: none)."""
     if min(n_stores, n_regions, n_departments, products_per_department, n_weeks, horizon) < 1:
         raise ValueError("every count of the panel demo must be >= 1")
     if min(concentration, promo_concentration or concentration) <= 0:
         raise ValueError(f"concentrations must be > 0, got {concentration!r} and {promo_concentration!r}")
+    if store_drift < 0:
+        raise ValueError(f"store_drift must be >= 0, got {store_drift!r}")
     if not 0.0 <= stockout_share < 0.5:
         raise ValueError(f"stockout_share must lie in [0, 0.5), got {stockout_share!r}")
     rng = np.random.default_rng(seed)
@@ -190,6 +194,11 @@ def generate_panel_demo(
         + elasticity[None, :, None] * log_relative_price
         + promo_lift[department][None, :, None] * promo
     )
+    if store_drift > 0:
+        # A stream of its own, so that the demo without drift draws exactly what it always did.
+        steps = np.random.default_rng([seed, 2]).normal(0.0, store_drift, (n_stores, n_total // 13 + 1))
+        steps[:, 0] = 0.0
+        log_mu = log_mu + np.cumsum(steps, axis=1)[:, np.arange(n_total) // 13][:, None, :]
     mu = np.exp(log_mu)
     if promo_concentration is not None:
         concentration = np.where(promo, promo_concentration, concentration)

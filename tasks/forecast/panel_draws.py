@@ -23,6 +23,7 @@ from tasks.model.negbin import draw_counts, mixture_concentration, mixture_conce
 from tasks.model.panel import (
     SHOCK_KINDS,
     SHOCK_SITES,
+    WALK_SITES,
     Layout,
     PanelInputs,
     PanelSite,
@@ -81,6 +82,11 @@ def _draw_globals(params: Params, key: jax.Array, structure: PanelStructure, num
         scale = latent[SHOCK_SITES[kind][1]].reshape((num_draws,) + (1,) * len(shapes[kind]))
         shocks.append(scale * jax.random.normal(k, (num_draws, *shapes[kind])))
     latent["future_shocks"] = tuple(shocks)
+    for i, side in enumerate(structure.level_walks):
+        # Keys folded in from the shocks' key: the draws of a model without walks stay what they were.
+        steps_site = WALK_SITES[side][0]
+        shape = (num_draws, structure.n_groups(side), structure.n_future_blocks)
+        latent[PanelSite.future(steps_site)] = jax.random.normal(jax.random.fold_in(key_shocks, 1 + i), shape)
     return jax.tree.map(lambda values: jnp.moveaxis(values, 0, -1), latent) if draws_last else latent
 
 

@@ -18,6 +18,8 @@ product in a known store from its store's and department's effects. Everything i
 
 - level: each series' level walks in blocks of ``block_periods`` back from the anchor (the last
   history period), so that recent periods count more; after the anchor the walk goes on from its prior.
+  With the spec's ``level_walks``, a walk of each store (product) adds to the levels of all its series: a
+  store's traffic that drifts moves its series together, which its totals' intervals need.
 - shocks: one per history period shared by all series, one per store and period shared by the store's
   series (traffic), and one per product and period shared by the product's series in every store, kept orthogonal to the time design and to the covariates' period means so
   that they cannot absorb a season or promotion effect; after the anchor they are drawn from their
@@ -80,6 +82,10 @@ class PanelSite:
     STORE_SHOCK_RAW = "store_shock_raw"
     PRODUCT_SHOCK_SCALE = "product_shock_scale"
     PRODUCT_SHOCK_RAW = "product_shock_raw"
+    STORE_WALK_SCALE = "store_walk_scale"
+    STORE_WALK_STEPS = "store_walk_steps"
+    PRODUCT_WALK_SCALE = "product_walk_scale"
+    PRODUCT_WALK_STEPS = "product_walk_steps"
     DISPERSION_MEAN = "dispersion_mean"
     DISPERSION_SCALE = "dispersion_scale"
     DISPERSION_RAW = "dispersion_raw"
@@ -90,6 +96,11 @@ class PanelSite:
     Y_CENSORED = "y_censored"  # a factor: log P(Y >= y) of the censored cells
     SERIES_PLATE = "series"
     PERIODS_PLATE = "periods"
+
+    @staticmethod
+    def future(steps_site: str) -> str:
+        """The steps of a level walk after the anchor (drawn from the prior by the forecast)."""
+        return f"{steps_site}_future"
 
     @staticmethod
     def group_scale(side: str, level: int) -> str:
@@ -106,6 +117,12 @@ SHOCK_SITES = {
     CHAIN: (PanelSite.SHOCK_RAW, PanelSite.SHOCK_SCALE),
     STORE_SIDE: (PanelSite.STORE_SHOCK_RAW, PanelSite.STORE_SHOCK_SCALE),
     PRODUCT_SIDE: (PanelSite.PRODUCT_SHOCK_RAW, PanelSite.PRODUCT_SHOCK_SCALE),
+}
+
+# Level walks shared by the series of a store or of a product: side -> (steps site, scale site)
+WALK_SITES = {
+    STORE_SIDE: (PanelSite.STORE_WALK_STEPS, PanelSite.STORE_WALK_SCALE),
+    PRODUCT_SIDE: (PanelSite.PRODUCT_WALK_STEPS, PanelSite.PRODUCT_WALK_SCALE),
 }
 
 # Sites with one entry per series (the first axis of their guide parameters); the rest are global.
@@ -134,6 +151,7 @@ class PanelStructure:
     n_future: int = 0
     censor_terms: int = 0  # grid of the censored NB survival (tasks.model.censored.survival_terms); 0: no censored cell
     dispersion_features: tuple[int, ...] = ()  # series features the dispersion moves with (a promotion is noisier)
+    level_walks: tuple[str, ...] = ()  # level walks shared by a store's (product's) series, beside each series' own
 
     @property
     def n_coef(self) -> int:
@@ -146,6 +164,9 @@ class PanelStructure:
     @property
     def n_past_blocks(self) -> int:
         return (self.n_history - 1) // self.block_periods
+
+    def n_groups(self, side: str) -> int:
+        return self.n_stores if side == STORE_SIDE else self.n_products
 
     @property
     def n_stores(self) -> int:
@@ -287,10 +308,16 @@ def log_mean(
         steps_future = latent[PanelSite.LEVEL_SCALE] * steps_future
     steps = latent[PanelSite.LEVEL_SCALE] * latent[PanelSite.LEVEL_STEPS]
     value = value + _level_path(steps, steps_future, inputs.block, structure.n_past_blocks)
+    members = {CHAIN: None, STORE_SIDE: inputs.series_store[idx], PRODUCT_SIDE: inputs.series_product[idx]}
+    for side in structure.level_walks:
+        steps_site, scale_site = WALK_SITES[side]
+        scale = latent[scale_site]
+        future = latent.get(PanelSite.future(steps_site))
+        path = _level_path(scale * latent[steps_site], None if future is None else scale * future, inputs.block, structure.n_past_blocks)
+        value = value + path[members[side]]
 
     in_history = inputs.history_index >= 0
     position = jnp.maximum(inputs.history_index, 0)
-    members = {CHAIN: None, STORE_SIDE: inputs.series_store[idx], PRODUCT_SIDE: inputs.series_product[idx]}
     for i, kind in enumerate(SHOCK_KINDS):
         if kind not in structure.shocks:
             continue
@@ -344,11 +371,11 @@ def log_mean_ahead(
     )
     steps = latent.get(PanelSite.LEVEL_STEPS_FUTURE)  # [s, B, D]
     if steps is not None:
-        walk = jnp.cumsum(latent[PanelSite.LEVEL_SCALE] * steps, axis=1)
-        path = jnp.concatenate([jnp.zeros_like(walk[:, :1]), walk], axis=1)  # block 0, the anchor's: level 0
-        one_hot = inputs.block[None, :] == jnp.arange(path.shape[1])[:, None]
-        value = value + jnp.einsum("sbd,bt->std", path, one_hot.astype(path.dtype))
+        value = value + _path_ahead(latent[PanelSite.LEVEL_SCALE] * steps, inputs.block)
     members = {CHAIN: None, STORE_SIDE: store, PRODUCT_SIDE: product}
+    for side in structure.level_walks:
+        steps_site, scale_site = WALK_SITES[side]
+        value = value + _path_ahead(latent[scale_site] * latent[PanelSite.future(steps_site)], inputs.block)[members[side]]
     for shock, kind in zip(future_shocks, SHOCK_KINDS, strict=True):
         if kind in structure.shocks:
             value = value + (shock[None] if members[kind] is None else shock[members[kind]])
@@ -368,6 +395,15 @@ def log_dispersion(latent: dict[str, jnp.ndarray], x_series: jnp.ndarray, struct
     if features != tuple(range(x_series.shape[-1])):
         x_series = x_series[..., np.asarray(features)]
     return own + jnp.tensordot(x_series, latent[PanelSite.DISPERSION_COEF], axes=([2], [0]))
+
+
+def _path_ahead(steps: jnp.ndarray, block: jnp.ndarray) -> jnp.ndarray:
+    """A walk's level [g, T, D] over periods after the anchor from its steps [g, B, D]: zero in the anchor's
+    block (0), then the steps' running sum."""
+    walk = jnp.cumsum(steps, axis=1)
+    path = jnp.concatenate([jnp.zeros_like(walk[:, :1]), walk], axis=1)
+    one_hot = block[None, :] == jnp.arange(path.shape[1])[:, None]
+    return jnp.einsum("gbd,bt->gtd", path, one_hot.astype(path.dtype))
 
 
 # --- likelihoods -----------------------------------------------------------------------------------
@@ -515,6 +551,10 @@ def layouts(structure: PanelStructure) -> tuple[Layout, Layout, Layout]:
         raw_site, scale_site = SHOCK_SITES[kind]
         real[raw_site] = shape
         positive[scale_site] = ()
+    for side in structure.level_walks:
+        steps_site, scale_site = WALK_SITES[side]
+        real[steps_site] = (structure.n_groups(side), structure.n_past_blocks)
+        positive[scale_site] = ()
     real |= {PanelSite.DISPERSION_MEAN: (), PanelSite.TAIL_LOGIT: (n_tails,)}
     if structure.has_dispersion_coef:
         real[PanelSite.DISPERSION_COEF] = (len(structure.dispersion_features),)
@@ -544,6 +584,7 @@ def prior_vectors(structure: PanelStructure) -> tuple[np.ndarray, np.ndarray, np
         PanelSite.DISPERSION_SCALE: 1.0,
         PanelSite.TAIL_GAP: PRIOR_TAIL_GAP.scale,
         **{scale_site: PRIOR_SHOCK_SCALE for _, scale_site in SHOCK_SITES.values()},
+        **{scale_site: PRIOR_LEVEL_SCALE for _, scale_site in WALK_SITES.values()},
     }
     for side, level, _, _ in structure.group_sites():
         positive_scale[PanelSite.group_scale(side, level)] = group_scale

@@ -30,6 +30,7 @@ from tasks.model.panel import (
     PRODUCT_SIDE,
     SHOCK_SITES,
     STORE_SIDE,
+    WALK_SITES,
     PanelInputs,
     PanelSite,
     PanelStructure,
@@ -66,6 +67,7 @@ def warm_start(inputs: PanelInputs, structure: PanelStructure, init_scale: float
         PanelSite.SERIES_SCALE: np.log(0.5 * series_scale),
         PanelSite.LEVEL_SCALE: np.log(0.2 * PRIOR_LEVEL_SCALE),
         **{scale: np.log(0.2 * PRIOR_SHOCK_SCALE) for _, scale in SHOCK_SITES.values()},
+        **{scale: np.log(0.2 * PRIOR_LEVEL_SCALE) for _, scale in WALK_SITES.values()},
         PanelSite.DISPERSION_SCALE: np.log(0.3),
         PanelSite.TAIL_GAP: np.zeros(MIXTURE_COMPONENTS - 1),
     }
