@@ -178,6 +178,16 @@ def test_dispersion_covariates_are_the_datas_series_features(demo) -> None:
         pp.structure_for(encoded, tables.spec, PanelFitConfig(dispersion_covariates=("promo", "weather")))
 
 
+def test_a_fit_config_asking_for_product_walks_needs_a_product_key() -> None:
+    stores_only = parse_spec(
+        "name: stores_only\nfrequency: day\ntarget_kind: units\nsales: {file: s.csv, period: d, store: s, target: y}\n", "s.yaml"
+    )
+    assert pp._level_walks(stores_only, PanelFitConfig(level_walks=("store",))) == ("store",)
+    assert pp._level_walks(stores_only, PanelFitConfig()) == ()
+    with pytest.raises(ValueError, match="a product level walk needs a product key, and spec 'stores_only' has none"):
+        pp._level_walks(stores_only, PanelFitConfig(level_walks=("product",)))
+
+
 def test_aggregates_are_coherent_and_come_from_joint_draws(fitted_demo) -> None:
     tables, encoded, fitted, _ = fitted_demo
     aggregates = pp.aggregate_levels(tables, encoded)
