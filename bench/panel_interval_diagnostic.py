@@ -135,6 +135,7 @@ def main() -> None:
     p.add_argument("--factor", type=float, default=3.0)
     p.add_argument("--by", default="", help="comma-separated covariate columns to split the series coverage by")
     p.add_argument("--dispersion-covariates", default="spec", help="'spec' (default), 'none', or comma-separated covariates")
+    p.add_argument("--block-periods", type=int, default=None, help="periods per level-walk step (default: the fit config's)")
     p.add_argument("--num-draws", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -153,7 +154,10 @@ def main() -> None:
 
     pb.score_methods = scored
     chosen = args.dispersion_covariates
-    config = PanelFitConfig(dispersion_covariates=None if chosen == "spec" else () if chosen == "none" else tuple(_names(chosen)))
+    config = PanelFitConfig(
+        dispersion_covariates=None if chosen == "spec" else () if chosen == "none" else tuple(_names(chosen)),
+        block_periods=args.block_periods,
+    )
     if args.spec is not None:
         tables = read_panel(load_spec(args.spec), args.data)
     else:
