@@ -30,6 +30,7 @@ from tasks import names as n
 from tasks.config import ForecastConfig, PanelFitConfig
 from tasks.data.panel_ingest import read_panel
 from tasks.data.spec import builtin_spec, load_spec
+from tasks.evaluate import panel_metrics
 from tasks.model.panel import PanelSite, layouts
 
 SHARED = common.REPO.parent / "shared" / "data"
@@ -59,17 +60,24 @@ def widen(forecast, names: list[str], columns: list[str], factor: float):
     return widened
 
 
+def bands(y: np.ndarray, quantiles: np.ndarray, levels: tuple[float, ...], cells: tuple) -> dict[str, np.ndarray]:
+    """Whether each actual fell inside the 50% and 90% intervals of ``quantiles`` [Q, ...] read at ``cells``,
+    below the 5% or above the 95% quantile, and the 90% interval's bounds."""
+    low50, high50 = (bound[cells] for bound in panel_metrics.interval(quantiles, levels, 0.5))
+    low90, high90 = (bound[cells] for bound in panel_metrics.interval(quantiles, levels, 0.9))
+    return {
+        "in50": (y >= low50) & (y <= high50), "in90": (y >= low90) & (y <= high90),
+        "below5": y < low90, "above95": y > high90, "q05": low90, "q95": high90,
+    }  # fmt: skip
+
+
 def series_cells(encoded, actual: pl.DataFrame, model, number: int) -> pl.DataFrame:
     """The scored rows of ``actual`` with whether each fell inside the model's 50% and 90% intervals."""
     s, t = pb.future_cells(encoded, actual)
     y = actual[n.TARGET].cast(pl.Float64).fill_null(np.nan).to_numpy()
-    levels = [round(float(level), 3) for level in model.levels]
-    q = {level: model.quantiles[levels.index(level)][s, t] for level in (0.05, 0.25, 0.75, 0.95)}
+    inside = bands(y, model.quantiles, model.levels, (s, t))
     return actual.with_columns(
-        pl.Series("in50", (y >= q[0.25]) & (y <= q[0.75])),
-        pl.Series("in90", (y >= q[0.05]) & (y <= q[0.95])),
-        pl.Series("below5", y < q[0.05]),
-        pl.Series("above95", y > q[0.95]),
+        *(pl.Series(name, inside[name]) for name in ("in50", "in90", "below5", "above95")),
         pl.Series("step", t),
         pl.lit(number).alias("origin_number"),
     ).filter(pl.col(n.TARGET).is_not_null())
@@ -80,20 +88,19 @@ def aggregate_cells(encoded, actual: pl.DataFrame, aggregates, model, number: in
     spread the model predicted for it ((log q95 - log q05) / 3.29, a normal's sd on the log scale)."""
     s, t = pb.future_cells(encoded, actual)
     y = actual[n.TARGET].cast(pl.Float64).fill_null(np.nan).to_numpy()
-    levels = [round(float(level), 3) for level in model.levels]
     frames = []
     for level in aggregates:
         total, seen = pb.aggregate_actuals(level, s, t, y, encoded.future.n_periods)
         g, tt = np.nonzero(seen)
         mean, quantiles = model.aggregates[level.name]
         value = total[g, tt]
-        q = {at: quantiles[levels.index(at)][g, tt] for at in (0.05, 0.25, 0.75, 0.95)}
+        inside = bands(value, quantiles, model.levels, (g, tt))
         with np.errstate(divide="ignore", invalid="ignore"):
-            error, spread = np.log(value / mean[g, tt]), np.log(q[0.95] / q[0.05]) / 3.29
+            error, spread = np.log(value / mean[g, tt]), np.log(inside["q95"] / inside["q05"]) / 3.29
         frames.append(
             pl.DataFrame({
-                "level": level.name, "step": tt, "origin_number": number, "in50": (value >= q[0.25]) & (value <= q[0.75]),
-                "in90": (value >= q[0.05]) & (value <= q[0.95]), "log_error": error, "predicted_sd": spread,
+                "level": level.name, "step": tt, "origin_number": number, "in50": inside["in50"], "in90": inside["in90"],
+                "log_error": error, "predicted_sd": spread,
             })  # fmt: skip
         )
     return pl.concat(frames)

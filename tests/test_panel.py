@@ -19,6 +19,7 @@ from tasks.data.panel_demo import generate_panel_demo
 from tasks.data.panel_encode import CROSS_PRICE, PanelEncoding, encode_panel
 from tasks.data.spec import parse_spec
 from tasks.evaluate.panel_backtest import future_cells
+from tasks.evaluate.panel_metrics import interval
 from tasks.forecast.draws import quantiles_of_draws
 from tasks.forecast.panel_draws import AggregateLevel, aggregate_sources
 from tasks.model import panel_state
@@ -355,8 +356,7 @@ def test_a_dispersion_that_moves_with_the_covariates_widens_promotion_weeks_only
         fitted, fit = pp.fit_encoded(encoded, tables.spec, config, jax.random.key(0), on_progress=lambda p: None)
         assert fit.converged and fitted.structure.has_dispersion_coef == varying
         arrays = pp.forecast_encoded(fitted, encoded, (), ForecastConfig(num_draws=500), jax.random.key(1))
-        levels = [round(float(level), 3) for level in arrays.levels]
-        low, high = arrays.quantiles[levels.index(0.05)][s, t], arrays.quantiles[levels.index(0.95)][s, t]
+        low, high = (bound[s, t] for bound in interval(arrays.quantiles, arrays.levels, 0.9))
         inside = (y >= low) & (y <= high)
         coverage[varying] = (inside[promo].mean(), inside[~promo].mean())
         if varying:
@@ -388,6 +388,6 @@ def test_store_level_walks_carry_a_drift_that_a_stores_series_share() -> None:
         mean, quantiles = arrays.aggregates["store_id"]
         assert stores[0].labels == tuple(sorted(truth["store_id"].unique())) and mean.shape == (12, 13)
         y = truth["units"].to_numpy().reshape(mean.shape)
-        levels = [round(float(level), 3) for level in arrays.levels]
-        coverage[walks] = ((y >= quantiles[levels.index(0.05)]) & (y <= quantiles[levels.index(0.95)])).mean()
+        low, high = interval(quantiles, arrays.levels, 0.9)
+        coverage[walks] = ((y >= low) & (y <= high)).mean()
     assert coverage[("store",)] >= 0.72 and coverage[()] <= 0.7 and coverage[("store",)] - coverage[()] >= 0.1

@@ -147,7 +147,7 @@ def generate_panel_demo(
     of a walk of each store's level that all its products share (0: none)."""
     if min(n_stores, n_regions, n_departments, products_per_department, n_weeks, horizon) < 1:
         raise ValueError("every count of the panel demo must be >= 1")
-    if min(concentration, promo_concentration or concentration) <= 0:
+    if concentration <= 0 or (promo_concentration is not None and promo_concentration <= 0):
         raise ValueError(f"concentrations must be > 0, got {concentration!r} and {promo_concentration!r}")
     if store_drift < 0:
         raise ValueError(f"store_drift must be >= 0, got {store_drift!r}")

@@ -297,16 +297,13 @@ class PanelSpec(_Strict):
         features = {*names, *((CROSS_PRICE,) if self.cross_price is not None else ())}
         if unknown := [name for name in self.dispersion_covariates if name not in features]:
             problems.append(f"dispersion_covariates names {unknown}, which are not covariates {sorted(features)}")
-        if len(set(self.dispersion_covariates)) != len(self.dispersion_covariates):
-            problems.append(f"dispersion_covariates are listed twice: {list(self.dispersion_covariates)}")
         if PRODUCT_SIDE in self.level_walks and self.sales.product is None:
             problems.append("a product level walk needs a product key (sales.product)")
-        if len(set(self.level_walks)) != len(self.level_walks):
-            problems.append(f"level_walks are listed twice: {list(self.level_walks)}")
         if PRODUCT_SIDE in self.shocks and self.sales.product is None:
             problems.append("product shocks need a product key (sales.product)")
-        if len(set(self.shocks)) != len(self.shocks):
-            problems.append(f"shocks are listed twice: {list(self.shocks)}")
+        for field in ("shocks", "level_walks", "dispersion_covariates"):
+            if len(set(values := getattr(self, field))) != len(values):
+                problems.append(f"{field} are listed twice: {list(values)}")
         if self.products is not None and self.sales.product is None:
             problems.append("a products table needs a product key in the sales table (sales.product)")
         for covariate in self.covariates:

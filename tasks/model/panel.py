@@ -75,7 +75,6 @@ class PanelSite:
     SERIES_RAW = "series_raw"
     LEVEL_SCALE = "level_scale"
     LEVEL_STEPS = "level_steps"
-    LEVEL_STEPS_FUTURE = "level_steps_future"
     SHOCK_SCALE = "shock_scale"
     SHOCK_RAW = "shock_raw"
     STORE_SHOCK_SCALE = "store_shock_scale"
@@ -101,6 +100,8 @@ class PanelSite:
     def future(steps_site: str) -> str:
         """The steps of a level walk after the anchor (drawn from the prior by the forecast)."""
         return f"{steps_site}_future"
+
+    LEVEL_STEPS_FUTURE = future(LEVEL_STEPS)
 
     @staticmethod
     def group_scale(side: str, level: int) -> str:
@@ -303,18 +304,12 @@ def log_mean(
         + theta[:, 1 : 1 + n_time] @ inputs.x_time.T
         + jnp.einsum("stf,sf->st", x_series, theta[:, 1 + n_time :])
     )
-    steps_future = latent.get(PanelSite.LEVEL_STEPS_FUTURE)
-    if steps_future is not None:
-        steps_future = latent[PanelSite.LEVEL_SCALE] * steps_future
-    steps = latent[PanelSite.LEVEL_SCALE] * latent[PanelSite.LEVEL_STEPS]
-    value = value + _level_path(steps, steps_future, inputs.block, structure.n_past_blocks)
     members = {CHAIN: None, STORE_SIDE: inputs.series_store[idx], PRODUCT_SIDE: inputs.series_product[idx]}
-    for side in structure.level_walks:
-        steps_site, scale_site = WALK_SITES[side]
+    for steps_site, scale_site, rows in _walks(structure, members):
         scale = latent[scale_site]
         future = latent.get(PanelSite.future(steps_site))
         path = _level_path(scale * latent[steps_site], None if future is None else scale * future, inputs.block, structure.n_past_blocks)
-        value = value + path[members[side]]
+        value = value + (path if rows is None else path[rows])
 
     in_history = inputs.history_index >= 0
     position = jnp.maximum(inputs.history_index, 0)
@@ -369,17 +364,23 @@ def log_mean_ahead(
         + jnp.einsum("tp,spd->std", inputs.x_time, theta[:, 1 : 1 + n_time])
         + jnp.einsum("stf,sfd->std", inputs.x_series[idx], theta[:, 1 + n_time :])
     )
-    steps = latent.get(PanelSite.LEVEL_STEPS_FUTURE)  # [s, B, D]
-    if steps is not None:
-        value = value + _path_ahead(latent[PanelSite.LEVEL_SCALE] * steps, inputs.block)
     members = {CHAIN: None, STORE_SIDE: store, PRODUCT_SIDE: product}
-    for side in structure.level_walks:
-        steps_site, scale_site = WALK_SITES[side]
-        value = value + _path_ahead(latent[scale_site] * latent[PanelSite.future(steps_site)], inputs.block)[members[side]]
+    for steps_site, scale_site, rows in _walks(structure, members):
+        steps = latent.get(PanelSite.future(steps_site))  # [s or groups, B, D]; none without a block ahead
+        if steps is not None:
+            path = _path_ahead(latent[scale_site] * steps, inputs.block)
+            value = value + (path if rows is None else path[rows])
     for shock, kind in zip(future_shocks, SHOCK_KINDS, strict=True):
         if kind in structure.shocks:
             value = value + (shock[None] if members[kind] is None else shock[members[kind]])
     return value
+
+
+def _walks(structure: PanelStructure, members: dict) -> list[tuple[str, str, jnp.ndarray | None]]:
+    """Every level walk as (steps site, scale site, the row of its path each series takes): the series' own
+    (None: row for row), then those its store's or product's series share."""
+    own = (PanelSite.LEVEL_STEPS, PanelSite.LEVEL_SCALE, None)
+    return [own, *((*WALK_SITES[side], members[side]) for side in structure.level_walks)]
 
 
 def log_dispersion(latent: dict[str, jnp.ndarray], x_series: jnp.ndarray, structure: PanelStructure) -> jnp.ndarray:
