@@ -92,6 +92,8 @@ def render(progress: FitProgress) -> Group:
     details = f"    loss/obs {p.loss:.5f}   improvement/chunk {trend}"
     if p.series_per_step is not None:
         details += f"   {p.series_per_step:,} series/step"
+    if p.blocks_read is not None:
+        details += f"   {p.blocks_read:,} series blocks read"
     return Group(head, Text(details, style="dim"))
 
 

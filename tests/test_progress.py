@@ -27,8 +27,8 @@ class Stream(io.StringIO):
         return self._tty
 
 
-def chunk(step: int, max_steps: int = 1000, stop: str | None = None, series: int | None = None) -> FitProgress:
-    return FitProgress(step, max_steps, 2.0 - step / 1000, 1e-2, step / 100, series, stop)
+def chunk(step: int, max_steps: int = 1000, stop: str | None = None, series: int | None = None, blocks: int | None = None) -> FitProgress:
+    return FitProgress(step, max_steps, 2.0 - step / 1000, 1e-2, step / 100, series, stop, blocks)
 
 
 @pytest.fixture
@@ -76,6 +76,16 @@ def test_plain_mode_keeps_the_info_line(fit_log) -> None:
     assert handler.filters == []
     log_progress(chunk(200))
     assert lines.getvalue() == f"INFO {FIT_LOGGER}: step 200/1000  loss/obs 1.80000  rel.improvement/chunk 1.00e-02  2.0s\n"
+
+
+def test_a_streamed_fit_says_how_many_series_blocks_it_read(fit_log) -> None:
+    logger, handler, lines = fit_log
+    log_progress(chunk(300, series=512, blocks=96))
+    assert lines.getvalue().rstrip().endswith("3.0s  96 series blocks read")
+    display, screen = live_display(handler)
+    log_progress(chunk(400, series=512, blocks=128))
+    assert "512 series/step   128 series blocks read" in screen.getvalue()
+    display.close()
 
 
 def test_the_record_carries_the_progress(caplog: pytest.LogCaptureFixture) -> None:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import lru_cache, partial
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -88,6 +89,7 @@ class FitProgress:
     seconds: float  # since the first step (compilation excluded)
     series_per_step: int | None = None  # series each step reads (a subsample, or all); None: not told
     stop_reason: str | None = None  # on the fit's last chunk: "converged" or "max_steps"; None before
+    blocks_read: int | None = None  # series blocks read from disk so far (a streamed fit); None: in memory
 
     @property
     def seconds_left_at_most(self) -> float:
@@ -115,13 +117,15 @@ class FitResult:
 def log_progress(progress: FitProgress) -> None:
     """One INFO line per chunk; the record carries ``fit_progress`` for a handler that renders it
     (the CLI's live terminal display, ``flows.progress``)."""
+    blocks = "" if progress.blocks_read is None else f"  {progress.blocks_read} series blocks read"
     log.info(
-        "step %d/%d  loss/obs %.5f  rel.improvement/chunk %.2e  %.1fs",
+        "step %d/%d  loss/obs %.5f  rel.improvement/chunk %.2e  %.1fs%s",
         progress.step,
         progress.max_steps,
         progress.loss,
         progress.relative_improvement,
         progress.seconds,
+        blocks,
         extra={"fit_progress": progress},
     )
 
@@ -281,20 +285,61 @@ def _svi_program(structure: ModelStructure, settings: FitSettings, subsample_siz
     return compiled_svi(model_fn, guide_fn, settings)
 
 
-def drive_svi(svi, init_state, run_chunk, args: tuple, init: Params, n_observed: int, settings: FitSettings,
-              key: jax.Array, on_progress: Callable[[FitProgress], None], *,
-              series_per_step: int | None = None) -> FitResult:
+class ChunkProgram(Protocol):
+    """What ``drive_svi`` runs: a fit in compiled chunks of steps over some state it does not look into."""
+
+    def start(self, key: jax.Array, init: Params) -> Any: ...
+
+    def compile(self, state: Any, scale: jnp.ndarray) -> None: ...
+
+    def run(self, state: Any, scale: jnp.ndarray) -> tuple[Any, jnp.ndarray]:
+        """One chunk: the new state and each step's loss times ``scale``."""
+        ...
+
+    def params(self, state: Any) -> Params: ...
+
+    def blocks_read(self) -> int | None:
+        """Series blocks read from disk so far (None: the fit holds its data in memory)."""
+        ...
+
+
+@dataclass(frozen=True)
+class SVIChunks:
+    """A ``ChunkProgram`` over NumPyro's SVI on one set of arguments held in memory (``compiled_svi``)."""
+
+    svi: SVI
+    init_state: Callable
+    run_chunk: Callable
+    args: tuple
+
+    def start(self, key: jax.Array, init: Params) -> Any:
+        return self.init_state(key, init, self.args)
+
+    def compile(self, state: Any, scale: jnp.ndarray) -> None:
+        self.run_chunk.lower(state, self.args, scale).compile()
+
+    def run(self, state: Any, scale: jnp.ndarray) -> tuple[Any, jnp.ndarray]:
+        return self.run_chunk(state, self.args, scale)
+
+    def params(self, state: Any) -> Params:
+        return {k: np.asarray(v) for k, v in self.svi.get_params(state).items()}
+
+    def blocks_read(self) -> int | None:
+        return None
+
+
+def drive_svi(program: ChunkProgram, init: Params, n_observed: int, settings: FitSettings, key: jax.Array,
+              on_progress: Callable[[FitProgress], None], *, series_per_step: int | None = None) -> FitResult:
     """Run compiled chunks of SVI steps until the loss trend converges or the step cap is reached.
 
-    ``init_state(key, init, args)`` and ``run_chunk(state, args, scale)`` are the jitted programs of
-    ``svi``; every model of the project (store-day, panel) is fitted through this one loop.
-    ``series_per_step`` is only reported in the progress (``FitProgress.series_per_step``).
+    Every model of the project (store-day, panel, the panel streamed from disk) is fitted through this one
+    loop. ``series_per_step`` is only reported in the progress (``FitProgress.series_per_step``).
     """
     scale = jnp.float32(1.0 / max(n_observed, 1))
 
     t0 = time.perf_counter()
-    state = init_state(key, init, args)
-    run_chunk.lower(state, args, scale).compile()
+    state = program.start(key, init)
+    program.compile(state, scale)
     compile_seconds = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -303,7 +348,7 @@ def drive_svi(svi, init_state, run_chunk, args: tuple, init: Params, n_observed:
     calm = 0
     converged = False
     while len(chunks) * settings.chunk_steps < settings.max_steps:
-        state, losses = run_chunk(state, args, scale)
+        state, losses = program.run(state, scale)
         losses = np.asarray(losses)
         chunks.append(losses)
         step = len(chunks) * settings.chunk_steps
@@ -315,10 +360,12 @@ def drive_svi(svi, init_state, run_chunk, args: tuple, init: Params, n_observed:
         converged = calm >= settings.patience
         stop = "converged" if converged else "max_steps" if step >= settings.max_steps else None
         seconds = time.perf_counter() - t0
-        on_progress(FitProgress(step, settings.max_steps, float(losses.mean()), improvement, seconds, series_per_step, stop))
+        on_progress(
+            FitProgress(step, settings.max_steps, float(losses.mean()), improvement, seconds, series_per_step, stop, program.blocks_read())
+        )
         if converged:
             break
-    params = {k: np.asarray(v) for k, v in svi.get_params(state).items()}
+    params = program.params(state)
     losses = np.concatenate(chunks)
     return FitResult(params, losses, len(losses), converged, compile_seconds, time.perf_counter() - t0)
 
@@ -385,8 +432,7 @@ def _run_svi(
     structure: ModelStructure,
     local: bool,
 ) -> FitResult:
-    svi, init_state, run_chunk = _svi_program(structure, settings, subsample_size, local)
-    return drive_svi(svi, init_state, run_chunk, args, init, n_observed, settings, key, on_progress)
+    return drive_svi(SVIChunks(*_svi_program(structure, settings, subsample_size, local), args), init, n_observed, settings, key, on_progress)
 
 
 def fit_global(

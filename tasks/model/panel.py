@@ -37,6 +37,7 @@ once over the periods after the anchor (the forecast's usual case), tested equal
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
@@ -45,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+from numpyro import handlers
 from numpyro.distributions import constraints
 from numpyro.distributions.util import promote_shapes
 
@@ -601,12 +603,24 @@ def sample_globals(structure: PanelStructure) -> dict[str, jnp.ndarray]:
     return {**real.unpack(values), **positive.unpack(scales)}
 
 
-def model(inputs: PanelInputs, structure: PanelStructure, subsample_size: int | None = None) -> None:
-    """The panel model over the history (``inputs.y`` given): the likelihood of every observed cell."""
+def pool_weighted(pool_scale: float | jnp.ndarray | None) -> contextlib.AbstractContextManager:
+    """The series-level terms' weight when a fit sees a pool of a larger panel's series (None: the whole
+    panel, no handler, the program traced before pools existed)."""
+    return contextlib.nullcontext() if pool_scale is None else handlers.scale(scale=pool_scale)
+
+
+def model(
+    inputs: PanelInputs, structure: PanelStructure, subsample_size: int | None = None, pool_scale: float | jnp.ndarray | None = None
+) -> None:
+    """The panel model over the history (``inputs.y`` given): the likelihood of every observed cell.
+
+    ``pool_scale``: the series in ``inputs`` are a pool drawn from a larger panel (a streamed fit's blocks),
+    whose series-level terms count this many times over (see ``tasks.model.panel_stream``).
+    """
     n_series, n_periods = inputs.observed.shape
     latent = sample_globals(structure)
     series_layout = layouts(structure)[2]
-    with numpyro.plate(PanelSite.SERIES_PLATE, n_series, subsample_size=subsample_size, dim=-2) as idx:
+    with pool_weighted(pool_scale), numpyro.plate(PanelSite.SERIES_PLATE, n_series, subsample_size=subsample_size, dim=-2) as idx:
         flat = numpyro.sample(PanelSite.SERIES, dist.Normal(0.0, 1.0).expand([1, series_layout.size]).to_event(1))
         series = series_layout.unpack(flat[:, 0, :])
         log_mu = log_mean({**latent, **series}, inputs, structure, idx)
@@ -652,6 +666,31 @@ def time_blocks(offsets: np.ndarray, block_periods: int) -> np.ndarray:
     return np.where(offsets <= 0, past, future).astype(np.int32)
 
 
+class PeriodSums(NamedTuple):
+    """The covariates' sums over observed cells, per period: over all series and per product (None: the
+    chain's only). Sums of blocks of series add up to the panel's (``add_period_sums``)."""
+
+    chain: np.ndarray  # float64 [T, F]
+    chain_count: np.ndarray  # float64 [T]
+    product: np.ndarray | None = None  # float64 [n_products, T, F]
+    product_count: np.ndarray | None = None  # float64 [n_products, T]
+
+
+def period_sums(x_series: np.ndarray, observed: np.ndarray, series_product: np.ndarray | None = None, n_products: int = 0) -> PeriodSums:
+    weight = observed.astype(np.float64)
+    chain = (x_series * weight[..., None]).sum(axis=0)
+    if series_product is None:
+        return PeriodSums(chain, weight.sum(axis=0))
+    one_hot = (series_product[None, :] == np.arange(n_products)[:, None]).astype(np.float64)  # [P, S]
+    n_series, n_periods, n_features = x_series.shape
+    product = (one_hot @ (x_series * weight[..., None]).reshape(n_series, -1)).reshape(n_products, n_periods, n_features)
+    return PeriodSums(chain, weight.sum(axis=0), product, one_hot @ weight)
+
+
+def add_period_sums(a: PeriodSums, b: PeriodSums) -> PeriodSums:
+    return PeriodSums(*(None if x is None else x + y for x, y in zip(a, b, strict=True)))
+
+
 def shock_basis(
     x_time: np.ndarray, x_series: np.ndarray, observed: np.ndarray, series_product: np.ndarray | None = None, n_products: int = 0
 ) -> np.ndarray:
@@ -660,14 +699,15 @@ def shock_basis(
     shocks); [1 + p] the time design and the period means over product p's series (its product shocks),
     so that a product's shock cannot stand in for its own price or promotion. Columns beyond a basis'
     rank are zeros. ``series_product`` None: the chain's basis only."""
-    weight = observed.astype(np.float64)
-    bases = [_orthonormal(x_time, (x_series * weight[..., None]).sum(axis=0) / np.maximum(weight.sum(axis=0), 1.0)[:, None])]
-    if series_product is not None:
-        one_hot = (series_product[None, :] == np.arange(n_products)[:, None]).astype(np.float64)  # [P, S]
-        n_series, n_periods, n_features = x_series.shape
-        sums = (one_hot @ (x_series * weight[..., None]).reshape(n_series, -1)).reshape(n_products, n_periods, n_features)
-        counts = np.maximum(one_hot @ weight, 1.0)[..., None]
-        bases += [_orthonormal(x_time, per_period) for per_period in sums / counts]
+    return shock_basis_from_sums(x_time, period_sums(x_series, observed, series_product, n_products))
+
+
+def shock_basis_from_sums(x_time: np.ndarray, sums: PeriodSums) -> np.ndarray:
+    """``shock_basis`` from the covariates' period sums (``period_sums``)."""
+    bases = [_orthonormal(x_time, sums.chain / np.maximum(sums.chain_count, 1.0)[:, None])]
+    if sums.product is not None:
+        counts = np.maximum(sums.product_count, 1.0)[..., None]
+        bases += [_orthonormal(x_time, per_period) for per_period in sums.product / counts]
     width = max(b.shape[1] for b in bases)
     return np.stack([np.pad(b, ((0, 0), (0, width - b.shape[1]))) for b in bases]).astype(np.float32)
 

@@ -21,7 +21,7 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
-from tasks.model.inference import FitProgress, FitResult, FitSettings, Params, compiled_svi, drive_svi, log_progress
+from tasks.model.inference import FitProgress, FitResult, FitSettings, Params, SVIChunks, compiled_svi, drive_svi, log_progress
 from tasks.model.panel import (
     MIXTURE_COMPONENTS,
     PRIOR_DISPERSION,
@@ -38,10 +38,13 @@ from tasks.model.panel import (
     layouts,
     log_mean,
     model,
+    pool_weighted,
 )
 
 
-def guide(inputs: PanelInputs, structure: PanelStructure, subsample_size: int | None = None) -> None:
+def guide(
+    inputs: PanelInputs, structure: PanelStructure, subsample_size: int | None = None, pool_scale: float | jnp.ndarray | None = None
+) -> None:
     real, positive, series = layouts(structure)
     for site, size, law in ((PanelSite.GLOBALS, real.size, dist.Normal), (PanelSite.SCALES, positive.size, dist.LogNormal)):
         loc = numpyro.param(f"{site}.loc", jnp.zeros(size))
@@ -50,13 +53,32 @@ def guide(inputs: PanelInputs, structure: PanelStructure, subsample_size: int | 
     n_series = inputs.observed.shape[0]
     loc = numpyro.param(f"{PanelSite.SERIES}.loc", jnp.zeros((n_series, series.size)))
     scale = numpyro.param(f"{PanelSite.SERIES}.scale", jnp.full((n_series, series.size), 0.05), constraint=constraints.positive)
-    with numpyro.plate(PanelSite.SERIES_PLATE, n_series, subsample_size=subsample_size, dim=-2) as idx:
+    with pool_weighted(pool_scale), numpyro.plate(PanelSite.SERIES_PLATE, n_series, subsample_size=subsample_size, dim=-2) as idx:
         numpyro.sample(PanelSite.SERIES, dist.Normal(loc[idx][:, None, :], scale[idx][:, None, :]).to_event(1))
+
+
+def series_log_levels(y: np.ndarray, observed: np.ndarray, likelihood: str) -> tuple[np.ndarray, np.ndarray]:
+    """Each series' log mean level over its observed cells, and how many it has (a series at a time: a
+    streamed fit computes them block by block)."""
+    counts = observed.sum(axis=1)
+    if likelihood == "nb":
+        level = np.log(np.maximum((y * observed).sum(axis=1), 0.5) / np.maximum(counts, 1))
+    else:
+        level = (np.log(np.where(observed, np.maximum(y, 1e-9), 1.0)) * observed).sum(axis=1) / np.maximum(counts, 1)
+    return level, counts
 
 
 def warm_start(inputs: PanelInputs, structure: PanelStructure, init_scale: float) -> Params:
     """Start values: priors' centres for the globals, each series' mean level split into a store effect, a
     product effect and its own deviation."""
+    level, counts = series_log_levels(np.asarray(inputs.y), np.asarray(inputs.observed), structure.likelihood)
+    return warm_start_from(level, counts, np.asarray(inputs.series_store), np.asarray(inputs.series_product), structure, init_scale)
+
+
+def warm_start_from(
+    series_mean: np.ndarray, counts: np.ndarray, series_store: np.ndarray, series_product: np.ndarray, structure: PanelStructure, init_scale: float
+) -> Params:
+    """``warm_start`` from each series' log level and observed count (``series_log_levels``)."""
     real, positive, series = layouts(structure)
     _, group_scale, series_scale = coef_prior_scales(structure)
     real_values: dict[str, np.ndarray] = {
@@ -74,17 +96,11 @@ def warm_start(inputs: PanelInputs, structure: PanelStructure, init_scale: float
     for side, level, _, _ in structure.group_sites():
         log_scales[PanelSite.group_scale(side, level)] = np.log(0.3 * group_scale)
 
-    y, observed = np.asarray(inputs.y), np.asarray(inputs.observed)
-    n_series = observed.shape[0]
-    counts = observed.sum(axis=1)
-    if structure.likelihood == "nb":
-        series_mean = np.log(np.maximum((y * observed).sum(axis=1), 0.5) / np.maximum(counts, 1))
-    else:
-        series_mean = (np.log(np.where(observed, np.maximum(y, 1e-9), 1.0)) * observed).sum(axis=1) / np.maximum(counts, 1)
+    n_series = series_mean.shape[0]
     deviation = np.where(counts > 0, series_mean - structure.log_offset, 0.0)
     # Split each series' level into a store and a product effect (additive, by alternating means), so that
     # the fit starts with the groups carrying what they share and a new series starts from them.
-    members = {STORE_SIDE: np.asarray(inputs.series_store), PRODUCT_SIDE: np.asarray(inputs.series_product)}
+    members = {STORE_SIDE: np.asarray(series_store), PRODUCT_SIDE: np.asarray(series_product)}
     sizes = {STORE_SIDE: structure.n_stores, PRODUCT_SIDE: structure.n_products}
     pooled = {STORE_SIDE: structure.store_pooled[0], PRODUCT_SIDE: structure.product_pooled[0]}
     effects = {side: np.zeros(sizes[side]) for side in members}
@@ -145,10 +161,8 @@ def fit_panel(
     subsample = settings.subsample_size if settings.subsample_size and settings.subsample_size < n_series else None
     init = warm_start(inputs, structure, settings.init_scale)
     n_observed = int(np.asarray(inputs.observed).sum())
-    svi, init_state, run_chunk = _program(structure, settings, subsample)
-    return drive_svi(
-        svi, init_state, run_chunk, (inputs,), init, n_observed, settings, key, on_progress, series_per_step=subsample or n_series
-    )
+    program = SVIChunks(*_program(structure, settings, subsample), (inputs,))
+    return drive_svi(program, init, n_observed, settings, key, on_progress, series_per_step=subsample or n_series)
 
 
 def prior_params(params: Params, structure: PanelStructure, series: np.ndarray, groups: dict[str, np.ndarray]) -> Params:

@@ -1,0 +1,323 @@
+"""The panel's global fit streamed from series blocks on disk (``tasks.data.series_blocks``).
+
+Memory holds the arrays every series shares (the time design, the hierarchies, the shock bases), the
+per-series variational parameters of all series and their Adam moments, and two pools of blocks: the
+one the compiled chunk of steps is fitting and the next, which a reader thread loads meanwhile. Each
+chunk draws ``blocks_per_pool`` blocks at random; each of its steps subsamples ``subsample_size``
+series of that pool. The series-level terms weigh ``n_blocks / blocks_per_pool`` times the plate's own
+scale, so that every series counts once in expectation and a step's loss estimates the full ELBO, as
+the in-memory fit's subsample does. A pool's series' parameters and moments are gathered into the
+chunk and scattered back after it ("lazy" Adam: a series' moments rest while it is not in a pool),
+so a step's cost does not grow with the number of series and a pool's last block, when smaller, is
+padded with prior rows that are never written back.
+
+Pure: no Prefect, no MLflow. Randomness: the blocks of each pool come from a generator seeded from the
+fit's JAX key; the steps from the key itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpyro import handlers
+from numpyro.distributions import biject_to
+from numpyro.distributions.constraints import real
+
+from tasks.data.series_blocks import SeriesBlock, SeriesBlocks
+from tasks.model.inference import FitProgress, FitResult, FitSettings, Params, SiteOrderedELBO, drive_svi, log_progress
+from tasks.model.panel import (
+    PanelInputs,
+    PanelSite,
+    PanelStructure,
+    PeriodSums,
+    add_period_sums,
+    censored_periods,
+    model,
+    period_sums,
+)
+from tasks.model.panel_inference import guide, series_log_levels, warm_start_from
+
+ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-8  # NumPyro's ClippedAdam (jax.example_libraries' adam)
+SERIES_PARAMS = (f"{PanelSite.SERIES}.loc", f"{PanelSite.SERIES}.scale")
+
+
+class BlockScan(NamedTuple):
+    """What one pass over every block gives a streamed fit before its first step."""
+
+    level: np.ndarray  # float [N]: each series' log mean level (``series_log_levels``)
+    counts: np.ndarray  # int [N]: its observed cells
+    store: np.ndarray  # int32 [N]
+    product: np.ndarray  # int32 [N]
+    sums: PeriodSums  # the covariates' period sums (the shock bases)
+
+
+def scan_blocks(blocks: SeriesBlocks, likelihood: str, n_products: int | None = None) -> BlockScan:
+    """Read every block once. ``n_products``: also sum the covariates per product (product shocks)."""
+    n = blocks.meta.n_series
+    level, counts = np.zeros(n), np.zeros(n, np.int64)
+    store, product = np.zeros(n, np.int32), np.zeros(n, np.int32)
+    sums: PeriodSums | None = None
+    for block in blocks:
+        rows = block.series
+        level[rows], counts[rows] = series_log_levels(block.y, block.observed, likelihood)
+        store[rows], product[rows] = block.store, block.product
+        part = period_sums(block.x_series, block.observed, block.product if n_products else None, n_products or 0)
+        sums = part if sums is None else add_period_sums(sums, part)
+    return BlockScan(level, counts, store, product, sums)
+
+
+class Pool(NamedTuple):
+    rows: np.ndarray  # int32 [P]: each pool row's series, -1 for padding
+    block: SeriesBlock  # the pool's arrays, padded to P rows
+    n_blocks: int
+
+
+class PoolReader:
+    """Pools of blocks in epochs: each epoch a new random order of the blocks, cut into pools of (nearly)
+    equal numbers of blocks, so that every series is fitted once per epoch. Reads the next pool on a
+    thread while the caller fits this one."""
+
+    def __init__(self, blocks: SeriesBlocks, blocks_per_pool: int, seed: int) -> None:
+        if blocks_per_pool < 1:
+            raise ValueError(f"blocks_per_pool must be >= 1, got {blocks_per_pool}")
+        n_blocks = blocks.meta.n_blocks
+        self._blocks = blocks
+        self.pools_per_epoch = -(-n_blocks // min(blocks_per_pool, n_blocks))
+        self.blocks_per_pool = -(-n_blocks // self.pools_per_epoch)  # the largest pool's
+        self.pool_rows = self.blocks_per_pool * blocks.meta.block_size
+        self._rng = np.random.default_rng(seed)
+        self._order: list[np.ndarray] = []
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="series-blocks")
+        self._next: Future[Pool] | None = None
+        self._whole: Pool | None = None  # one pool holds every block: read once
+        self.blocks_read = 0
+
+    @property
+    def every_block(self) -> bool:
+        return self.pools_per_epoch == 1
+
+    def _read(self, chosen: np.ndarray) -> Pool:
+        parts = [self._blocks.read(int(i)) for i in chosen]
+        pad = self.pool_rows - sum(p.size for p in parts)
+
+        def stack(field: str, fill: float | bool) -> np.ndarray:
+            arrays = [getattr(p, field) for p in parts]
+            padding = np.full((pad, *arrays[0].shape[1:]), fill, arrays[0].dtype)
+            return np.concatenate([*arrays, padding])
+
+        block = SeriesBlock(
+            series=stack("series", -1),
+            store=stack("store", 0),
+            product=stack("product", 0),
+            y=stack("y", 0.0),
+            observed=stack("observed", False),
+            x_series=stack("x_series", 0.0),
+            censored=stack("censored", False) if self._blocks.has_censored else None,
+        )
+        return Pool(block.series, block, len(parts))
+
+    def _choose(self) -> np.ndarray:
+        if not self._order:
+            order = self._rng.permutation(self._blocks.meta.n_blocks)
+            self._order = [np.sort(pool) for pool in np.array_split(order, self.pools_per_epoch)]
+        return self._order.pop(0)
+
+    def peek(self) -> Pool:
+        """The pool ``next`` returns next (waits for its read)."""
+        if self.every_block:
+            if self._whole is None:
+                self._whole = self._read(np.arange(self._blocks.meta.n_blocks))
+                self.blocks_read += self._blocks.meta.n_blocks
+            return self._whole
+        if self._next is None:
+            self._next = self._executor.submit(self._read, self._choose())
+        return self._next.result()
+
+    def next(self) -> Pool:
+        pool = self.peek()
+        if not self.every_block:
+            self.blocks_read += pool.n_blocks
+            self._next = self._executor.submit(self._read, self._choose())
+        return pool
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def pool_inputs(shared: PanelInputs, pool: Pool, max_censored: int) -> PanelInputs:
+    """``shared`` (the arrays every series shares) with the pool's series arrays."""
+    b = pool.block
+    censoring = {}
+    if b.censored is not None and max_censored > 0:
+        periods = censored_periods(b.censored)
+        periods = np.pad(periods, ((0, 0), (0, max_censored - periods.shape[1])), constant_values=-1)
+        censoring = {"censored": jnp.asarray(b.censored), "censored_periods": jnp.asarray(periods)}
+    return shared._replace(
+        x_series=jnp.asarray(b.x_series),
+        observed=jnp.asarray(b.observed),
+        y=jnp.asarray(b.y),
+        series_store=jnp.asarray(b.store),
+        series_product=jnp.asarray(b.product),
+        **censoring,
+    )
+
+
+@dataclass
+class StreamState:
+    """The fit between chunks. The per-series arrays (unconstrained, [N, ...]) are updated in place."""
+
+    free: dict[str, jnp.ndarray]  # global parameters, unconstrained
+    moments: tuple[dict[str, jnp.ndarray], dict[str, jnp.ndarray]]  # Adam's m and v of ``free``
+    series: dict[str, np.ndarray]  # series parameters and their moments: "<param>", "m:<param>", "v:<param>"
+    step: int
+    key: jax.Array
+
+
+def _chunk_program(structure: PanelStructure, settings: FitSettings, subsample: int | None, transforms: dict):
+    """The jitted chunk: ``chunk_steps`` steps of NumPyro's ClippedAdam (its formulas, on the fit's step
+    count) on one pool, whose series-level terms weigh ``pool_scale``."""
+    model_fn = partial(model, structure=structure, subsample_size=subsample)
+    guide_fn = partial(guide, structure=structure, subsample_size=subsample)
+    elbo = SiteOrderedELBO(num_particles=settings.num_particles)
+
+    def loss(free, key, inputs, pool_scale):
+        params = {k: transforms[k](v) for k, v in free.items()}
+        return elbo.loss(key, params, model_fn, guide_fn, inputs, pool_scale=pool_scale)
+
+    def adam(x, m, v, g, step):
+        size = settings.learning_rate * 0.5 ** (step / settings.learning_rate_half_life)
+        g = jnp.clip(g, -settings.clip_norm, settings.clip_norm)
+        m = (1 - ADAM_B1) * g + ADAM_B1 * m
+        v = (1 - ADAM_B2) * jnp.square(g) + ADAM_B2 * v
+        t = step + 1.0
+        return x - size * (m / (1 - ADAM_B1**t)) / (jnp.sqrt(v / (1 - ADAM_B2**t)) + ADAM_EPS), m, v
+
+    @jax.jit
+    def run(free, m, v, step, key, inputs, pool_scale, scale):
+        def body(carry, step_key):
+            free, m, v, step = carry
+            value, grads = jax.value_and_grad(loss)(free, step_key, inputs, pool_scale)
+            new = {name: adam(free[name], m[name], v[name], grads[name], step) for name in free}
+            free, m, v = ({name: parts[i] for name, parts in new.items()} for i in range(3))
+            return (free, m, v, step + 1.0), value * scale
+
+        (free, m, v, _), losses = jax.lax.scan(body, (free, m, v, step), jax.random.split(key, settings.chunk_steps))
+        return free, m, v, losses
+
+    return run
+
+
+class StreamedChunks:
+    """``drive_svi``'s program for a fit over series blocks: each chunk fits one pool."""
+
+    def __init__(self, reader: PoolReader, shared: PanelInputs, structure: PanelStructure, settings: FitSettings, n_series: int, max_censored: int) -> None:
+        self._reader = reader
+        self._n_series = n_series
+        self._shared = shared
+        self._max_censored = max_censored
+        subsample = settings.subsample_size if settings.subsample_size and settings.subsample_size < reader.pool_rows else None
+        self.series_per_step = subsample or reader.pool_rows
+        example = pool_inputs(shared, reader.peek(), max_censored)
+        guide_fn = partial(guide, structure=structure, subsample_size=subsample)
+        trace = handlers.trace(handlers.seed(guide_fn, 0)).get_trace(example)
+        self._transforms = {
+            name: biject_to(site["kwargs"].get("constraint", real)) for name, site in trace.items() if site["type"] == "param"
+        }
+        self._run = _chunk_program(structure, settings, subsample, self._transforms)
+
+    def _pool_scale(self, pool: Pool) -> jnp.ndarray:
+        """The weight of a pool's series-level terms: the panel's series per series in the pool, so that a
+        chunk's loss estimates the whole panel's (padding rows, at their prior, add nothing)."""
+        return jnp.float32(self._n_series / max(int((pool.rows >= 0).sum()), 1))
+
+    def start(self, key: jax.Array, init: Params) -> StreamState:
+        free = {k: self._transforms[k].inv(jnp.asarray(v)) for k, v in init.items() if k not in SERIES_PARAMS}
+        zeros = {k: jnp.zeros_like(v) for k, v in free.items()}
+        series = {}
+        for name in SERIES_PARAMS:
+            series[name] = np.array(self._transforms[name].inv(jnp.asarray(init[name])), np.float32)
+            series[f"m:{name}"] = np.zeros_like(series[name])
+            series[f"v:{name}"] = np.zeros_like(series[name])
+        return StreamState(free, (zeros, dict(zeros)), series, 0, key)
+
+    def _gather(self, state: StreamState, rows: np.ndarray) -> tuple[dict, dict, dict]:
+        valid = rows >= 0
+        at = np.where(valid, rows, 0)
+
+        def take(array: np.ndarray) -> jnp.ndarray:
+            # padding rows start at the prior (loc 0, scale 1: 0 unconstrained) with no moments
+            return jnp.asarray(np.where(valid[:, None], array[at], 0.0))
+
+        free = {**state.free, **{n: take(state.series[n]) for n in SERIES_PARAMS}}
+        m = {**state.moments[0], **{n: take(state.series[f"m:{n}"]) for n in SERIES_PARAMS}}
+        v = {**state.moments[1], **{n: take(state.series[f"v:{n}"]) for n in SERIES_PARAMS}}
+        return free, m, v
+
+    def compile(self, state: StreamState, scale: jnp.ndarray) -> None:
+        pool = self._reader.peek()
+        free, m, v = self._gather(state, pool.rows)
+        inputs = pool_inputs(self._shared, pool, self._max_censored)
+        self._run.lower(free, m, v, jnp.float32(state.step), state.key, inputs, self._pool_scale(pool), scale).compile()
+
+    def run(self, state: StreamState, scale: jnp.ndarray) -> tuple[StreamState, jnp.ndarray]:
+        pool = self._reader.next()
+        free, m, v = self._gather(state, pool.rows)
+        key, chunk_key = jax.random.split(state.key)
+        inputs = pool_inputs(self._shared, pool, self._max_censored)
+        free, m, v, losses = self._run(free, m, v, jnp.float32(state.step), chunk_key, inputs, self._pool_scale(pool), scale)
+        valid = pool.rows >= 0
+        rows = pool.rows[valid]
+        for name in SERIES_PARAMS:
+            for prefix, source in (("", free), ("m:", m), ("v:", v)):
+                state.series[prefix + name][rows] = np.asarray(source[name])[valid]
+        globals_ = [k for k in free if k not in SERIES_PARAMS]
+        moments = ({k: m[k] for k in globals_}, {k: v[k] for k in globals_})
+        steps = int(losses.shape[0])
+        return StreamState({k: free[k] for k in globals_}, moments, state.series, state.step + steps, key), losses
+
+    def params(self, state: StreamState) -> Params:
+        out = {k: np.asarray(self._transforms[k](v)) for k, v in state.free.items()}
+        for name in SERIES_PARAMS:
+            out[name] = np.asarray(self._transforms[name](jnp.asarray(state.series[name])))
+        return out
+
+    def blocks_read(self) -> int | None:
+        return self._reader.blocks_read
+
+
+def fit_panel_streamed(
+    blocks: SeriesBlocks,
+    shared: PanelInputs,
+    scan: BlockScan,
+    structure: PanelStructure,
+    settings: FitSettings,
+    key: jax.Array,
+    blocks_per_pool: int = 8,
+    on_progress: Callable[[FitProgress], None] = log_progress,
+) -> FitResult:
+    """``tasks.model.panel_inference.fit_panel`` over series read block by block from ``blocks``.
+
+    ``shared``: the model's inputs that every series shares (its series fields are replaced by each pool's);
+    ``scan``: ``scan_blocks`` of the same folder. The result has the same parameters, shapes and names as
+    the in-memory fit's.
+    """
+    meta = blocks.meta
+    if scan.level.shape[0] != meta.n_series:
+        raise ValueError(f"the block scan has {scan.level.shape[0]} series, the blocks {meta.n_series}")
+    if meta.n_observed == 0:
+        raise ValueError(f"{blocks.directory}: no observed cell: nothing to fit")
+    key_blocks, key_fit = jax.random.split(key)
+    reader = PoolReader(blocks, blocks_per_pool, int(jax.random.randint(key_blocks, (), 0, 2**31 - 1)))
+    try:
+        program = StreamedChunks(reader, shared, structure, settings, meta.n_series, meta.max_censored)
+        init = warm_start_from(scan.level, scan.counts, scan.store, scan.product, structure, settings.init_scale)
+        return drive_svi(program, init, meta.n_observed, settings, key_fit, on_progress, series_per_step=program.series_per_step)
+    finally:
+        reader.close()

@@ -1,0 +1,125 @@
+"""Series blocks on disk and the panel's global fit streamed from them (issue 11, item 2)."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import numpy as np
+import pytest
+
+from tasks import panel_pipeline as pp
+from tasks.config import PanelFitConfig
+from tasks.data.panel_demo import generate_panel_demo
+from tasks.data.panel_encode import encode_panel
+from tasks.data.series_blocks import META_FILE, SERIES_FILE, SeriesBlock, SeriesBlocks, blocks_of, write_series_blocks
+from tasks.model.inference import SiteOrderedELBO
+from tasks.model.panel import PanelSite, layouts, model, shock_basis, shock_basis_from_sums
+from tasks.model.panel_inference import fit_panel, guide
+from tasks.model.panel_stream import PoolReader, fit_panel_streamed, scan_blocks
+
+
+@pytest.fixture(scope="module")
+def panel():
+    demo = generate_panel_demo(seed=0, n_stores=20, n_departments=4, products_per_department=5)
+    tables = demo.tables()
+    encoded = encode_panel(tables)
+    config = PanelFitConfig(subsample_size=64)
+    structure = pp.structure_for(encoded, tables.spec, config)
+    return encoded, structure, config
+
+
+def _blocks(encoded, directory, block_size: int) -> SeriesBlocks:
+    h, d = encoded.history, encoded.dims
+    write_series_blocks(directory, blocks_of(h.y, h.observed, h.x_series, d.series_store, d.series_product, block_size, h.censored))
+    return SeriesBlocks(directory)
+
+
+def test_blocks_round_trip_one_row_group_each(panel, tmp_path) -> None:
+    encoded, _, _ = panel
+    blocks = _blocks(encoded, tmp_path / "b", 48)
+    h, d = encoded.history, encoded.dims
+    assert blocks.meta.n_series == h.y.shape[0] == 400
+    assert blocks.meta.block_sizes == (48,) * 8 + (16,)
+    assert blocks.meta.n_observed == int(h.observed.sum())
+    back = list(blocks)
+    np.testing.assert_array_equal(np.concatenate([b.series for b in back]), np.arange(400))
+    np.testing.assert_array_equal(np.concatenate([b.y for b in back]), h.y)
+    np.testing.assert_array_equal(np.concatenate([b.observed for b in back]), h.observed)
+    np.testing.assert_array_equal(np.concatenate([b.x_series for b in back]), h.x_series)
+    np.testing.assert_array_equal(np.concatenate([b.store for b in back]), d.series_store)
+    np.testing.assert_array_equal(np.concatenate([b.product for b in back]), d.series_product)
+
+
+def test_a_bad_block_writes_nothing(tmp_path) -> None:
+    good = SeriesBlock(np.arange(2, dtype=np.int32), np.zeros(2, np.int32), np.zeros(2, np.int32),
+                       np.zeros((2, 5), np.float32), np.ones((2, 5), bool), np.zeros((2, 5, 3), np.float32))  # fmt: skip
+    wrong_width = good._replace(series=np.arange(2, 4, dtype=np.int32), x_series=np.zeros((2, 5, 4), np.float32))
+    with pytest.raises(ValueError, match="5 periods x 4 features, the first block had 5 x 3"):
+        write_series_blocks(tmp_path / "b", [good, wrong_width])
+    out_of_order = good._replace(series=np.arange(5, 7, dtype=np.int32))
+    with pytest.raises(ValueError, match="consecutive series in order: expected 2"):
+        write_series_blocks(tmp_path / "b", [good, out_of_order])
+    assert not (tmp_path / "b").exists()
+    assert list(tmp_path.iterdir()) == []  # no temporary folder left either
+    with pytest.raises(FileNotFoundError, match=f"needs {SERIES_FILE} and {META_FILE}"):
+        SeriesBlocks(tmp_path / "b")
+
+
+def test_one_pass_over_the_blocks_gives_the_in_memory_shock_bases(panel, tmp_path) -> None:
+    encoded, _, _ = panel
+    h, d = encoded.history, encoded.dims
+    blocks = _blocks(encoded, tmp_path / "b", 48)
+    n_products = int(d.series_product.max()) + 1
+    scan = scan_blocks(blocks, "nb", n_products)
+    expected = shock_basis(h.x_time, h.x_series, h.observed, d.series_product, n_products)
+    np.testing.assert_allclose(shock_basis_from_sums(h.x_time, scan.sums), expected, atol=1e-6)
+    np.testing.assert_array_equal(scan.counts, h.observed.sum(axis=1))
+
+
+def test_pools_visit_every_block_once_per_epoch_and_pad_with_no_series(panel, tmp_path) -> None:
+    encoded, _, _ = panel
+    blocks = _blocks(encoded, tmp_path / "b", 48)  # 9 blocks, the last of 16 series
+    reader = PoolReader(blocks, blocks_per_pool=4, seed=1)
+    try:
+        assert (reader.pools_per_epoch, reader.blocks_per_pool, reader.pool_rows) == (3, 3, 144)
+        for _ in range(2):  # two epochs
+            seen = []
+            for _ in range(reader.pools_per_epoch):
+                pool = reader.next()
+                assert pool.rows.shape == (144,)
+                real = pool.rows[pool.rows >= 0]
+                assert not pool.block.observed[pool.rows < 0].any()
+                np.testing.assert_array_equal(pool.block.y[pool.rows >= 0], encoded.history.y[real])
+                seen.append(real)
+            np.testing.assert_array_equal(np.sort(np.concatenate(seen)), np.arange(400))
+        assert reader.blocks_read == 18
+    finally:
+        reader.close()
+
+
+def _full_loss(params, inputs, structure) -> float:
+    elbo = SiteOrderedELBO(num_particles=50)
+    loss = elbo.loss(jax.random.key(5), params, partial(model, structure=structure), partial(guide, structure=structure), inputs)
+    return float(loss) / int(np.asarray(inputs.observed).sum())
+
+
+def test_a_fit_streamed_from_blocks_reaches_the_in_memory_fits_elbo(panel, tmp_path) -> None:
+    """400 series in 25 blocks of 16, pools of 8 blocks (a third of the panel): the whole panel's ELBO
+    at the streamed fit is within 1% of the in-memory fit's (measured: 3.461 against 3.453 per cell),
+    and far better than at the start."""
+    encoded, structure, config = panel
+    h = encoded.history
+    blocks = _blocks(encoded, tmp_path / "b", 16)
+    scan = scan_blocks(blocks, structure.likelihood)
+    shared = pp.model_inputs(encoded, h, structure, shock_basis_from_sums(h.x_time, scan.sums), with_target=True)
+    seen = []
+    streamed = fit_panel_streamed(blocks, shared, scan, structure, config.settings(), jax.random.key(0), blocks_per_pool=8, on_progress=seen.append)
+    in_memory = fit_panel(shared, structure, config.settings(), jax.random.key(0), lambda p: None)
+    name = f"{PanelSite.SERIES}.loc"
+    assert streamed.params[name].shape == in_memory.params[name].shape == (400, layouts(structure)[2].size)
+    assert set(streamed.params) == set(in_memory.params)
+    assert seen[3].blocks_read == 25  # the first epoch: pools of 7, 6, 6 and 6 blocks, each read once
+    streamed_loss, memory_loss = _full_loss(streamed.params, shared, structure), _full_loss(in_memory.params, shared, structure)
+    assert streamed_loss < memory_loss * 1.01
+    assert streamed_loss < float(streamed.losses[:50].mean()) * 0.9
