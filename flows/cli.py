@@ -388,6 +388,7 @@ def _add_flow_commands(commands: Any, formatter: type[argparse.HelpFormatter]) -
     _add_paths(train, TrainConfig, "train", "stores", required=False)
     _add_paths(train, TrainConfig, "state_dir")
     cli_spec.add_spec_options(train)
+    cli_spec.add_series_blocks_options(train)
     _add_count(train, TrainConfig, "seed")
     train.add_argument("--max-steps", type=int, metavar="N", default=_field_default(FitConfig, "max_steps"), help="step cap of the global fit")
     _add_tracking(train)
@@ -767,6 +768,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     panel = cli_spec.load(args)
     if panel is not None:
         return cli_spec.train_panel(panel, args, _panel_flow_command)
+    cli_spec.refuse_series_blocks(args)
     _check_input_files(args, "train", "stores")
     raw = {
         "train": args.train,

@@ -43,6 +43,43 @@ def add_fan_out_options(parser: argparse.ArgumentParser, what: str = "a panel fo
         )  # fmt: skip
 
 
+def add_series_blocks_options(parser: argparse.ArgumentParser) -> None:
+    """The options of a SeriesBlocksConfig: a panel too large for memory, fitted from series blocks on disk."""
+    from tasks.config import SeriesBlocksConfig
+
+    fields = SeriesBlocksConfig.model_fields
+    group = parser.add_argument_group("a panel larger than memory (with --spec): fit from series blocks on disk")
+    group.add_argument("--series-blocks", action="store_true", help=SeriesBlocksConfig.__doc__.split(":")[0].strip())
+    for field, metavar in (("block_size", "N"), ("stores_per_part", "N"), ("blocks_per_pool", "N")):
+        group.add_argument(
+            f"--{field.replace('_', '-')}", type=int, metavar=metavar, default=None,
+            help=f"{fields[field].description} (default {fields[field].default}; implies --series-blocks)",
+        )  # fmt: skip
+    group.add_argument("--blocks-dir", type=Path, metavar="DIR", default=None, help=f"{fields['directory'].description}; implies --series-blocks")
+
+
+SERIES_BLOCKS_OPTIONS = {"block_size": "--block-size", "stores_per_part": "--stores-per-part", "blocks_per_pool": "--blocks-per-pool", "blocks_dir": "--blocks-dir"}
+
+
+def series_blocks_raw(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The SeriesBlocksConfig the options ask for; None when none was given (the history in memory)."""
+    given = {field: getattr(args, field) for field in SERIES_BLOCKS_OPTIONS if getattr(args, field, None) is not None}
+    if not given and not getattr(args, "series_blocks", False):
+        return None
+    if "blocks_dir" in given:
+        given["directory"] = given.pop("blocks_dir")
+    return given
+
+
+def refuse_series_blocks(args: argparse.Namespace) -> None:
+    """Series blocks hold a panel's series; a Rossmann-layout run has none."""
+    given = [option for field, option in SERIES_BLOCKS_OPTIONS.items() if getattr(args, field, None) is not None]
+    if getattr(args, "series_blocks", False):
+        given.insert(0, "--series-blocks")
+    if given:
+        raise SpecUsageError(f"{', '.join(given)}: series blocks are for a panel spec (--spec), not the Rossmann layout")
+
+
 FAN_OUT_OPTIONS = {"engine": "--engine", "dask_address": "--dask-address", "dask_workers": "--dask-workers", "series_per_partition": "--series-per-partition"}
 
 
@@ -241,6 +278,7 @@ def train_panel(spec: Any, args: argparse.Namespace, run_flow: Any) -> int:
         "state_dir": args.state_dir,
         "seed": args.seed,
         "fit": {"max_steps": args.max_steps},
+        "series_blocks": series_blocks_raw(args),
         "tracking": {"enabled": not args.no_tracking},
     }
 

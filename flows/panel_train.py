@@ -12,6 +12,7 @@ from flows.panel import panel_spec, record_elasticities
 from flows.runtime import prefect_tags, rename_flow_run
 from tasks import panel_pipeline, panel_stages
 from tasks.config import PanelTrainConfig
+from tasks.data.spec import PanelSpec, spec_files
 from tasks.model.inference import FitResult
 from tasks.pipeline import RunKeys
 from tasks.track import panel_recording
@@ -30,6 +31,8 @@ class PanelTrainResult:
 def panel_train(config: PanelTrainConfig) -> PanelTrainResult:
     spec = panel_spec(config.spec)
     keys = RunKeys.from_seed(config.seed)
+    if config.series_blocks is not None:
+        return _train_from_blocks(config, spec, keys)
     tables, encoded = panel_stages.read_and_encode(spec, config.data, None)
     rename_flow_run(f"panel-train {spec.name} {encoded.encoding.anchor}")
     info = panel_pipeline.run_info(tables.paths, config.spec.read_text(), config.fit, config.seed)
@@ -43,3 +46,20 @@ def panel_train(config: PanelTrainConfig) -> PanelTrainResult:
             panel_recording.record_panel_files(tracker, None, fitted_dir)
             record_elasticities(tracker, fitted, encoded, tables, spec, keys)
     return PanelTrainResult(fitted_dir, fit, encoded.encoding.n_series, tracker.link if tracker else None)
+
+
+def _train_from_blocks(config: PanelTrainConfig, spec: PanelSpec, keys: RunKeys) -> PanelTrainResult:
+    """A panel larger than memory: encoded into series blocks on disk a few stores at a time, fitted from
+    them. The price elasticities' plot, which draws from the encoded panel, is left out of its run."""
+    paths = {role: str(path) for role, path in spec_files(spec, config.data).items()}
+    info = panel_pipeline.run_info(paths, config.spec.read_text(), config.fit, config.seed)
+    tags = {**prefect_tags("panel-train"), "dataset": spec.name, "data_fingerprint": info["data_fingerprint"], "series_blocks": "yes"}
+    with open_run(config.tracking, f"panel-train {spec.name}", tags) as tracker:
+        blocks, fitted, fit = panel_stages.train_from_blocks(spec, config.data, config.fit, config.series_blocks, keys.fit, info)
+        rename_flow_run(f"panel-train {spec.name} {blocks.encoding.anchor}")
+        fitted_dir = panel_stages.save_model(fitted, config.state_dir)
+        if tracker is not None:
+            record_config(tracker, config, {"model_version": fitted.model_version})
+            panel_recording.record_panel_fit(tracker, fit, blocks.encoding.n_series, blocks.totals.n_masked)
+            panel_recording.record_panel_files(tracker, None, fitted_dir)
+    return PanelTrainResult(fitted_dir, fit, blocks.encoding.n_series, tracker.link if tracker else None)

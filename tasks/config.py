@@ -357,6 +357,18 @@ class PanelRunConfig(BaseModel):
         return self.state_dir or model_dir_beside(self.out)
 
 
+class SeriesBlocksConfig(BaseModel):
+    """A panel larger than memory: read, validate and encode it a few stores at a time into series blocks on
+    disk, and fit from them, a pool of blocks at a time (``tasks.data.panel_blocks``, ``tasks.model.panel_stream``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    block_size: int = Field(256, ge=1, description="series per block on disk")
+    stores_per_part: int = Field(1, ge=1, description="stores read, validated and encoded at a time")
+    blocks_per_pool: int = Field(32, ge=1, description="blocks a chunk of fit steps draws its series from")
+    directory: Path | None = Field(None, description="where to write the blocks (default: a temporary folder, removed after the fit)")
+
+
 class PanelTrainConfig(BaseModel):
     """Fit a dataset spec's panel on its history and save the fitted model; no forecast."""
 
@@ -367,6 +379,7 @@ class PanelTrainConfig(BaseModel):
     state_dir: Path = Field(description="folder to write the fitted model to")
     seed: int = Field(0, ge=0, description="seed of the JAX random key")
     fit: PanelFitConfig = PanelFitConfig()
+    series_blocks: SeriesBlocksConfig | None = Field(None, description="fit from series blocks on disk (None: the history in memory)")
     tracking: TrackingConfig = TrackingConfig()
 
 

@@ -21,7 +21,7 @@ import polars as pl
 
 from tasks import names as n
 from tasks.config import ForecastConfig, PanelFitConfig
-from tasks.data.panel_encode import CROSS_PRICE, EncodedPanelData, PanelArrays, encode_panel
+from tasks.data.panel_encode import CROSS_PRICE, Dimensions, EncodedPanelData, PanelArrays, PanelEncoding, encode_panel
 from tasks.data.panel_ingest import PanelTables
 from tasks.data.spec import LEVEL, PRODUCT_SIDE, SEASON, STORE_SIDE, TOTAL, WEEKDAY, PanelSpec
 from tasks.forecast import panel_job
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 BLOCK_PERIODS = {7: 13, 1: 28}  # level-walk block: a quarter of weeks, four weeks of days
 
 
-def _effect_of(name: str, encoded: EncodedPanelData) -> str:
+def _effect_of(name: str) -> str:
     """The effect a coefficient belongs to, as the spec's pooling names it."""
     if name == INTERCEPT:
         return LEVEL
@@ -52,28 +52,37 @@ def _effect_of(name: str, encoded: EncodedPanelData) -> str:
 def structure_for(encoded: EncodedPanelData, spec: PanelSpec, config: PanelFitConfig) -> PanelStructure:
     """The model's shape for this data: coefficients, their pooling, hierarchy sizes, the level walk."""
     history = encoded.history
-    coef_names = (INTERCEPT, *encoded.encoding.time_names, *encoded.encoding.series_names(spec))
+    observed = history.y[history.observed]
+    censored = history.y[history.censored] if history.censored is not None else np.zeros(0)
+    largest_censored = float(censored.max()) if censored.size else None
+    if spec.target_kind == "units":
+        log_offset = float(np.log(max(observed.mean(), 1e-3)))
+    else:
+        log_offset = float(np.log(observed).mean())
+    return structure_of(encoded.encoding, encoded.dims, spec, config, history.n_periods, log_offset, largest_censored)
+
+
+def structure_of(
+    encoding: PanelEncoding, dims: Dimensions, spec: PanelSpec, config: PanelFitConfig, n_history: int, log_offset: float,
+    largest_censored: float | None,
+) -> PanelStructure:
+    """``structure_for`` from what it needs of the history: its periods, the log offset (log mean of the
+    observed units, mean log of the amounts) and the largest stocked-out target (None: none)."""
+    coef_names = (INTERCEPT, *encoding.time_names, *encoding.series_names(spec))
     shared = {c.name for c in spec.covariates if not c.pooled}
     store_pooled, product_pooled, varies = [], [], []
     for name in coef_names:
-        effect = _effect_of(name, encoded)
+        effect = _effect_of(name)
         sides = (PRODUCT_SIDE,) if name == CROSS_PRICE else spec.pooled_through(effect)
         is_shared = name in shared or not sides
         store_pooled.append(STORE_SIDE in sides and not is_shared)
         product_pooled.append(PRODUCT_SIDE in sides and not is_shared)
         varies.append(not is_shared)
-    observed = history.y[history.observed]
-    if spec.target_kind == "units":
-        log_offset = float(np.log(max(observed.mean(), 1e-3)))
-        likelihood = "nb"
-    else:
-        log_offset = float(np.log(observed).mean())
-        likelihood = "lognormal"
-    dims = encoded.dims
+    likelihood = "nb" if spec.target_kind == "units" else "lognormal"
     return PanelStructure(
-        censor_terms=_censor_terms(history, likelihood),
+        censor_terms=_censor_terms(largest_censored, likelihood),
         coef_names=coef_names,
-        n_time=len(encoded.encoding.time_names),
+        n_time=len(encoding.time_names),
         store_pooled=tuple(store_pooled),
         product_pooled=tuple(product_pooled),
         varies=tuple(varies),
@@ -81,13 +90,13 @@ def structure_for(encoded: EncodedPanelData, spec: PanelSpec, config: PanelFitCo
         product_level_sizes=tuple(int(g.max(initial=-1)) + 1 for g in dims.product_groups),
         n_store_attributes=dims.store_attributes.shape[1],
         n_product_attributes=dims.product_attributes.shape[1],
-        n_history=history.n_periods,
+        n_history=n_history,
         block_periods=config.block_periods or BLOCK_PERIODS.get(spec.period_days, 13),
         likelihood=likelihood,
         log_offset=log_offset,
         shocks=tuple(spec.shocks if config.shocks is None else config.shocks),
         level_walks=_level_walks(spec, config),
-        dispersion_features=_dispersion_features(encoded.encoding.series_names(spec), spec, config),
+        dispersion_features=_dispersion_features(encoding.series_names(spec), spec, config),
     )
 
 
@@ -106,19 +115,17 @@ def _dispersion_features(series_names: tuple[str, ...], spec: PanelSpec, config:
     return tuple(i for i, name in enumerate(series_names) if name in chosen)
 
 
-def _censor_terms(history: PanelArrays, likelihood: str) -> int:
+def _censor_terms(largest_censored: float | None, likelihood: str) -> int:
     """The survival grid of the censored counts (0 without any); a count above the cap is lowered to it
     in the likelihood (demand is still at least the cap), which is said here once."""
-    if likelihood != "nb" or history.censored is None or not history.censored.any():
+    if likelihood != "nb" or largest_censored is None:
         return 0
-    values = history.y[history.censored]
-    above = int((values > MAX_CENSORED_UNITS).sum())
-    if above:
+    if largest_censored > MAX_CENSORED_UNITS:
         log.warning(
-            "%d stocked-out periods sold more than %d units (largest %d): their demand enters as at least %d",
-            above, MAX_CENSORED_UNITS, int(values.max()), MAX_CENSORED_UNITS,
+            "stocked-out periods sold up to %d units, more than %d: their demand enters as at least %d",
+            int(largest_censored), MAX_CENSORED_UNITS, MAX_CENSORED_UNITS,
         )  # fmt: skip
-    return survival_terms(float(values.max()))
+    return survival_terms(float(largest_censored))
 
 
 def model_inputs(encoded: EncodedPanelData, arrays: PanelArrays, structure: PanelStructure, basis: np.ndarray, with_target: bool) -> PanelInputs:
@@ -152,10 +159,8 @@ def _censoring(arrays: PanelArrays | None) -> dict[str, jnp.ndarray]:
     return {"censored": jnp.asarray(arrays.censored), "censored_periods": jnp.asarray(censored_periods(arrays.censored))}
 
 
-def _unobserved_groups(encoded: EncodedPanelData, structure: PanelStructure) -> dict[str, np.ndarray]:
-    """Group-effect rows (per group site) of groups none of whose series has an observed cell."""
-    dims = encoded.dims
-    has_data = encoded.history.observed.any(axis=1)
+def unobserved_groups(dims: Dimensions, has_data: np.ndarray, structure: PanelStructure) -> dict[str, np.ndarray]:
+    """Group-effect rows (per group site) of groups none of whose series has an observed cell (``has_data``)."""
     rows = {}
     for side, level, size, _ in structure.group_sites():
         groups = dims.store_groups if side == STORE_SIDE else dims.product_groups
@@ -195,20 +200,26 @@ def fit_encoded(
         structure.n_coef,
     )
     result = fit_panel(inputs, structure, config.settings(), key, on_progress)
-    empty_series = np.flatnonzero(~history.observed.any(axis=1))
-    params = prior_params(result.params, structure, empty_series, _unobserved_groups(encoded, structure))
+    return fitted_panel(result, structure, encoded.encoding, encoded.dims, spec, basis, history.observed.any(axis=1), info)
+
+
+def fitted_panel(
+    result: FitResult, structure: PanelStructure, encoding: PanelEncoding, dims: Dimensions, spec: PanelSpec, basis: np.ndarray,
+    has_data: np.ndarray, info: dict | None,
+) -> tuple[FittedPanel, FitResult]:
+    """A global fit's model: series and groups without data at their prior, the fit's summary in its info."""
+    empty_series = np.flatnonzero(~has_data)
+    params = prior_params(result.params, structure, empty_series, unobserved_groups(dims, has_data, structure))
     fit_info = {
         "steps": result.n_steps,
         "converged": result.converged,
         "final_loss": float(result.losses[-min(100, result.n_steps) :].mean()),
-        "n_series": encoded.encoding.n_series,
+        "n_series": encoding.n_series,
         "n_series_without_history": int(empty_series.size),
         "compile_seconds": result.compile_seconds,
         "fit_seconds": result.run_seconds,
     }
-    fitted = FittedPanel(
-        params=params, structure=structure, encoding=encoded.encoding, spec=spec, shock_basis=basis, info={**(info or {}), **fit_info}
-    )
+    fitted = FittedPanel(params=params, structure=structure, encoding=encoding, spec=spec, shock_basis=basis, info={**(info or {}), **fit_info})
     return fitted, replace(result, params=params)
 
 

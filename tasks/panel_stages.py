@@ -10,8 +10,9 @@ from pathlib import Path
 import jax
 import polars as pl
 
-from tasks import panel_pipeline
-from tasks.config import ForecastConfig, PanelBacktestConfig, PanelFitConfig
+from tasks import panel_blocks_pipeline, panel_pipeline
+from tasks.config import ForecastConfig, PanelBacktestConfig, PanelFitConfig, SeriesBlocksConfig
+from tasks.data.panel_blocks import PanelBlocks
 from tasks.data.panel_encode import EncodedPanelData
 from tasks.data.panel_ingest import PanelTables, read_panel
 from tasks.data.spec import PanelSpec
@@ -49,6 +50,14 @@ def read_tables(spec: PanelSpec, data: Path, future: Path | None) -> PanelTables
 @compute_task("fit")
 def fit(encoded: EncodedPanelData, spec: PanelSpec, config: PanelFitConfig, key: jax.Array, info: dict) -> tuple[FittedPanel, FitResult]:
     return panel_pipeline.fit_encoded(encoded, spec, config, key, info=info)
+
+
+@compute_task("encode into series blocks and fit")
+def train_from_blocks(
+    spec: PanelSpec, data: Path, config: PanelFitConfig, blocks: SeriesBlocksConfig, key: jax.Array, info: dict
+) -> tuple[PanelBlocks, FittedPanel, FitResult]:
+    with publishing_validation_failure():
+        return panel_blocks_pipeline.train_from_blocks(spec, data, config, blocks, key, info=info)
 
 
 @compute_task("forecast")

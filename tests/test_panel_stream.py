@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import partial
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -14,9 +15,9 @@ from tasks.data.panel_demo import generate_panel_demo
 from tasks.data.panel_encode import encode_panel
 from tasks.data.series_blocks import META_FILE, SERIES_FILE, SeriesBlock, SeriesBlocks, blocks_of, write_series_blocks
 from tasks.model.inference import SiteOrderedELBO
-from tasks.model.panel import PanelSite, layouts, model, shock_basis, shock_basis_from_sums
-from tasks.model.panel_inference import fit_panel, guide
-from tasks.model.panel_stream import PoolReader, fit_panel_streamed, scan_blocks
+from tasks.model.panel import SHOCK_SITES, PanelSite, layouts, model, shock_basis, shock_basis_from_sums
+from tasks.model.panel_inference import fit_panel, guide, warm_start_from
+from tasks.model.panel_stream import PoolReader, StreamedChunks, fit_panel_streamed, scan_blocks
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +56,12 @@ def test_a_bad_block_writes_nothing(tmp_path) -> None:
     good = SeriesBlock(np.arange(2, dtype=np.int32), np.zeros(2, np.int32), np.zeros(2, np.int32),
                        np.zeros((2, 5), np.float32), np.ones((2, 5), bool), np.zeros((2, 5, 3), np.float32))  # fmt: skip
     wrong_width = good._replace(series=np.arange(2, 4, dtype=np.int32), x_series=np.zeros((2, 5, 4), np.float32))
-    with pytest.raises(ValueError, match="5 periods x 4 features, the first block had 5 x 3"):
+    with pytest.raises(ValueError, match="series block 1: 5 periods x 4 features, the first block had 5 x 3"):
         write_series_blocks(tmp_path / "b", [good, wrong_width])
-    out_of_order = good._replace(series=np.arange(5, 7, dtype=np.int32))
-    with pytest.raises(ValueError, match="consecutive series in order: expected 2"):
-        write_series_blocks(tmp_path / "b", [good, out_of_order])
+    with pytest.raises(ValueError, match="series block 1: series 1 is written twice"):
+        write_series_blocks(tmp_path / "b", [good, good._replace(series=np.array([3, 1], np.int32))])
+    with pytest.raises(ValueError, match="series 2 is in no block"):
+        write_series_blocks(tmp_path / "b", [good, good._replace(series=np.array([4, 3], np.int32))])
     assert not (tmp_path / "b").exists()
     assert list(tmp_path.iterdir()) == []  # no temporary folder left either
     with pytest.raises(FileNotFoundError, match=f"needs {SERIES_FILE} and {META_FILE}"):
@@ -123,3 +125,38 @@ def test_a_fit_streamed_from_blocks_reaches_the_in_memory_fits_elbo(panel, tmp_p
     streamed_loss, memory_loss = _full_loss(streamed.params, shared, structure), _full_loss(in_memory.params, shared, structure)
     assert streamed_loss < memory_loss * 1.01
     assert streamed_loss < float(streamed.losses[:50].mean()) * 0.9
+
+
+def test_a_chunk_leaves_the_rows_of_groups_without_a_series_in_its_pool_as_they_are(panel, tmp_path) -> None:
+    """Lazy updates: the store effects, store shocks and walks of stores with no series in the pool keep
+    their values (their prior alone would pull them); the pool's stores' rows move; polishing moves no
+    global at all."""
+    encoded, structure, config = panel
+    h = encoded.history
+    blocks = _blocks(encoded, tmp_path / "b", 20)  # the demo's series are store-major: block i is store i
+    scan = scan_blocks(blocks, structure.likelihood)
+    shared = pp.model_inputs(encoded, h, structure, shock_basis_from_sums(h.x_time, scan.sums), with_target=True)
+    reader = PoolReader(blocks, blocks_per_pool=2, seed=0)
+    try:
+        program = StreamedChunks(reader, shared, structure, config.settings(), blocks.meta.n_series, 0)
+        init = warm_start_from(scan.level, scan.counts, scan.store, scan.product, structure, 0.05)
+        state = program.start(jax.random.key(0), init)
+        pool = reader._read(np.array([0, 3]))
+        pool_stores = set(np.unique(pool.block.store[pool.rows >= 0]).tolist())
+        assert pool_stores == {0, 3}
+        scale = jnp.float32(1.0 / blocks.meta.n_observed)
+        after, _ = program._run_pool(state, scale, pool, globals_too=True)
+        real = layouts(structure)[0]
+        moved = {}
+        for site in (PanelSite.group_raw("store", 0), SHOCK_SITES["store"][0]):
+            before_rows = np.asarray(real.unpack(state.free[f"{PanelSite.GLOBALS}.loc"])[site])
+            after_rows = np.asarray(real.unpack(after.free[f"{PanelSite.GLOBALS}.loc"])[site])
+            moved[site] = np.abs(after_rows - before_rows).reshape(before_rows.shape[0], -1).max(axis=1) > 0
+        for site, rows in moved.items():
+            assert set(np.flatnonzero(rows).tolist()) == pool_stores, site
+        # polishing: every global as it was, the pool's series moved
+        polished, _ = program._run_pool(after, scale, pool, globals_too=False)
+        for name in after.free:
+            np.testing.assert_array_equal(np.asarray(polished.free[name]), np.asarray(after.free[name]))
+    finally:
+        reader.close()

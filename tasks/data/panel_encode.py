@@ -290,39 +290,36 @@ def _cross_price_values(frame: pl.DataFrame, spec: PanelSpec, encoding: PanelEnc
     return np.where(counts > 0, total / np.maximum(counts, 1), 0.0)
 
 
-def _median_by_product(sales: pl.DataFrame, column: str) -> pl.DataFrame:
-    """(product as text, median of ``column``) per product; grouped by the products' integer codes, which
-    is several times faster than by their strings for tens of millions of rows."""
-    products = sales[n.SERIES_PRODUCT].cast(pl.String)
-    names = products.unique().drop_nulls().sort()
-    codes = products.cast(pl.Enum(names)).to_physical()
-    medians = pl.DataFrame({"code": codes, column: sales[column]}).group_by("code").agg(pl.col(column).median())
-    return medians.select(
+def _value_counts(values: pl.Series, products: pl.Series | None) -> pl.DataFrame:
+    """(product as text, value, count) of the non-null ``values`` ("" for every row without ``products``):
+    the parts of a median that add up over parts of the rows. Grouped by the products' integer codes,
+    several times faster than by their strings for tens of millions of rows."""
+    if products is None:
+        frame = pl.DataFrame({"value": values.cast(pl.Float64)}).drop_nulls().group_by("value").len(name="count")
+        return frame.select(pl.lit("").alias(n.SERIES_PRODUCT), "value", pl.col("count").cast(pl.Int64))
+    text = products.cast(pl.String)
+    names = text.unique().drop_nulls().sort()
+    codes = text.cast(pl.Enum(names)).to_physical()
+    frame = pl.DataFrame({"code": codes, "value": values.cast(pl.Float64)}).drop_nulls()
+    counts = frame.group_by("code", "value").len(name="count")
+    return counts.select(
         pl.col("code").replace_strict(pl.Series(range(len(names)), dtype=codes.dtype), names).alias(n.SERIES_PRODUCT),
-        pl.col(column),
+        "value",
+        pl.col("count").cast(pl.Int64),
     )
 
 
-def _reference_prices(sales: pl.DataFrame, spec: PanelSpec, products: tuple[str, ...]) -> dict[str, dict[str, float]]:
-    """Log median history price of each product, per price covariate ("" for all when no product key)."""
-    reference: dict[str, dict[str, float]] = {}
-    for covariate in spec.covariates:
-        if covariate.kind != "price":
-            continue
-        if spec.sales.product is None:
-            reference[covariate.name] = {"": float(np.log(sales[covariate.name].median()))}
-            continue
-        per_product = _median_by_product(sales, covariate.name)
-        reference[covariate.name] = {
-            str(k): float(np.log(v)) for k, v in per_product.sort(n.SERIES_PRODUCT).iter_rows()  # one JSON text per model
-        }
-        if covariate.per_product:
-            # A product with no history row of its own (new in the future table): its pattern column's median.
-            for key in products:
-                column = covariate.column.replace(PRODUCT_PLACEHOLDER, key)
-                if key not in reference[covariate.name] and column in sales.columns:
-                    reference[covariate.name][key] = float(np.log(sales[column].median()))
-    return reference
+def _medians(counts: pl.DataFrame) -> dict[str, float]:
+    """Each product's median from its (value, count) rows: the middle value, or the mean of the two middle
+    ones, as polars' median of the rows themselves."""
+    out = {}
+    for (product,), part in counts.group_by(n.SERIES_PRODUCT):
+        part = part.group_by("value").agg(pl.col("count").sum()).sort("value")
+        values, cumulative = part["value"].to_numpy(), np.cumsum(part["count"].to_numpy())
+        total = int(cumulative[-1])
+        low, high = (total - 1) // 2, total // 2  # 0-based ranks of the middle value(s)
+        out[str(product)] = float((values[np.searchsorted(cumulative, low, "right")] + values[np.searchsorted(cumulative, high, "right")]) / 2)
+    return out
 
 
 @dataclass(frozen=True)
@@ -395,18 +392,23 @@ def _row_blocks(frame: pl.DataFrame) -> list[pl.DataFrame]:
 
 
 def _cells(
-    block: pl.DataFrame, lookups: _RowLookups, period_days: int, periods: np.ndarray, keep_inside: bool
+    block: pl.DataFrame, lookups: _RowLookups, period_days: int, periods: np.ndarray, keep_inside: bool, row_of: pl.Series | None = None
 ) -> tuple[pl.DataFrame, np.ndarray, pl.Series | None]:
     """Each row's cell in the flattened [series, period] arrays (series * n_periods + period), and its
     product code (None without a product key). ``keep_inside``: rows of a series the encoding lacks, or
     of a period outside ``periods``, are dropped (the block returned is then a filtered copy); else
-    they raise KeyError (series) or ValueError (periods)."""
+    they raise KeyError (series) or ValueError (periods). ``row_of``: each encoding series' row in arrays
+    of some of the series (null for the others, whose rows are then dropped or raise as unknown series)."""
     strict = not keep_inside
     store_code = _positions(block[n.SERIES_STORE], lookups.store_keys, lookups.store_enum, strict)
     product_code = None
     if lookups.product_keys is not None:
         product_code = _positions(block[n.SERIES_PRODUCT], lookups.product_keys, lookups.product_enum, strict)
     series = _series_index(store_code, product_code, lookups, strict)
+    if row_of is not None:
+        series = row_of.gather(series)
+        if strict and series.null_count():
+            raise KeyError(f"{series.null_count()} rows of series outside the arrays' series")
     # in polars: numpy's datetime arithmetic makes a temporary per step
     days = (pl.col(n.PERIOD) - pl.lit(periods[0].astype(dt.date))).dt.total_days().cast(pl.Int64)
     period = block.select(days // period_days).to_series()
@@ -459,11 +461,18 @@ def _scatter(
     products: pl.DataFrame | None,
     with_target: bool,
     keep_inside: bool = False,
+    series_rows: np.ndarray | None = None,
 ) -> tuple[PanelArrays, int]:
     """Arrays [series, period] of one stretch of periods from its rows, and how many rows they hold.
     ``keep_inside``: rows of the encoding's series and of ``periods`` only (see ``_cells``), chosen block
-    by block: filtering the whole frame first copied M5's 4 GB of sales."""
-    shape = (encoding.n_series, len(periods))
+    by block: filtering the whole frame first copied M5's 4 GB of sales. ``series_rows``: arrays of these
+    encoding series only, in this order (default: every series)."""
+    row_of = None
+    if series_rows is not None:
+        positions = np.full(encoding.n_series, -1, np.int64)
+        positions[series_rows] = np.arange(len(series_rows))
+        row_of = pl.Series(positions).replace(-1, None)
+    shape = (encoding.n_series if series_rows is None else len(series_rows), len(periods))
     x_series = np.zeros((*shape, len(encoding.series_names(spec))), np.float32)
     present = np.zeros(shape, bool)
     y = np.zeros(shape, np.float32)
@@ -476,7 +485,7 @@ def _scatter(
     lookups = _RowLookups.build(encoding, spec)
     n_rows = 0
     for block in _row_blocks(frame):
-        block, cell, product_code = _cells(block, lookups, encoding.period_days, periods, keep_inside)
+        block, cell, product_code = _cells(block, lookups, encoding.period_days, periods, keep_inside, row_of)
         n_rows += block.height
         _scatter_covariates(x_cells, block, cell, product_code, encoding, spec, products, lookups)
         present_cells[cell] = True
@@ -494,10 +503,87 @@ def _scatter(
     return arrays, n_rows
 
 
-def build_encoding(tables: PanelTables) -> PanelEncoding:
+@dataclass(frozen=True)
+class EncodingStats:
+    """What a new encoding learns from the rows of sales (and future), in parts that add up: a panel read a
+    part at a time (``tasks.data.panel_blocks``) merges the parts' stats into the whole panel's."""
+
+    series: pl.DataFrame  # the distinct keys: store (and product)
+    first: dt.date  # of the history
+    last: dt.date
+    moments: dict[str, tuple[int, float, float]]  # numeric covariate -> (count, mean, sum of squared deviations)
+    price_counts: dict[str, pl.DataFrame]  # price covariate -> (product, value, count) of its own column
+    pattern_counts: dict[str, pl.DataFrame]  # price pattern column -> ("", value, count)
+
+    def merge(self, other: EncodingStats) -> EncodingStats:
+        moments = {}
+        for name, (n_a, mean_a, m2_a) in self.moments.items():
+            n_b, mean_b, m2_b = other.moments[name]
+            total = n_a + n_b
+            delta = mean_b - mean_a
+            # Chan et al.'s pairwise update: no cancellation between large sums of squares
+            mean = mean_a + delta * n_b / total if total else 0.0
+            moments[name] = (total, mean, m2_a + m2_b + delta * delta * n_a * n_b / total if total else 0.0)
+
+        def joined(a: dict[str, pl.DataFrame], b: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+            return {k: pl.concat([a[k], b[k]]) if k in a and k in b else a.get(k, b.get(k)) for k in {*a, *b}}
+
+        keys = list(self.series.columns)
+        return EncodingStats(
+            series=pl.concat([self.series, other.series]).unique().sort(keys),
+            first=min(self.first, other.first),
+            last=max(self.last, other.last),
+            moments=moments,
+            price_counts=joined(self.price_counts, other.price_counts),
+            pattern_counts=joined(self.pattern_counts, other.pattern_counts),
+        )
+
+
+def encoding_stats(tables: PanelTables) -> EncodingStats:
     spec = tables.spec
+    moments = {}
+    for covariate in spec.covariates:
+        if covariate.kind == "numeric":
+            values = tables.sales[covariate.name].cast(pl.Float64)
+            if covariate.fill is not None:
+                values = values.fill_null(covariate.fill)
+            values = values.drop_nulls().to_numpy()
+            mean = float(values.mean()) if values.size else 0.0
+            moments[covariate.name] = (int(values.size), mean, float(((values - mean) ** 2).sum()))
+    price_counts, pattern_counts = {}, {}
+    product = tables.sales[n.SERIES_PRODUCT] if spec.sales.product is not None else None
+    for covariate in spec.covariates:
+        if covariate.kind != "price":
+            continue
+        price_counts[covariate.name] = _value_counts(tables.sales[covariate.name], product)
+        if covariate.per_product:
+            for column in tables.sales.columns:
+                if covariate.column.replace(PRODUCT_PLACEHOLDER, "") != column and _matches(covariate.column, column):
+                    pattern_counts[column] = _value_counts(tables.sales[column], None)
+    periods = tables.sales[n.PERIOD]
+    return EncodingStats(
+        series=_series_keys(tables, spec.sales.product is not None),
+        first=periods.min(),
+        last=periods.max(),
+        moments=moments,
+        price_counts=price_counts,
+        pattern_counts=pattern_counts,
+    )
+
+
+def _matches(pattern: str, column: str) -> bool:
+    head, _, tail = pattern.partition(PRODUCT_PLACEHOLDER)
+    return column.startswith(head) and column.endswith(tail) and len(column) > len(head) + len(tail)
+
+
+def build_encoding(tables: PanelTables) -> PanelEncoding:
+    return encoding_from_stats(tables.spec, encoding_stats(tables), tables.stores, tables.products)
+
+
+def encoding_from_stats(spec: PanelSpec, stats: EncodingStats, stores: pl.DataFrame, products: pl.DataFrame | None) -> PanelEncoding:
+    """The encoding of a panel whose rows gave ``stats``, with its dimension tables."""
     has_product = spec.sales.product is not None
-    series = _series_keys(tables, has_product)
+    series = stats.series
     store_keys = _keys(series, n.SERIES_STORE)
     product_keys = _keys(series, n.SERIES_PRODUCT) if has_product else (None,)
     store_code = {k: i for i, k in enumerate(store_keys)}
@@ -505,27 +591,20 @@ def build_encoding(tables: PanelTables) -> PanelEncoding:
     pairs = tuple(
         (store_code[row[0]], product_code[row[1] if has_product else None]) for row in series.iter_rows()
     )
-    _, store_groups = _group_codes(tables.stores, spec.hierarchy_levels(STORE_SIDE), n.SERIES_STORE, store_keys, None)
-    _, product_groups = _group_codes(tables.products, spec.hierarchy_levels(PRODUCT_SIDE), n.SERIES_PRODUCT, product_keys, None)
-    store_features, store_categories = _attribute_block(tables.stores, spec.stores, n.SERIES_STORE, store_keys, "store:")
-    product_features, product_categories = _attribute_block(
-        tables.products, spec.products, n.SERIES_PRODUCT, product_keys, "product:"
-    )
+    _, store_groups = _group_codes(stores, spec.hierarchy_levels(STORE_SIDE), n.SERIES_STORE, store_keys, None)
+    _, product_groups = _group_codes(products, spec.hierarchy_levels(PRODUCT_SIDE), n.SERIES_PRODUCT, product_keys, None)
+    store_features, store_categories = _attribute_block(stores, spec.stores, n.SERIES_STORE, store_keys, "store:")
+    product_features, product_categories = _attribute_block(products, spec.products, n.SERIES_PRODUCT, product_keys, "product:")
     _, store_stats = _standardise(store_features, None)
     _, product_stats = _standardise(product_features, None)
     scaling = {}
-    for covariate in spec.covariates:
-        if covariate.kind == "numeric":
-            values = tables.sales[covariate.name].cast(pl.Float64)
-            if covariate.fill is not None:
-                values = values.fill_null(covariate.fill)
-            sd = float(values.std() or 0.0)
-            scaling[covariate.name] = (float(values.mean() or 0.0), sd if sd > 1e-9 else 1.0)
-    periods = tables.sales[n.PERIOD]
+    for name, (count, mean, m2) in stats.moments.items():
+        sd = float(np.sqrt(m2 / (count - 1))) if count > 1 else 0.0  # polars' std: ddof 1
+        scaling[name] = (mean if count else 0.0, sd if sd > 1e-9 else 1.0)
     return PanelEncoding(
         period_days=spec.period_days,
-        anchor=periods.max().isoformat(),
-        first_period=periods.min().isoformat(),
+        anchor=stats.last.isoformat(),
+        first_period=stats.first.isoformat(),
         store_keys=store_keys,
         product_keys=product_keys,
         series=pairs,
@@ -535,23 +614,43 @@ def build_encoding(tables: PanelTables) -> PanelEncoding:
         product_attributes=product_stats,
         categories={**store_categories, **product_categories},
         covariate_scaling=scaling,
-        reference_log_price=_reference_prices(tables.sales, spec, tuple(str(k) for k in product_keys)),
+        reference_log_price=_reference_prices(stats, spec, tuple(str(k) for k in product_keys)),
         fourier_order=spec.yearly_fourier_order,
         weekday=spec.frequency == "day",
         cross_price=spec.cross_price is not None,
     )
 
 
+def _reference_prices(stats: EncodingStats, spec: PanelSpec, products: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """Log median history price of each product, per price covariate ("" for all when no product key)."""
+    reference: dict[str, dict[str, float]] = {}
+    for covariate in spec.covariates:
+        if covariate.kind != "price":
+            continue
+        medians = _medians(stats.price_counts[covariate.name])
+        order = [k for k in products if k in medians] + sorted(set(medians) - set(products))  # one JSON text per model
+        reference[covariate.name] = {key: float(np.log(medians[key])) for key in order}
+        if covariate.per_product and spec.sales.product is not None:
+            # A product with no history row of its own (new in the future table): its pattern column's median.
+            for key in products:
+                column = covariate.column.replace(PRODUCT_PLACEHOLDER, key)
+                if key not in reference[covariate.name] and column in stats.pattern_counts:
+                    reference[covariate.name][key] = float(np.log(_medians(stats.pattern_counts[column])[""]))
+    return reference
+
+
 def dimensions(tables: PanelTables, encoding: PanelEncoding) -> Dimensions:
-    spec = tables.spec
-    store_codes, _ = _group_codes(
-        tables.stores, spec.hierarchy_levels(STORE_SIDE), n.SERIES_STORE, encoding.store_keys, encoding.store_groups
-    )
+    return dimensions_of(tables.spec, tables.stores, tables.products, encoding)
+
+
+def dimensions_of(spec: PanelSpec, stores: pl.DataFrame, products: pl.DataFrame | None, encoding: PanelEncoding) -> Dimensions:
+    """``dimensions`` from the dimension tables alone."""
+    store_codes, _ = _group_codes(stores, spec.hierarchy_levels(STORE_SIDE), n.SERIES_STORE, encoding.store_keys, encoding.store_groups)
     product_codes, _ = _group_codes(
-        tables.products, spec.hierarchy_levels(PRODUCT_SIDE), n.SERIES_PRODUCT, encoding.product_keys, encoding.product_groups
+        products, spec.hierarchy_levels(PRODUCT_SIDE), n.SERIES_PRODUCT, encoding.product_keys, encoding.product_groups
     )
-    store_features, _ = _attribute_block(tables.stores, spec.stores, n.SERIES_STORE, encoding.store_keys, "store:")
-    product_features, _ = _attribute_block(tables.products, spec.products, n.SERIES_PRODUCT, encoding.product_keys, "product:")
+    store_features, _ = _attribute_block(stores, spec.stores, n.SERIES_STORE, encoding.store_keys, "store:")
+    product_features, _ = _attribute_block(products, spec.products, n.SERIES_PRODUCT, encoding.product_keys, "product:")
     store_attr, _ = _standardise(store_features, encoding.store_attributes or None)
     product_attr, _ = _standardise(product_features, encoding.product_attributes or None)
     series = np.array(encoding.series, dtype=np.int32).reshape(-1, 2)
@@ -565,6 +664,17 @@ def dimensions(tables: PanelTables, encoding: PanelEncoding) -> Dimensions:
     )
 
 
+def history_periods(encoding: PanelEncoding) -> np.ndarray:
+    return period_grid(dt.date.fromisoformat(encoding.first_period), encoding.anchor_date, encoding.period_days)
+
+
+def history_arrays(tables: PanelTables, encoding: PanelEncoding, series_rows: np.ndarray) -> tuple[PanelArrays, int]:
+    """The history arrays of some of the encoding's series (``series_rows``, in that order) from rows that
+    hold theirs (a part of the panel's stores: ``tasks.data.panel_blocks``), and how many rows entered."""
+    periods = history_periods(encoding)
+    return _scatter(tables.sales, encoding, tables.spec, periods, tables.products, True, keep_inside=True, series_rows=series_rows)
+
+
 def encode_panel(tables: PanelTables, encoding: PanelEncoding | None = None) -> EncodedPanelData:
     """History and future arrays of ``tables`` (a new encoding from the history when none is given).
 
@@ -574,10 +684,7 @@ def encode_panel(tables: PanelTables, encoding: PanelEncoding | None = None) -> 
     spec = tables.spec
     given = encoding is not None
     encoding = encoding or build_encoding(tables)
-    history_periods = period_grid(
-        dt.date.fromisoformat(encoding.first_period), encoding.anchor_date, encoding.period_days
-    )
-    history, n_with_target = _scatter(tables.sales, encoding, spec, history_periods, tables.products, True, keep_inside=given)
+    history, n_with_target = _scatter(tables.sales, encoding, spec, history_periods(encoding), tables.products, True, keep_inside=given)
     n_masked = n_with_target - int(history.observed.sum())
     future = None
     if tables.future is not None and tables.future.height:

@@ -77,10 +77,12 @@ class PanelTables:
 # one file at a time
 
 
-def read_raw(path: str, role: FileRole) -> tuple[pl.DataFrame | None, list[RuleFailure]]:
-    """The file as it is (CSV as text), in file order; an unreadable file is a failure, not a crash."""
+def read_raw(path: str, role: FileRole, rows: pl.Expr | None = None) -> tuple[pl.DataFrame | None, list[RuleFailure]]:
+    """The file as it is (CSV as text), in file order; an unreadable file is a failure, not a crash.
+    ``rows``: only the rows it keeps (numbered as in the whole file; Parquet skips row groups it rules out)."""
     try:
-        raw = ingest.scan_raw(path, role).collect()
+        scan = ingest.scan_raw(path, role)
+        raw = (scan if rows is None else scan.filter(rows)).collect()
     except pl.exceptions.PolarsError as err:
         return None, [unreadable_failure(err, role, path)]
     return raw.sort(n.ROW), []
@@ -125,11 +127,12 @@ def validate_file(check: FileCheck, raw: pl.DataFrame, plans: Sequence[ColumnPla
     check.frame = typed
 
 
-def _check_files(spec: PanelSpec, paths: dict[FileRole, str]) -> tuple[dict[FileRole, FileCheck], list[object]]:
+def _check_files(spec: PanelSpec, paths: dict[FileRole, str], stores: Sequence[object] | None = None) -> tuple[dict[FileRole, FileCheck], list[object]]:
     checks = {role: FileCheck(role, path) for role, path in paths.items()}
     raws = {}
     for role, path in paths.items():
-        raw, failures = read_raw(path, role)
+        rows = pl.col(spec.sales.store).is_in(list(stores)) if stores is not None and role in (FileRole.SALES, FileRole.FUTURE) else None
+        raw, failures = read_raw(path, role, rows)
         checks[role].failures += failures
         if raw is not None:
             raws[role] = raw
@@ -347,15 +350,30 @@ def _raise_if_failed(spec: PanelSpec, checks: dict[FileRole, FileCheck]) -> None
     raise InputValidationError(report)
 
 
-def read_panel(spec: PanelSpec, data_dir: str | Path, future: str | Path | None = None) -> PanelTables:
+def sales_stores(spec: PanelSpec, data_dir: str | Path) -> list[object]:
+    """The distinct values of the sales file's store column, as the file holds them (text in a CSV), sorted:
+    what ``read_panel(stores=...)`` selects by."""
+    path = spec_files(spec, data_dir)["sales"]
+    try:
+        values = ingest.scan_raw(path, FileRole.SALES).select(pl.col(spec.sales.store).unique()).collect().to_series()
+    except pl.exceptions.ColumnNotFoundError as err:
+        raise SpecError(f"spec {spec.name!r}: the sales file {path} has no store column {spec.sales.store!r}") from err
+    return sorted(values.drop_nulls().to_list())
+
+
+def read_panel(spec: PanelSpec, data_dir: str | Path, future: str | Path | None = None, stores: Sequence[object] | None = None) -> PanelTables:
     """Read and validate every file of ``spec`` under ``data_dir`` (and the future file, if given).
+
+    ``stores``: only the sales (and future) rows of these values of the store column (``sales_stores``), so
+    that a panel too large for memory is read a part at a time; every rule runs on the part (the dimension
+    tables and the calendar are read whole).
 
     Raises ``tasks.data.validate.InputValidationError`` listing every broken rule, or
     ``tasks.data.spec.SpecError`` when a file the spec names is missing (or a column: then the error
     is both, ``panel_rules.SpecColumnsError``, with the report of every absent column).
     """
     paths = _input_paths(spec, data_dir, future)
-    checks, products = _check_files(spec, paths)
+    checks, products = _check_files(spec, paths, stores)
     frames = {role: check.frame for role, check in checks.items() if check.frame is not None}
     checks[FileRole.SALES].failures += r.cross_file_failures(spec, frames, paths)
     series = _series_frames(spec, frames, products, checks)

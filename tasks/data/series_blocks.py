@@ -3,7 +3,7 @@
 A folder holds ``series.parquet``, one row per series and one row group per block of series, with the
 series' encoded arrays as fixed-size list columns (the target, the observed and stocked-out masks, the
 series x period covariates flattened period-major), and ``blocks.json``: the shape (series, periods,
-features), each block's first row and size, and totals a fit needs before reading any block (observed
+features), each block's size, and totals a fit needs before reading any block (observed
 cells, the most censored periods of a series). Blocks are written one after the other, so the writer
 never holds more than one; the folder appears whole or not at all (``tasks.ops.atomic.write_folder``).
 Pure: no Prefect, no MLflow.
@@ -49,7 +49,6 @@ class BlocksMeta:
     n_series: int
     n_periods: int
     n_features: int
-    block_starts: tuple[int, ...]  # first row of each block
     block_sizes: tuple[int, ...]
     n_observed: int  # observed cells over every series
     max_censored: int  # the most censored periods of one series (0: no censored cell)
@@ -98,38 +97,48 @@ def _fixed_lists(values: np.ndarray, value_type: pa.DataType) -> pa.FixedSizeLis
     return pa.FixedSizeListArray.from_arrays(flat, width)
 
 
-def _check_block(block: SeriesBlock, shape: tuple[int, int, int] | None, expected_first: int) -> tuple[int, int, int]:
+def _check_block(block: SeriesBlock, shape: tuple[int, int, int] | None, index: int) -> tuple[int, int, int]:
     b, t, f = block.x_series.shape
     if shape is not None and (t, f) != shape[1:]:
-        raise ValueError(f"block of series {expected_first}..: {t} periods x {f} features, the first block had {shape[1]} x {shape[2]}")
+        raise ValueError(f"series block {index}: {t} periods x {f} features, the first block had {shape[1]} x {shape[2]}")
     for name, array in (("y", block.y), ("observed", block.observed)) + ((("censored", block.censored),) if block.censored is not None else ()):
         if array.shape != (b, t):
-            raise ValueError(f"block of series {expected_first}..: {name} has shape {array.shape}, expected {(b, t)}")
+            raise ValueError(f"series block {index}: {name} has shape {array.shape}, expected {(b, t)}")
     if b == 0:
-        raise ValueError(f"block of series {expected_first}.. is empty")
-    if not np.array_equal(block.series, np.arange(expected_first, expected_first + b)):
-        raise ValueError(f"blocks must hold consecutive series in order: expected {expected_first}.., got {block.series[:3].tolist()}..")
+        raise ValueError(f"series block {index} is empty")
     return b, t, f
 
 
 def write_series_blocks(directory: str | Path, blocks: Iterable[SeriesBlock]) -> BlocksMeta:
-    """Write ``blocks`` (consecutive series, in order, of one shape) as a series-block folder."""
+    """Write ``blocks`` (of one shape; together every series 0..N-1 exactly once, in any order) as a
+    series-block folder. Blocks are consumed one at a time: a generator that encodes each on demand
+    keeps one block in memory."""
     meta_box: list[BlocksMeta] = []
 
     def write(tmp: Path) -> None:
         writer: pq.ParquetWriter | None = None
-        starts, sizes = [], []
+        sizes: list[int] = []
         n_observed = max_censored = 0
         shape: tuple[int, int, int] | None = None
         with_censored: bool | None = None
+        seen = np.zeros(0, bool)
         try:
-            for block in blocks:
-                b, t, f = _check_block(block, shape, sum(sizes))
+            for index, block in enumerate(blocks):
+                b, t, f = _check_block(block, shape, index)
                 shape = shape or (b, t, f)
                 if with_censored is None:
                     with_censored = block.censored is not None
                 elif with_censored != (block.censored is not None):
                     raise ValueError("either every block carries the censored mask or none does")
+                if block.series.min() < 0:
+                    raise ValueError(f"series block {index}: negative series index {int(block.series.min())}")
+                if block.series.max() >= seen.size:
+                    seen = np.concatenate([seen, np.zeros(int(block.series.max()) + 1 - seen.size, bool)])
+                values, counts = np.unique(block.series, return_counts=True)
+                again = values[seen[values] | (counts > 1)]
+                if again.size:
+                    raise ValueError(f"series block {index}: series {int(again[0])} is written twice")
+                seen[values] = True
                 columns = {
                     "series": pa.array(block.series, pa.int32()),
                     "store": pa.array(block.store, pa.int32()),
@@ -145,7 +154,6 @@ def write_series_blocks(directory: str | Path, blocks: Iterable[SeriesBlock]) ->
                 if writer is None:
                     writer = pq.ParquetWriter(tmp / SERIES_FILE, table.schema, compression="zstd")
                 writer.write_table(table, row_group_size=b)
-                starts.append(sum(sizes))
                 sizes.append(b)
                 n_observed += int(block.observed.sum())
         finally:
@@ -153,7 +161,9 @@ def write_series_blocks(directory: str | Path, blocks: Iterable[SeriesBlock]) ->
                 writer.close()
         if shape is None:
             raise ValueError("no series blocks to write")
-        meta = BlocksMeta(sum(sizes), shape[1], shape[2], tuple(starts), tuple(sizes), n_observed, max_censored)
+        if not seen.all():
+            raise ValueError(f"series {int(np.flatnonzero(~seen)[0])} is in no block (the blocks hold {int(seen.sum())} of 0..{seen.size - 1})")
+        meta = BlocksMeta(int(seen.size), shape[1], shape[2], tuple(sizes), n_observed, max_censored)
         (tmp / META_FILE).write_text(json.dumps(meta.__dict__))
         meta_box.append(meta)
 
@@ -177,7 +187,7 @@ class SeriesBlocks:
         raw = json.loads(meta_path.read_text())
         if raw.get("version") != FORMAT_VERSION:
             raise ValueError(f"{meta_path}: series-block format {raw.get('version')!r} is not supported ({FORMAT_VERSION})")
-        self.meta = BlocksMeta(**{**raw, "block_starts": tuple(raw["block_starts"]), "block_sizes": tuple(raw["block_sizes"])})
+        self.meta = BlocksMeta(**{**raw, "block_sizes": tuple(raw["block_sizes"])})
         self._file = pq.ParquetFile(self.directory / SERIES_FILE)
         if self._file.metadata.num_row_groups != self.meta.n_blocks:
             raise ValueError(f"{self.directory / SERIES_FILE}: {self._file.metadata.num_row_groups} row groups, {META_FILE} says {self.meta.n_blocks}")

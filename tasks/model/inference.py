@@ -329,11 +329,12 @@ class SVIChunks:
 
 
 def drive_svi(program: ChunkProgram, init: Params, n_observed: int, settings: FitSettings, key: jax.Array,
-              on_progress: Callable[[FitProgress], None], *, series_per_step: int | None = None) -> FitResult:
+              on_progress: Callable[[FitProgress], None], *, series_per_step: int | None = None, min_steps: int = 0) -> FitResult:
     """Run compiled chunks of SVI steps until the loss trend converges or the step cap is reached.
 
     Every model of the project (store-day, panel, the panel streamed from disk) is fitted through this one
-    loop. ``series_per_step`` is only reported in the progress (``FitProgress.series_per_step``).
+    loop. ``series_per_step`` is only reported in the progress (``FitProgress.series_per_step``); the fit
+    is not called converged before ``min_steps``.
     """
     scale = jnp.float32(1.0 / max(n_observed, 1))
 
@@ -357,7 +358,7 @@ def drive_svi(program: ChunkProgram, init: Params, n_observed: int, settings: Fi
             raise FitDivergedError(f"the ELBO became non-finite at step {bad}; refusing to use this fit")
         improvement = relative_improvement(np.concatenate(chunks[-settings.window_chunks :]), window, settings.chunk_steps)
         calm = calm + 1 if improvement < settings.tolerance else 0
-        converged = calm >= settings.patience
+        converged = calm >= settings.patience and step >= min_steps
         stop = "converged" if converged else "max_steps" if step >= settings.max_steps else None
         seconds = time.perf_counter() - t0
         on_progress(

@@ -1,25 +1,32 @@
 """The panel's global fit streamed from series blocks on disk (``tasks.data.series_blocks``).
 
 Memory holds the arrays every series shares (the time design, the hierarchies, the shock bases), the
-per-series variational parameters of all series and their Adam moments, and two pools of blocks: the
-one the compiled chunk of steps is fitting and the next, which a reader thread loads meanwhile. Each
-chunk draws ``blocks_per_pool`` blocks at random; each of its steps subsamples ``subsample_size``
-series of that pool. The series-level terms weigh ``n_blocks / blocks_per_pool`` times the plate's own
-scale, so that every series counts once in expectation and a step's loss estimates the full ELBO, as
-the in-memory fit's subsample does. A pool's series' parameters and moments are gathered into the
-chunk and scattered back after it ("lazy" Adam: a series' moments rest while it is not in a pool),
-so a step's cost does not grow with the number of series and a pool's last block, when smaller, is
-padded with prior rows that are never written back.
+per-series variational parameters of all series with their Adam moments, and two pools of blocks: the one
+a compiled chunk of steps is fitting and the next, which a reader thread loads meanwhile. Pools come in
+epochs: a new random order of the blocks each epoch, cut into pools of ``blocks_per_pool`` blocks, so
+that every series is fitted once per epoch (and no fit stops before its first epoch ends). Each step
+subsamples ``subsample_size`` series of the pool; their terms weigh the panel's series per pool series
+(``pool_scale``), so that a chunk's loss estimates the whole panel's ELBO, as the in-memory fit's
+subsample does. The blocks should be random cross-sections of the panel (``tasks.data.panel_blocks``
+writes them so): a pool of one store's series would drag the chain-level effects towards that store.
 
-Pure: no Prefect, no MLflow. Randomness: the blocks of each pool come from a generator seeded from the
+Updates are lazy where a pool does not reach: a pool's series' parameters and moments are gathered into
+the chunk and scattered back after it, and the rows of the global effects of stores, products and
+groups with no series in the pool (their effects, shocks and walks) stay as they are for that chunk,
+instead of being pulled to their prior by a chunk that holds none of their data. A pool is padded, when
+its blocks are smaller, with rows at the prior that are never written back.
+
+Pure: no Prefect, no MLflow. Randomness: the order of the blocks comes from a generator seeded from the
 fit's JAX key; the steps from the key itself.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import NamedTuple
 
@@ -27,25 +34,34 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from numpyro import handlers
-from numpyro.distributions import biject_to
-from numpyro.distributions.constraints import real
+from numpyro.distributions import biject_to, constraints
 
 from tasks.data.series_blocks import SeriesBlock, SeriesBlocks
 from tasks.model.inference import FitProgress, FitResult, FitSettings, Params, SiteOrderedELBO, drive_svi, log_progress
 from tasks.model.panel import (
+    PRODUCT_SIDE,
+    SHOCK_SITES,
+    STORE_SIDE,
+    WALK_SITES,
     PanelInputs,
     PanelSite,
     PanelStructure,
     PeriodSums,
     add_period_sums,
     censored_periods,
+    layouts,
     model,
     period_sums,
 )
 from tasks.model.panel_inference import guide, series_log_levels, warm_start_from
 
+log = logging.getLogger(__name__)
+
 ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-8  # NumPyro's ClippedAdam (jax.example_libraries' adam)
+MAX_WINDOW_CHUNKS = 20
+POLISH_STEP_SIZE_AT = 2  # half-lives into the step-size schedule: the polish steps at a quarter of the first step size
 SERIES_PARAMS = (f"{PanelSite.SERIES}.loc", f"{PanelSite.SERIES}.scale")
+GLOBAL_PARAMS = (f"{PanelSite.GLOBALS}.loc", f"{PanelSite.GLOBALS}.scale")
 
 
 class BlockScan(NamedTuple):
@@ -182,7 +198,9 @@ class StreamState:
 
 def _chunk_program(structure: PanelStructure, settings: FitSettings, subsample: int | None, transforms: dict):
     """The jitted chunk: ``chunk_steps`` steps of NumPyro's ClippedAdam (its formulas, on the fit's step
-    count) on one pool, whose series-level terms weigh ``pool_scale``."""
+    count) on one pool, whose series-level terms weigh ``pool_scale``; the globals' elements that
+    ``update`` marks False stay as they are (the rows of groups without a series in the pool; every
+    global while the series are polished)."""
     model_fn = partial(model, structure=structure, subsample_size=subsample)
     guide_fn = partial(guide, structure=structure, subsample_size=subsample)
     elbo = SiteOrderedELBO(num_particles=settings.num_particles)
@@ -191,20 +209,28 @@ def _chunk_program(structure: PanelStructure, settings: FitSettings, subsample: 
         params = {k: transforms[k](v) for k, v in free.items()}
         return elbo.loss(key, params, model_fn, guide_fn, inputs, pool_scale=pool_scale)
 
-    def adam(x, m, v, g, step):
+    def adam(x, m, v, g, step, update):
         size = settings.learning_rate * 0.5 ** (step / settings.learning_rate_half_life)
         g = jnp.clip(g, -settings.clip_norm, settings.clip_norm)
-        m = (1 - ADAM_B1) * g + ADAM_B1 * m
-        v = (1 - ADAM_B2) * jnp.square(g) + ADAM_B2 * v
+        m_new = (1 - ADAM_B1) * g + ADAM_B1 * m
+        v_new = (1 - ADAM_B2) * jnp.square(g) + ADAM_B2 * v
         t = step + 1.0
-        return x - size * (m / (1 - ADAM_B1**t)) / (jnp.sqrt(v / (1 - ADAM_B2**t)) + ADAM_EPS), m, v
+        x_new = x - size * (m_new / (1 - ADAM_B1**t)) / (jnp.sqrt(v_new / (1 - ADAM_B2**t)) + ADAM_EPS)
+        if update is None:
+            return x_new, m_new, v_new
+        return jnp.where(update, x_new, x), jnp.where(update, m_new, m), jnp.where(update, v_new, v)
+
+    # ``update``: per global parameter, which of its elements a chunk moves (see ``StreamedChunks._update``)
 
     @jax.jit
-    def run(free, m, v, step, key, inputs, pool_scale, scale):
+    def run(free, m, v, step, key, inputs, pool_scale, update, scale):
         def body(carry, step_key):
             free, m, v, step = carry
             value, grads = jax.value_and_grad(loss)(free, step_key, inputs, pool_scale)
-            new = {name: adam(free[name], m[name], v[name], grads[name], step) for name in free}
+            new = {
+                name: adam(free[name], m[name], v[name], grads[name], step, None if name in SERIES_PARAMS else update[name])
+                for name in free
+            }
             free, m, v = ({name: parts[i] for name, parts in new.items()} for i in range(3))
             return (free, m, v, step + 1.0), value * scale
 
@@ -212,6 +238,21 @@ def _chunk_program(structure: PanelStructure, settings: FitSettings, subsample: 
         return free, m, v, losses
 
     return run
+
+
+def group_rows(structure: PanelStructure, store_groups: np.ndarray, product_groups: np.ndarray) -> list[tuple[str, int, int, int, np.ndarray]]:
+    """(side, offset, rows, row width, each store's or product's row) of every real global site with a row
+    per group: group effects (at each hierarchy level), store and product shocks, store and product walks."""
+    real = layouts(structure)[0]
+    groups = {STORE_SIDE: store_groups, PRODUCT_SIDE: product_groups}
+    sites = [(PanelSite.group_raw(side, level), side, level) for side, level, _, _ in structure.group_sites()]
+    sites += [(SHOCK_SITES[side][0], side, 0) for side in (STORE_SIDE, PRODUCT_SIDE) if side in structure.shocks]
+    sites += [(WALK_SITES[side][0], side, 0) for side in structure.level_walks]
+    out = []
+    for site, side, level in sites:
+        start, stop, shape = real.slice(site)
+        out.append((side, start, shape[0], (stop - start) // shape[0], groups[side][level]))
+    return out
 
 
 class StreamedChunks:
@@ -228,9 +269,28 @@ class StreamedChunks:
         guide_fn = partial(guide, structure=structure, subsample_size=subsample)
         trace = handlers.trace(handlers.seed(guide_fn, 0)).get_trace(example)
         self._transforms = {
-            name: biject_to(site["kwargs"].get("constraint", real)) for name, site in trace.items() if site["type"] == "param"
+            name: biject_to(site["kwargs"].get("constraint", constraints.real)) for name, site in trace.items() if site["type"] == "param"
         }
         self._run = _chunk_program(structure, settings, subsample, self._transforms)
+        self._n_real = layouts(structure)[0].size
+        self._global_names = tuple(name for name in self._transforms if name not in SERIES_PARAMS)
+        self._group_rows = group_rows(structure, np.asarray(shared.store_groups), np.asarray(shared.product_groups))
+
+    def _update(self, pool: Pool, globals_too: bool = True) -> dict[str, jnp.ndarray]:
+        """Which elements of each global parameter a chunk on this pool may move: none while the series are
+        polished (``globals_too`` False); else all but the rows of groups (stores, products, their
+        hierarchy's groups) none of whose series is in the pool. Such a row's likelihood is absent from
+        the chunk while its prior is not: left free, the prior would pull it back every chunk its group
+        sits out (a lazy update, as the series' own parameters get)."""
+        real = np.full(self._n_real, globals_too)
+        in_pool = pool.rows >= 0
+        members = {STORE_SIDE: pool.block.store[in_pool], PRODUCT_SIDE: pool.block.product[in_pool]}
+        for side, start, n_rows, width, groups in self._group_rows:
+            present = np.zeros(n_rows, bool)
+            present[groups[members[side]]] = True
+            real[start : start + n_rows * width].reshape(n_rows, width)[~present] = False
+        mask = jnp.asarray(real)
+        return {name: mask if name in GLOBAL_PARAMS else jnp.asarray(globals_too) for name in self._global_names}
 
     def _pool_scale(self, pool: Pool) -> jnp.ndarray:
         """The weight of a pool's series-level terms: the panel's series per series in the pool, so that a
@@ -264,23 +324,37 @@ class StreamedChunks:
         pool = self._reader.peek()
         free, m, v = self._gather(state, pool.rows)
         inputs = pool_inputs(self._shared, pool, self._max_censored)
-        self._run.lower(free, m, v, jnp.float32(state.step), state.key, inputs, self._pool_scale(pool), scale).compile()
+        self._run.lower(free, m, v, jnp.float32(state.step), state.key, inputs, self._pool_scale(pool), self._update(pool), scale).compile()
 
     def run(self, state: StreamState, scale: jnp.ndarray) -> tuple[StreamState, jnp.ndarray]:
-        pool = self._reader.next()
+        return self._run_pool(state, scale, self._reader.next(), globals_too=True)
+
+    def _run_pool(self, state: StreamState, scale: jnp.ndarray, pool: Pool, globals_too: bool) -> tuple[StreamState, jnp.ndarray]:
         free, m, v = self._gather(state, pool.rows)
         key, chunk_key = jax.random.split(state.key)
         inputs = pool_inputs(self._shared, pool, self._max_censored)
-        free, m, v, losses = self._run(free, m, v, jnp.float32(state.step), chunk_key, inputs, self._pool_scale(pool), scale)
+        update = self._update(pool, globals_too)
+        free, m, v, losses = self._run(free, m, v, jnp.float32(state.step), chunk_key, inputs, self._pool_scale(pool), update, scale)
         valid = pool.rows >= 0
         rows = pool.rows[valid]
         for name in SERIES_PARAMS:
             for prefix, source in (("", free), ("m:", m), ("v:", v)):
                 state.series[prefix + name][rows] = np.asarray(source[name])[valid]
-        globals_ = [k for k in free if k not in SERIES_PARAMS]
-        moments = ({k: m[k] for k in globals_}, {k: v[k] for k in globals_})
+        moments = ({k: m[k] for k in self._global_names}, {k: v[k] for k in self._global_names})
         steps = int(losses.shape[0])
-        return StreamState({k: free[k] for k in globals_}, moments, state.series, state.step + steps, key), losses
+        return StreamState({k: free[k] for k in self._global_names}, moments, state.series, state.step + steps, key), losses
+
+    def polish(self, params: Params, key: jax.Array, scale: jnp.ndarray, step_size_at: int) -> tuple[Params, np.ndarray]:
+        """One epoch over the pools with every global held at ``params``': each series' parameters fitted
+        again, a chunk each, to the final globals (the fit's own last visit to a series may be an epoch
+        old, made against globals that have moved since). Adam starts afresh, its step size that of the
+        fit's step ``step_size_at``. Returns the parameters and the epoch's losses."""
+        state = replace(self.start(key, params), step=step_size_at)
+        losses = []
+        for _ in range(self._reader.pools_per_epoch):
+            state, chunk_losses = self._run_pool(replace(state, step=step_size_at), scale, self._reader.next(), globals_too=False)
+            losses.append(np.asarray(chunk_losses))
+        return self.params(state), np.concatenate(losses)
 
     def params(self, state: StreamState) -> Params:
         out = {k: np.asarray(self._transforms[k](v)) for k, v in state.free.items()}
@@ -301,8 +375,11 @@ def fit_panel_streamed(
     key: jax.Array,
     blocks_per_pool: int = 8,
     on_progress: Callable[[FitProgress], None] = log_progress,
+    polish: bool = True,
 ) -> FitResult:
-    """``tasks.model.panel_inference.fit_panel`` over series read block by block from ``blocks``.
+    """``tasks.model.panel_inference.fit_panel`` over series read block by block from ``blocks``; then, with
+    ``polish`` and more than one pool per epoch, each series' parameters fitted once more to the final
+    globals (``StreamedChunks.polish``).
 
     ``shared``: the model's inputs that every series shares (its series fields are replaced by each pool's);
     ``scan``: ``scan_blocks`` of the same folder. The result has the same parameters, shapes and names as
@@ -318,6 +395,29 @@ def fit_panel_streamed(
     try:
         program = StreamedChunks(reader, shared, structure, settings, meta.n_series, meta.max_censored)
         init = warm_start_from(scan.level, scan.counts, scan.store, scan.product, structure, settings.init_scale)
-        return drive_svi(program, init, meta.n_observed, settings, key_fit, on_progress, series_per_step=program.series_per_step)
+        # a fit that stops before every pool of an epoch has had its chunk leaves series at their warm start
+        epoch_steps = reader.pools_per_epoch * settings.chunk_steps
+        # Each chunk's loss is its own pool's: the pools' differences are noise to the loss trend, which a
+        # window of the in-memory fit's few chunks mistakes for convergence (on the M5 shape: stopped at 1,300
+        # steps, aggregates' WSPL up to 1.5 times the in-memory fit's; at 2,000 steps the same as it). The
+        # trend is taken over two epochs' chunks (at most MAX_WINDOW_CHUNKS).
+        window = max(settings.window_chunks, min(2 * reader.pools_per_epoch, MAX_WINDOW_CHUNKS))
+        settings = replace(settings, window_chunks=window)
+        if epoch_steps > settings.max_steps:
+            log.warning(
+                "the step cap (%d) is shorter than one pass over the %d series blocks (%d steps): some series will keep their start values",
+                settings.max_steps, meta.n_blocks, epoch_steps,
+            )  # fmt: skip
+        result = drive_svi(
+            program, init, meta.n_observed, settings, key_fit, on_progress, series_per_step=program.series_per_step, min_steps=epoch_steps
+        )
+        if not polish or reader.every_block:
+            return result
+        t0 = time.perf_counter()
+        scale = jnp.float32(1.0 / meta.n_observed)
+        params, losses = program.polish(result.params, jax.random.fold_in(key_fit, 1), scale, POLISH_STEP_SIZE_AT * settings.learning_rate_half_life)
+        seconds = time.perf_counter() - t0
+        log.info("series polished against the final globals: %d pools x %d steps, loss/obs %.5f, %.1fs", reader.pools_per_epoch, settings.chunk_steps, float(losses[-settings.chunk_steps :].mean()), seconds)
+        return replace(result, params=params, run_seconds=result.run_seconds + seconds)
     finally:
         reader.close()

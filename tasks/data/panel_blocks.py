@@ -1,0 +1,223 @@
+"""Read, validate and encode a panel a few stores at a time, into series blocks on disk.
+
+For a panel too large to hold: the sales table is never read whole and no dense [series x periods]
+array of the whole panel is ever in memory. Two passes over parts of the stores (``read_panel(stores=
+...)``: Parquet row groups of other stores are skipped): the first validates each part and adds up what
+the encoding learns from rows (``EncodingStats``: the series, the periods, covariate moments, price
+medians' counts); the second encodes each part with that encoding into raw staging files on disk, at
+the rows of the blocks its series are shuffled into, adding up what the model's structure needs of the
+whole history; the blocks (``tasks.data.series_blocks``) are then written from the staging files, one
+contiguous read each. Each block is a random cross-section of the panel.
+Every rule runs on every part; the report lists the broken rules of all parts at once. Pure: no
+Prefect, no MLflow.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from tasks import names as n
+from tasks.data.panel_encode import (
+    Dimensions,
+    EncodingStats,
+    PanelEncoding,
+    dimensions_of,
+    encoding_from_stats,
+    encoding_stats,
+    history_arrays,
+    history_periods,
+    time_features,
+)
+from tasks.data.panel_ingest import PanelTables, read_panel, sales_stores
+from tasks.data.series_blocks import BlocksMeta, SeriesBlock, write_series_blocks
+from tasks.data.spec import PanelSpec
+from tasks.data.validate import InputValidationError, ValidationReport
+
+log = logging.getLogger(__name__)
+
+BLOCK_ORDER_SEED = 0
+
+
+@dataclass(frozen=True)
+class HistoryTotals:
+    """What the model's structure needs of the whole history, added up over the parts."""
+
+    n_observed: int = 0
+    target_sum: float = 0.0  # of the observed targets
+    log_target_sum: float = 0.0  # of their logs (amounts: every observed target is > 0)
+    censored_max: float = 0.0  # the largest stocked-out target (0: none)
+    n_censored: int = 0
+    n_masked: int = 0  # rows with a target left out of the likelihood (masked, or an amount <= 0)
+
+    def add(self, y: np.ndarray, observed: np.ndarray, censored: np.ndarray | None, amounts: bool, n_rows: int) -> HistoryTotals:
+        values = y[observed].astype(np.float64)
+        stocked_out = y[censored] if censored is not None else np.zeros(0)
+        return HistoryTotals(
+            n_observed=self.n_observed + values.size,
+            target_sum=self.target_sum + float(values.sum()),
+            log_target_sum=self.log_target_sum + (float(np.log(values).sum()) if amounts else 0.0),
+            censored_max=max(self.censored_max, float(stocked_out.max(initial=0.0))),
+            n_censored=self.n_censored + int(stocked_out.size),
+            n_masked=self.n_masked + n_rows - values.size,
+        )
+
+
+@dataclass(frozen=True)
+class PanelBlocks:
+    """An encoded panel whose history lies in a series-block folder; everything else in memory."""
+
+    spec: PanelSpec
+    encoding: PanelEncoding
+    dims: Dimensions
+    directory: Path  # the series-block folder
+    meta: BlocksMeta
+    periods: np.ndarray  # datetime64[D] [T] of the history
+    x_time: np.ndarray  # [T, Pt]
+    totals: HistoryTotals
+
+
+class _Staging:
+    """The encoded history in raw row-major files on disk, rows in block order: each part writes its series'
+    rows where their blocks will read them, and each block is then one contiguous read. Plain file reads
+    and writes (no memory map), so that the staged panel stays in the page cache, not in this process."""
+
+    def __init__(self, folder: Path, n_rows: int, n_periods: int, n_features: int, with_censored: bool) -> None:
+        self._row_shape = {"y": (n_periods,), "observed": (n_periods,), "x_series": (n_periods, n_features)}
+        if with_censored:
+            self._row_shape["censored"] = (n_periods,)
+        self._dtype = {"y": np.float32, "observed": np.bool_, "x_series": np.float32, "censored": np.bool_}
+        self._files = {}
+        for name in self._row_shape:
+            handle = (folder / f"{name}.bin").open("w+b")
+            handle.truncate(n_rows * self._row_bytes(name))
+            self._files[name] = handle
+
+    def __enter__(self) -> _Staging:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._files.values():
+            handle.close()
+
+    def _row_bytes(self, name: str) -> int:
+        return int(np.prod(self._row_shape[name], dtype=np.int64)) * np.dtype(self._dtype[name]).itemsize
+
+    def write(self, slots: np.ndarray, arrays) -> None:
+        for name, handle in self._files.items():
+            values = np.ascontiguousarray(getattr(arrays, name), self._dtype[name])
+            width = self._row_bytes(name)
+            for row, at in enumerate(slots):
+                os.pwrite(handle.fileno(), values[row].tobytes(), int(at) * width)
+
+    def read(self, start: int, count: int) -> tuple[np.ndarray, ...]:
+        out = {}
+        for name, handle in self._files.items():
+            width = self._row_bytes(name)
+            raw = os.pread(handle.fileno(), count * width, start * width)
+            out[name] = np.frombuffer(raw, self._dtype[name]).reshape(count, *self._row_shape[name])
+        return out["y"], out["observed"], out["x_series"], out.get("censored")
+
+
+def store_parts(stores: Sequence[object], stores_per_part: int) -> list[list[object]]:
+    if stores_per_part < 1:
+        raise ValueError(f"stores_per_part must be >= 1, got {stores_per_part}")
+    return [list(stores[i : i + stores_per_part]) for i in range(0, len(stores), stores_per_part)]
+
+
+def _unique_rows(frames: list[pl.DataFrame], key: str) -> pl.DataFrame:
+    return pl.concat(frames, how="vertical_relaxed").unique(key, keep="first", maintain_order=True).sort(key)
+
+
+def _first_pass(spec: PanelSpec, data_dir: Path, parts: list[list[object]], on_part: Callable[[str], None]):
+    stats: EncodingStats | None = None
+    stores, products, failures = [], [], []
+    for i, part in enumerate(parts, 1):
+        t0 = time.perf_counter()
+        try:
+            tables = read_panel(spec, data_dir, stores=part)
+        except InputValidationError as err:
+            failures += [f for f in err.report.failures if f not in failures]
+            on_part(f"validate part {i}/{len(parts)} ({len(part)} stores): {len(err.report.failures)} rules broken")
+            continue
+        part_stats = encoding_stats(tables)
+        stats = part_stats if stats is None else stats.merge(part_stats)
+        stores.append(tables.stores)
+        if tables.products is not None:
+            products.append(tables.products)
+        on_part(f"validate part {i}/{len(parts)} ({len(part)} stores, {tables.sales.height:,} rows): {time.perf_counter() - t0:.1f}s")
+    if failures:
+        raise InputValidationError(ValidationReport(tuple(failures)))
+    return stats, _unique_rows(stores, n.SERIES_STORE), _unique_rows(products, n.SERIES_PRODUCT) if products else None
+
+
+def encode_to_blocks(
+    spec: PanelSpec,
+    data_dir: str | Path,
+    directory: str | Path,
+    block_size: int = 256,
+    stores_per_part: int = 1,
+    on_part: Callable[[str], None] = log.info,
+) -> PanelBlocks:
+    """Read, validate and encode the history of ``spec``'s files under ``data_dir`` into a series-block
+    folder at ``directory``, ``stores_per_part`` stores at a time (see the module's docstring)."""
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    data_dir = Path(data_dir)
+    parts = store_parts(sales_stores(spec, data_dir), stores_per_part)
+    stats, stores, products = _first_pass(spec, data_dir, parts, on_part)
+    encoding = encoding_from_stats(spec, stats, stores, products)
+    dims = dimensions_of(spec, stores, products, encoding)
+    store_code = {key: i for i, key in enumerate(encoding.store_keys)}
+    n_series, n_periods, n_features = encoding.n_series, len(history_periods(encoding)), len(encoding.series_names(spec))
+    # Blocks are random cross-sections of the panel (every store and department in each), so that a pool of
+    # a few blocks is a sample of the whole panel and not of the stores read last; a series' slot in the
+    # block order is its rank in a fixed shuffle (the layout of the data, not a draw of the model).
+    order = np.random.default_rng(BLOCK_ORDER_SEED).permutation(n_series)
+    slot = np.empty(n_series, np.int64)
+    slot[order] = np.arange(n_series)
+    totals = HistoryTotals()
+    Path(directory).parent.mkdir(parents=True, exist_ok=True)
+    with (
+        tempfile.TemporaryDirectory(prefix=".staging-", dir=Path(directory).parent) as tmp,
+        _Staging(Path(tmp), n_series, n_periods, n_features, with_censored=bool(spec.sales.censoring_columns)) as staging,
+    ):
+        for i, part in enumerate(parts, 1):
+            t0 = time.perf_counter()
+            tables: PanelTables = read_panel(spec, data_dir, stores=part)
+            codes = [store_code[key] for key in tables.sales[n.SERIES_STORE].unique().to_list()]
+            rows = np.flatnonzero(np.isin(dims.series_store, codes))
+            arrays, n_rows = history_arrays(tables, encoding, rows)
+            del tables
+            totals = totals.add(arrays.y, arrays.observed, arrays.censored, spec.target_kind == "amount", n_rows)
+            staging.write(slot[rows], arrays)
+            on_part(f"encode part {i}/{len(parts)} ({rows.size:,} series): {time.perf_counter() - t0:.1f}s")
+
+        def blocks() -> Iterator[SeriesBlock]:
+            for start in range(0, n_series, block_size):
+                series = order[start : start + block_size].astype(np.int32)
+                y, observed, x_series, censored = staging.read(start, series.size)
+                yield SeriesBlock(series, dims.series_store[series], dims.series_product[series], y, observed, x_series, censored)
+
+        t0 = time.perf_counter()
+        meta = write_series_blocks(directory, blocks())
+        on_part(f"write {meta.n_blocks} series blocks: {time.perf_counter() - t0:.1f}s")
+    periods = history_periods(encoding)
+    return PanelBlocks(
+        spec=spec,
+        encoding=encoding,
+        dims=dims,
+        directory=Path(directory),
+        meta=meta,
+        periods=periods,
+        x_time=time_features(periods, encoding.fourier_order, encoding.weekday),
+        totals=totals,
+    )

@@ -1,0 +1,125 @@
+"""A panel read, validated and encoded a few stores at a time into series blocks, and fitted from them
+(issue 11, item 2): the same encoding and arrays as the in-memory path, every part's broken rules in one
+report, and `bhm train --series-blocks` saving a model that `bhm forecast` uses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import numpy as np
+import polars as pl
+import pytest
+
+from flows import cli
+from tasks.config import PanelFitConfig, SeriesBlocksConfig
+from tasks.data.panel_blocks import encode_to_blocks
+from tasks.data.panel_demo import generate_panel_demo
+from tasks.data.panel_encode import encode_panel
+from tasks.data.panel_ingest import read_panel, sales_stores
+from tasks.data.series_blocks import SeriesBlocks
+from tasks.data.spec import load_spec
+from tasks.data.validate import InputValidationError
+from tasks.panel_blocks_pipeline import train_from_blocks
+from tasks.panel_pipeline import structure_for
+
+
+@pytest.fixture(autouse=True)
+def bhm_home(cli_home: Path) -> Path:
+    return cli_home
+
+
+@pytest.fixture(scope="module")
+def panel_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    demo = generate_panel_demo(seed=2, n_stores=6, n_departments=2, products_per_department=3, n_weeks=60, horizon=4)
+    return demo.write(tmp_path_factory.mktemp("panel"))
+
+
+def test_parts_of_the_stores_encode_as_the_whole_panel_does(panel_files, tmp_path) -> None:
+    spec, data = load_spec(panel_files["spec"]), panel_files["spec"].parent
+    encoded = encode_panel(read_panel(spec, data))
+    parts: list[str] = []
+    blocks = encode_to_blocks(spec, data, tmp_path / "blocks", block_size=5, stores_per_part=4, on_part=parts.append)
+    assert len(sales_stores(spec, data)) == 6
+    assert [p.split(" (")[0].split(":")[0] for p in parts] == ["validate part 1/2", "validate part 2/2", "encode part 1/2", "encode part 2/2", "write 8 series blocks"]
+    rows = [int(p.split(", ")[1].split(" rows")[0].replace(",", "")) for p in parts[:2]]
+    assert sum(rows) == pl.read_csv(panel_files["sales"]).height and "(4 stores" in parts[0] and "(24 series)" in parts[2]
+    assert blocks.encoding == encoded.encoding
+    for name in ("series_store", "series_product", "store_groups", "product_groups", "store_attributes", "product_attributes"):
+        np.testing.assert_array_equal(getattr(blocks.dims, name), getattr(encoded.dims, name))
+    history = encoded.history
+    seen = []
+    for block in SeriesBlocks(blocks.directory):
+        np.testing.assert_array_equal(block.y, history.y[block.series])
+        np.testing.assert_array_equal(block.observed, history.observed[block.series])
+        np.testing.assert_array_equal(block.x_series, history.x_series[block.series])
+        seen.append(block.series)
+        # a block is a cross-section: a shuffle of the series, not one store's or part's run of them
+        assert block.size == 1 or np.unique(blocks.dims.series_store[block.series]).size > 1
+    np.testing.assert_array_equal(np.sort(np.concatenate(seen)), np.arange(36))
+    assert blocks.totals.n_observed == int(history.observed.sum())
+    assert blocks.totals.target_sum == pytest.approx(float(history.y[history.observed].sum()))
+    np.testing.assert_array_equal(blocks.x_time, history.x_time)
+
+
+def test_every_parts_broken_rules_are_reported_at_once_and_nothing_is_written(panel_files, tmp_path) -> None:
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    for role in ("stores", "products", "spec"):
+        (folder / panel_files[role].name).write_bytes(panel_files[role].read_bytes())
+    sales = pl.read_csv(panel_files["sales"], infer_schema=False)
+    stores = sorted(sales["store_id"].unique().to_list())
+    first_of = {store: sales.with_row_index().filter(pl.col("store_id") == store)["index"][0] for store in (stores[0], stores[-1])}
+    bad_price = pl.int_range(pl.len()) == first_of[stores[0]]
+    bad_units = pl.int_range(pl.len()) == first_of[stores[-1]]
+    sales.with_columns(
+        pl.when(bad_price).then(pl.lit("0")).otherwise(pl.col("price")).alias("price"),
+        pl.when(bad_units).then(pl.lit("many")).otherwise(pl.col("units")).alias("units"),
+    ).write_csv(folder / "sales.csv")
+    spec = load_spec(folder / "spec.yaml")
+    with pytest.raises(InputValidationError) as raised:
+        encode_to_blocks(spec, folder, tmp_path / "blocks", stores_per_part=1)
+    failures = {(f.column, f.rows) for f in raised.value.report.failures}
+    # the rows are the file's own (data rows counted from 1), though each part read only its stores' rows
+    assert ("price", (first_of[stores[0]] + 1,)) in failures and ("units", (first_of[stores[-1]] + 1,)) in failures
+    assert not (tmp_path / "blocks").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["broken"]  # no staging folder left behind
+
+
+def test_a_fit_from_blocks_has_the_in_memory_fits_structure_and_sees_every_series(panel_files, tmp_path) -> None:
+    spec, data = load_spec(panel_files["spec"]), panel_files["spec"].parent
+    config = PanelFitConfig(max_steps=300, chunk_steps=50)
+    blocks, fitted, fit = train_from_blocks(
+        spec, data, config, SeriesBlocksConfig(block_size=8, blocks_per_pool=2), jax.random.key(0), on_progress=lambda p: None
+    )
+    expected = structure_for(encode_panel(read_panel(spec, data)), spec, config)
+    assert fitted.structure.coef_names == expected.coef_names
+    assert fitted.structure.log_offset == pytest.approx(expected.log_offset, abs=1e-5)
+    assert fitted.structure == expected.__class__(**{**expected.__dict__, "log_offset": fitted.structure.log_offset})
+    assert fitted.encoding.n_series == 36 and fit.n_steps == 300
+    assert all(np.isfinite(v).all() for v in fitted.params.values())
+    # every series' parameters moved from the warm start's zero scale deviation: each was in some pool
+    assert (np.abs(fitted.params["series_latent.scale"] - 0.05).max(axis=1) > 1e-3).all()
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
+def test_train_from_series_blocks_then_forecast(panel_files, tmp_path, capsys) -> None:
+    data = ["--spec", str(panel_files["spec"]), "--data", str(panel_files["spec"].parent)]
+    model = tmp_path / "model"
+    argv = ["train", *data, "--state-dir", str(model), "--max-steps", "200", "--block-size", "8", "--blocks-per-pool", "2", "--no-tracking"]
+    assert cli.main(argv) == 0
+    assert "fit: 36 series, 200 steps" in capsys.readouterr().out
+    out = tmp_path / "forecast.parquet"
+    forecast = ["forecast", *data, "--future", str(panel_files["future"]), "--model-dir", str(model), "--out", str(out), "--num-draws", "100"]
+    assert cli.main([*forecast, "--no-tracking"]) == 0
+    frame = pl.read_parquet(out)
+    assert frame.filter(pl.col("level") == "series").height == 36 * 4
+    assert frame["mean"].is_finite().all()
+
+
+def test_series_blocks_are_refused_for_the_rossmann_layout(tiny_demo_files, tmp_path, capsys) -> None:
+    argv = ["train", "--train", str(tiny_demo_files["train"]), "--stores", str(tiny_demo_files["stores"]), "--state-dir", str(tmp_path / "m")]
+    argv += ["--series-blocks"]
+    assert cli.main(argv) == 2
+    assert "--series-blocks: series blocks are for a panel spec (--spec), not the Rossmann layout" in capsys.readouterr().err
