@@ -133,6 +133,10 @@ def store_parts(stores: Sequence[object], stores_per_part: int) -> list[list[obj
     return [list(stores[i : i + stores_per_part]) for i in range(0, len(stores), stores_per_part)]
 
 
+def _stores(part: list[object]) -> str:
+    return f"{len(part)} store{'' if len(part) == 1 else 's'}"
+
+
 def _unique_rows(frames: list[pl.DataFrame], key: str) -> pl.DataFrame:
     return pl.concat(frames, how="vertical_relaxed").unique(key, keep="first", maintain_order=True).sort(key)
 
@@ -146,14 +150,14 @@ def _first_pass(spec: PanelSpec, data_dir: Path, parts: list[list[object]], on_p
             tables = read_panel(spec, data_dir, stores=part)
         except InputValidationError as err:
             failures += [f for f in err.report.failures if f not in failures]
-            on_part(f"validate part {i}/{len(parts)} ({len(part)} stores): {len(err.report.failures)} rules broken")
+            on_part(f"validate part {i}/{len(parts)} ({_stores(part)}): {len(err.report.failures)} rules broken")
             continue
         part_stats = encoding_stats(tables)
         stats = part_stats if stats is None else stats.merge(part_stats)
         stores.append(tables.stores)
         if tables.products is not None:
             products.append(tables.products)
-        on_part(f"validate part {i}/{len(parts)} ({len(part)} stores, {tables.sales.height:,} rows): {time.perf_counter() - t0:.1f}s")
+        on_part(f"validate part {i}/{len(parts)} ({_stores(part)}, {tables.sales.height:,} rows): {time.perf_counter() - t0:.1f}s")
     if failures:
         raise InputValidationError(ValidationReport(tuple(failures)))
     return stats, _unique_rows(stores, n.SERIES_STORE), _unique_rows(products, n.SERIES_PRODUCT) if products else None
