@@ -13,7 +13,7 @@ from tasks import panel_pipeline as pp
 from tasks.config import PanelFitConfig
 from tasks.data.panel_demo import generate_panel_demo
 from tasks.data.panel_encode import encode_panel
-from tasks.data.series_blocks import META_FILE, SERIES_FILE, SeriesBlock, SeriesBlocks, blocks_of, write_series_blocks
+from tasks.data.series_blocks import META_FILE, SERIES_FILE, SeriesBlock, SeriesBlocks, write_series_blocks
 from tasks.model.inference import SiteOrderedELBO
 from tasks.model.panel import SHOCK_SITES, PanelSite, layouts, model, shock_basis, shock_basis_from_sums
 from tasks.model.panel_inference import fit_panel, guide, warm_start_from
@@ -28,6 +28,16 @@ def panel():
     config = PanelFitConfig(subsample_size=64)
     structure = pp.structure_for(encoded, tables.spec, config)
     return encoded, structure, config
+
+
+def blocks_of(y, observed, x_series, store, product, block_size: int, censored=None):
+    """Consecutive blocks of ``block_size`` series of in-memory arrays (the last one may be smaller)."""
+    for start in range(0, observed.shape[0], block_size):
+        rows = slice(start, min(start + block_size, observed.shape[0]))
+        yield SeriesBlock(
+            np.arange(rows.start, rows.stop, dtype=np.int32), np.asarray(store[rows], np.int32), np.asarray(product[rows], np.int32),
+            y[rows], observed[rows], x_series[rows], None if censored is None else censored[rows],
+        )  # fmt: skip
 
 
 def _blocks(encoded, directory, block_size: int) -> SeriesBlocks:

@@ -181,7 +181,8 @@ def encode_to_blocks(
     encoding = encoding_from_stats(spec, stats, stores, products)
     dims = dimensions_of(spec, stores, products, encoding)
     store_code = {key: i for i, key in enumerate(encoding.store_keys)}
-    n_series, n_periods, n_features = encoding.n_series, len(history_periods(encoding)), len(encoding.series_names(spec))
+    periods = history_periods(encoding)
+    n_series, n_periods, n_features = encoding.n_series, len(periods), len(encoding.series_names(spec))
     # Blocks are random cross-sections of the panel (every store and department in each), so that a pool of
     # a few blocks is a sample of the whole panel and not of the stores read last; a series' slot in the
     # block order is its rank in a fixed shuffle (the layout of the data, not a draw of the model).
@@ -214,7 +215,6 @@ def encode_to_blocks(
         t0 = time.perf_counter()
         meta = write_series_blocks(directory, blocks())
         on_part(f"write {meta.n_blocks} series blocks: {time.perf_counter() - t0:.1f}s")
-    periods = history_periods(encoding)
     return PanelBlocks(
         spec=spec,
         encoding=encoding,

@@ -64,32 +64,6 @@ class BlocksMeta:
         return max(self.block_sizes)
 
 
-def blocks_of(
-    y: np.ndarray,
-    observed: np.ndarray,
-    x_series: np.ndarray,
-    store: np.ndarray,
-    product: np.ndarray,
-    block_size: int,
-    censored: np.ndarray | None = None,
-) -> Iterator[SeriesBlock]:
-    """Consecutive blocks of ``block_size`` series of in-memory arrays (the last one may be smaller)."""
-    if block_size < 1:
-        raise ValueError(f"block_size must be >= 1, got {block_size}")
-    n_series = observed.shape[0]
-    for start in range(0, n_series, block_size):
-        rows = slice(start, min(start + block_size, n_series))
-        yield SeriesBlock(
-            series=np.arange(rows.start, rows.stop, dtype=np.int32),
-            store=np.asarray(store[rows], np.int32),
-            product=np.asarray(product[rows], np.int32),
-            y=np.asarray(y[rows], np.float32),
-            observed=np.asarray(observed[rows], bool),
-            x_series=np.asarray(x_series[rows], np.float32),
-            censored=None if censored is None else np.asarray(censored[rows], bool),
-        )
-
-
 def _fixed_lists(values: np.ndarray, value_type: pa.DataType) -> pa.FixedSizeListArray:
     rows = values.shape[0]
     width = int(np.prod(values.shape[1:], dtype=np.int64))
@@ -113,9 +87,10 @@ def write_series_blocks(directory: str | Path, blocks: Iterable[SeriesBlock]) ->
     """Write ``blocks`` (of one shape; together every series 0..N-1 exactly once, in any order) as a
     series-block folder. Blocks are consumed one at a time: a generator that encodes each on demand
     keeps one block in memory."""
-    meta_box: list[BlocksMeta] = []
+    meta: BlocksMeta | None = None
 
     def write(tmp: Path) -> None:
+        nonlocal meta
         writer: pq.ParquetWriter | None = None
         sizes: list[int] = []
         n_observed = max_censored = 0
@@ -165,10 +140,9 @@ def write_series_blocks(directory: str | Path, blocks: Iterable[SeriesBlock]) ->
             raise ValueError(f"series {int(np.flatnonzero(~seen)[0])} is in no block (the blocks hold {int(seen.sum())} of 0..{seen.size - 1})")
         meta = BlocksMeta(int(seen.size), shape[1], shape[2], tuple(sizes), n_observed, max_censored)
         (tmp / META_FILE).write_text(json.dumps(meta.__dict__))
-        meta_box.append(meta)
 
     write_folder(directory, write)
-    return meta_box[0]
+    return meta
 
 
 def _matrix(column: pa.ChunkedArray, rows: int, shape: tuple[int, ...], dtype: type) -> np.ndarray:

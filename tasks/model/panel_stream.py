@@ -61,7 +61,7 @@ ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-8  # NumPyro's ClippedAdam (jax.exam
 MAX_WINDOW_CHUNKS = 20
 POLISH_STEP_SIZE_AT = 2  # half-lives into the step-size schedule: the polish steps at a quarter of the first step size
 SERIES_PARAMS = (f"{PanelSite.SERIES}.loc", f"{PanelSite.SERIES}.scale")
-GLOBAL_PARAMS = (f"{PanelSite.GLOBALS}.loc", f"{PanelSite.GLOBALS}.scale")
+REAL_GLOBAL_PARAMS = (f"{PanelSite.GLOBALS}.loc", f"{PanelSite.GLOBALS}.scale")  # the flat vector with a row per group
 
 
 class BlockScan(NamedTuple):
@@ -290,7 +290,7 @@ class StreamedChunks:
             present[groups[members[side]]] = True
             real[start : start + n_rows * width].reshape(n_rows, width)[~present] = False
         mask = jnp.asarray(real)
-        return {name: mask if name in GLOBAL_PARAMS else jnp.asarray(globals_too) for name in self._global_names}
+        return {name: mask if name in REAL_GLOBAL_PARAMS else jnp.asarray(globals_too) for name in self._global_names}
 
     def _pool_scale(self, pool: Pool) -> jnp.ndarray:
         """The weight of a pool's series-level terms: the panel's series per series in the pool, so that a
@@ -349,7 +349,7 @@ class StreamedChunks:
         again, a chunk each, to the final globals (the fit's own last visit to a series may be an epoch
         old, made against globals that have moved since). Adam starts afresh, its step size that of the
         fit's step ``step_size_at``. Returns the parameters and the epoch's losses."""
-        state = replace(self.start(key, params), step=step_size_at)
+        state = self.start(key, params)
         losses = []
         for _ in range(self._reader.pools_per_epoch):
             state, chunk_losses = self._run_pool(replace(state, step=step_size_at), scale, self._reader.next(), globals_too=False)
