@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from mlflow.tracking import MlflowClient
+from prefect_api import prefect_request
 
 pytestmark = pytest.mark.slow
 
@@ -90,7 +91,7 @@ def operator_env(tmp_path_factory: pytest.TempPathFactory, tiny_demo_files: dict
 
 
 def _api(env: dict[str, str], method: str, path: str, **kwargs) -> httpx.Response:
-    return httpx.request(method, f"{env['PREFECT_API_URL']}{path}", timeout=30, **kwargs)
+    return prefect_request(method, f"{env['PREFECT_API_URL']}{path}", **kwargs)
 
 
 def _deployment(env: dict[str, str], flow: str, name: str) -> dict:

@@ -19,6 +19,7 @@ from pathlib import Path
 import crash_harness as harness
 import httpx
 import pytest
+from prefect_api import prefect_request
 
 from tasks.ops import servers
 
@@ -92,7 +93,7 @@ def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 
 
 def _api(team: dict, method: str, path: str, **kwargs) -> httpx.Response:
-    return httpx.request(method, f"{team['api']}{path}", timeout=30, **kwargs)
+    return prefect_request(method, f"{team['api']}{path}", **kwargs)
 
 
 def _parse(text: str) -> dt.datetime:
