@@ -49,7 +49,7 @@ def main() -> None:
     if not effects:
         sys.exit(f"{args.dataset}: the spec has no price covariate")
     for effect in effects:
-        labels = panel_pipeline.key_labels(as_of, spec, effect.side)
+        labels = panel_pipeline.key_labels(spec, as_of.stores, as_of.products, effect.side)
         names = [str(labels.get(k, k)) for k in effect.keys]
         summary = effect.summary()
         print(f"\n| {effect.side} | elasticity ({effect.coefficient}) | 90% interval |\n|---|---|---|")

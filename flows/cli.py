@@ -254,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_tracking(run)
     cli_spec.add_spec_options(run)
+    cli_spec.add_series_blocks_options(run)
     cli_spec.add_fan_out_options(run)
     run.set_defaults(handler=cmd_run)
 
@@ -679,6 +680,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             panel, args, _panel_flow_command
         )
     cli_spec.refuse_fan_out(args)
+    cli_spec.refuse_series_blocks(args)
     config = _run_config(args)
     start = time.perf_counter()
 

@@ -209,6 +209,7 @@ def run_panel(spec: Any, args: argparse.Namespace, run_flow: Any) -> int:
         "seed": args.seed,
         "state_dir": args.state_dir,
         "fit": {"max_steps": args.max_steps},
+        "series_blocks": series_blocks_raw(args),
         "forecast": {"num_draws": args.num_draws},
         "fan_out": fan_out_raw(args),
         "tracking": {"enabled": not args.no_tracking},

@@ -1,5 +1,6 @@
 """The panel forecast flow: a saved panel model forecasts a future table (every series and aggregate) from
-the end of the history it was fitted on; the data folder's files are read and validated as in a run."""
+the end of the history it was fitted on. The future table, the dimension tables and the calendar are read
+and validated as in a run; the sales history is not read, since the model holds all the forecast needs of it."""
 
 from __future__ import annotations
 

@@ -44,13 +44,13 @@ def panel_train(config: PanelTrainConfig) -> PanelTrainResult:
             record_config(tracker, config, {"model_version": fitted.model_version})
             panel_recording.record_panel_fit(tracker, fit, encoded.encoding.n_series, encoded.n_masked)
             panel_recording.record_panel_files(tracker, None, fitted_dir)
-            record_elasticities(tracker, fitted, encoded, tables, spec, keys)
+            record_elasticities(tracker, fitted, encoded.dims, tables.stores, tables.products, spec, keys)
     return PanelTrainResult(fitted_dir, fit, encoded.encoding.n_series, tracker.link if tracker else None)
 
 
 def _train_from_blocks(config: PanelTrainConfig, spec: PanelSpec, keys: RunKeys) -> PanelTrainResult:
     """A panel larger than memory: encoded into series blocks on disk a few stores at a time, fitted from
-    them. The price elasticities' plot, which draws from the encoded panel, is left out of its run."""
+    them."""
     paths = {role: str(path) for role, path in spec_files(spec, config.data).items()}
     info = panel_pipeline.run_info(paths, config.spec.read_text(), config.fit, config.seed)
     tags = {**prefect_tags("panel-train"), "dataset": spec.name, "data_fingerprint": info["data_fingerprint"], "series_blocks": "yes"}
@@ -62,4 +62,5 @@ def _train_from_blocks(config: PanelTrainConfig, spec: PanelSpec, keys: RunKeys)
             record_config(tracker, config, {"model_version": fitted.model_version})
             panel_recording.record_panel_fit(tracker, fit, blocks.encoding.n_series, blocks.totals.n_masked)
             panel_recording.record_panel_files(tracker, None, fitted_dir)
+            record_elasticities(tracker, fitted, blocks.dims, blocks.stores, blocks.products, spec, keys)
     return PanelTrainResult(fitted_dir, fit, blocks.encoding.n_series, tracker.link if tracker else None)

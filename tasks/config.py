@@ -336,6 +336,18 @@ class FanOutConfig(BaseModel):
         return self
 
 
+class SeriesBlocksConfig(BaseModel):
+    """A panel larger than memory: read, validate and encode it a few stores at a time into series blocks on
+    disk, and fit from them, a pool of blocks at a time (``tasks.data.panel_blocks``, ``tasks.model.panel_stream``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    block_size: int = Field(256, ge=1, description="series per block on disk")
+    stores_per_part: int = Field(1, ge=1, description="stores read, validated and encoded at a time")
+    blocks_per_pool: int = Field(32, ge=1, description="blocks a chunk of fit steps draws its series from")
+    directory: Path | None = Field(None, description="where to write the blocks (default: a temporary folder, removed after the fit)")
+
+
 class PanelRunConfig(BaseModel):
     """The main job on a dataset spec's data: read, validate, encode, fit, forecast series and aggregates, export."""
 
@@ -348,6 +360,7 @@ class PanelRunConfig(BaseModel):
     seed: int = Field(0, ge=0, description="seed of the JAX random key; same seed and data give the same forecast")
     state_dir: Path | None = Field(None, description="where to write the fitted model (default: next to --out)")
     fit: PanelFitConfig = PanelFitConfig()
+    series_blocks: SeriesBlocksConfig | None = Field(None, description="fit from series blocks on disk (None: the history in memory)")
     forecast: ForecastConfig = ForecastConfig()
     fan_out: FanOutConfig = FanOutConfig()
     tracking: TrackingConfig = TrackingConfig()
@@ -355,18 +368,6 @@ class PanelRunConfig(BaseModel):
     @property
     def fitted_dir(self) -> Path:
         return self.state_dir or model_dir_beside(self.out)
-
-
-class SeriesBlocksConfig(BaseModel):
-    """A panel larger than memory: read, validate and encode it a few stores at a time into series blocks on
-    disk, and fit from them, a pool of blocks at a time (``tasks.data.panel_blocks``, ``tasks.model.panel_stream``)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    block_size: int = Field(256, ge=1, description="series per block on disk")
-    stores_per_part: int = Field(1, ge=1, description="stores read, validated and encoded at a time")
-    blocks_per_pool: int = Field(32, ge=1, description="blocks a chunk of fit steps draws its series from")
-    directory: Path | None = Field(None, description="where to write the blocks (default: a temporary folder, removed after the fit)")
 
 
 class PanelTrainConfig(BaseModel):

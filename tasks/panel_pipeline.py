@@ -21,7 +21,15 @@ import polars as pl
 
 from tasks import names as n
 from tasks.config import ForecastConfig, PanelFitConfig
-from tasks.data.panel_encode import CROSS_PRICE, Dimensions, EncodedPanelData, PanelArrays, PanelEncoding, encode_panel
+from tasks.data.panel_encode import (
+    CROSS_PRICE,
+    Dimensions,
+    EncodedPanelData,
+    PanelArrays,
+    PanelEncoding,
+    encode_future,
+    encode_panel,
+)
 from tasks.data.panel_ingest import PanelTables
 from tasks.data.spec import LEVEL, PRODUCT_SIDE, SEASON, STORE_SIDE, TOTAL, WEEKDAY, PanelSpec
 from tasks.forecast import panel_job
@@ -392,8 +400,8 @@ def load_for(directory: Path, spec: PanelSpec) -> FittedPanel:
 
 
 def encode_for(tables: PanelTables, fitted: FittedPanel) -> EncodedPanelData:
-    """``tables`` encoded with a saved model's encoding: its history up to the model's last period, and the
-    future table, whose series must all be the model's and whose periods must come after that period."""
+    """The future table of ``tables`` encoded with a saved model's encoding (no history: the model needs
+    none to forecast); its series must all be the model's and its periods must come after the model's last."""
     encoding = fitted.encoding
     if tables.future is None or not tables.future.height:
         raise ValueError("there is no future table to forecast")
@@ -413,12 +421,13 @@ def encode_for(tables: PanelTables, fitted: FittedPanel) -> EncodedPanelData:
     first_future = tables.future[n.PERIOD].min()
     if first_future <= encoding.anchor_date:
         raise ValueError(f"the future table starts on {first_future}, not after the model's last period {encoding.anchor_date}")
-    return encode_panel(tables, encoding)  # the history: the model's series and periods, the other rows left out
+    return encode_future(tables, encoding)
 
 
-def key_labels(tables: PanelTables, spec: PanelSpec, side: str) -> dict:
-    """Key -> display name, from the dimension table's ``label`` column (empty without one)."""
-    table, frame, key = (spec.stores, tables.stores, n.SERIES_STORE) if side == STORE_SIDE else (spec.products, tables.products, n.SERIES_PRODUCT)
+def key_labels(spec: PanelSpec, stores: pl.DataFrame, products: pl.DataFrame | None, side: str) -> dict:
+    """Key -> display name, from the dimension table's ``label`` column (empty without one); ``stores`` and
+    ``products`` as ``PanelTables`` holds them."""
+    table, frame, key = (spec.stores, stores, n.SERIES_STORE) if side == STORE_SIDE else (spec.products, products, n.SERIES_PRODUCT)
     if table is None or table.label is None or frame is None:
         return {}
     return {k: f"{label} ({k})" for k, label in frame.select(key, table.label).iter_rows() if label is not None}

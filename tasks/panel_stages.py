@@ -13,7 +13,7 @@ import polars as pl
 from tasks import panel_blocks_pipeline, panel_pipeline
 from tasks.config import ForecastConfig, PanelBacktestConfig, PanelFitConfig, SeriesBlocksConfig
 from tasks.data.panel_blocks import PanelBlocks
-from tasks.data.panel_encode import EncodedPanelData
+from tasks.data.panel_encode import Dimensions, EncodedPanelData
 from tasks.data.panel_ingest import PanelTables, read_panel
 from tasks.data.spec import PanelSpec
 from tasks.evaluate.panel_backtest import PanelBacktest, origin_key, run_panel_backtest
@@ -109,8 +109,8 @@ def backtest_to_file(spec: PanelSpec, origin: dt.date, horizon: int, config: Pan
 
 
 @compute_task("price elasticities")
-def elasticities(fitted: FittedPanel, encoded: EncodedPanelData, spec: PanelSpec, key: jax.Array) -> list[EffectDraws]:
-    return price_elasticities(fitted, encoded.dims, panel_pipeline.price_names(spec), key)
+def elasticities(fitted: FittedPanel, dims: Dimensions, spec: PanelSpec, key: jax.Array) -> list[EffectDraws]:
+    return price_elasticities(fitted, dims, panel_pipeline.price_names(spec), key)
 
 
 @io_task("save the fitted model")
@@ -127,11 +127,12 @@ def load_model(directory: Path, spec: PanelSpec) -> FittedPanel:
 def read_and_encode(
     spec: PanelSpec, data: Path, future: Path | None, fitted: FittedPanel | None = None
 ) -> tuple[PanelTables, EncodedPanelData]:
-    """The tables and their arrays (with ``fitted``: in the saved model's encoding, its history only). The
-    tables come back without their sales rows, which nothing reads once they are encoded: in one task, as
-    Prefect holds every task's result until the flow ends (M5's sales rows: 2.9 GB of a 7.1 GB peak)."""
+    """The tables and their arrays; with ``fitted``, the future alone in the saved model's encoding (the sales
+    file is not read: a forecast from a saved model needs none of the history). The tables come back without
+    their sales rows, which nothing reads once they are encoded: in one task, as Prefect holds every task's
+    result until the flow ends (M5's sales rows: 2.9 GB of a 7.1 GB peak)."""
     with publishing_validation_failure():
-        tables = read_panel(spec, data, future)
+        tables = read_panel(spec, data, future, history_end=None if fitted is None else fitted.encoding.anchor_date)
     encoded = panel_pipeline.encode_tables(tables) if fitted is None else panel_pipeline.encode_for(tables, fitted)
     return replace(tables, sales=tables.sales.clear()), encoded
 

@@ -80,6 +80,7 @@ def test_validate_a_broken_panel_file_exits_1_with_the_report(panel_files: dict[
         (["backtest", "--spec", "SPEC", "--data", "DATA", "--cold-start-stores", "5"], "--cold-start-stores is for the Rossmann layout"),
         (["backtest", "--train", "t.csv", "--stores", "s.csv", "--horizon", "12"], "--horizon goes with a panel spec"),
         (["run", "--engine", "dask"], "--engine fan out a panel spec's forecast"),
+        (["run", "--block-size", "64"], "--block-size: series blocks are for a panel spec (--spec), not the Rossmann layout"),
         (["forecast", "--dask-address", "tcp://h:8786", "--future", "f.csv", "--out", "o.parquet"], "--dask-address fan out"),
         (["run", "--spec", "SPEC", "--data", "DATA", "--future", "F", "--out", "o.parquet", "--dask-workers", "0"], "dask_workers"),
         (["backtest", "--train", "t.csv", "--stores", "s.csv", "--engine", "dask"], "--engine fan out a panel spec's forecast or backtest"),
@@ -124,6 +125,13 @@ def test_panel_run_passes_the_options_through(panel_files: dict[str, Path], tmp_
     (config,) = seen
     assert (config.seed, config.fit.max_steps, config.forecast.num_draws, config.tracking.enabled) == (4, 200, 60, False)
     assert config.fan_out.engine == "in-process"
+
+    assert config.series_blocks is None
+
+    seen.clear()
+    assert cli.main([*argv, "--series-blocks", "--blocks-per-pool", "4"]) == 3
+    (config,) = seen
+    assert config.series_blocks is not None and (config.series_blocks.blocks_per_pool, config.series_blocks.block_size) == (4, 256)
 
     seen.clear()
     assert cli.main([*argv, "--dask-address", "tcp://10.0.0.5:8786", "--series-per-partition", "100"]) == 3
@@ -183,8 +191,13 @@ def test_panel_train_then_forecast_gives_the_runs_forecast(panel_files: dict[str
     assert cli.main(["run", *data, *common, *future, "--out", str(ran)]) == 0
     model = tmp_path / "trained.model"
     assert cli.main(["train", *data, *common, "--state-dir", str(model)]) == 0
+    # the forecast reads no history: a sales file broken after the fit changes nothing
+    later = tmp_path / "later"
+    shutil.copytree(panel_files["spec"].parent, later)
+    (later / "sales.csv").write_text("store_id,item_id,week,units\n1,2,not a week,x\n")
     forecast = tmp_path / "forecast.parquet"
-    assert cli.main(["forecast", *data, "--seed", "2", "--no-tracking", *future, "--model-dir", str(model), "--out", str(forecast)]) == 0
+    data_later = ["--spec", str(panel_files["spec"]), "--data", str(later)]
+    assert cli.main(["forecast", *data_later, "--seed", "2", "--no-tracking", *future, "--model-dir", str(model), "--out", str(forecast)]) == 0
     # the same seed fits the same model and draws the same forecast; only the version (a data fingerprint) differs
     assert pl.read_parquet(forecast).drop(n.MODEL_VERSION).equals(pl.read_parquet(ran).drop(n.MODEL_VERSION))
 

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import polars as pl
 import pytest
+from mlflow import MlflowClient
 
 from flows import cli
 from tasks.config import PanelFitConfig, SeriesBlocksConfig
@@ -104,18 +105,41 @@ def test_a_fit_from_blocks_has_the_in_memory_fits_structure_and_sees_every_serie
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_server")
-def test_train_from_series_blocks_then_forecast(panel_files, tmp_path, capsys) -> None:
+def test_train_from_series_blocks_then_forecast(panel_files, bhm_home, tmp_path, capsys) -> None:
     data = ["--spec", str(panel_files["spec"]), "--data", str(panel_files["spec"].parent)]
     model = tmp_path / "model"
-    argv = ["train", *data, "--state-dir", str(model), "--max-steps", "200", "--block-size", "8", "--blocks-per-pool", "2", "--no-tracking"]
+    argv = ["train", *data, "--state-dir", str(model), "--max-steps", "200", "--block-size", "8", "--blocks-per-pool", "2"]
     assert cli.main(argv) == 0
     assert "fit: 36 series, 200 steps" in capsys.readouterr().out
+    client = MlflowClient(f"sqlite:///{bhm_home / 'mlflow.db'}")
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()], "attributes.run_name LIKE 'panel-train%'")
+    assert run.data.tags["series_blocks"] == "yes"
+    assert "effect_price_product.png" in {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "plots")}
     out = tmp_path / "forecast.parquet"
     forecast = ["forecast", *data, "--future", str(panel_files["future"]), "--model-dir", str(model), "--out", str(out), "--num-draws", "100"]
     assert cli.main([*forecast, "--no-tracking"]) == 0
     frame = pl.read_parquet(out)
     assert frame.filter(pl.col("level") == "series").height == 36 * 4
     assert frame["mean"].is_finite().all()
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
+def test_a_run_from_series_blocks_forecasts_as_its_saved_model_does(panel_files, tmp_path, capsys) -> None:
+    data = ["--spec", str(panel_files["spec"]), "--data", str(panel_files["spec"].parent)]
+    future = ["--future", str(panel_files["future"]), "--num-draws", "100", "--seed", "3", "--no-tracking"]
+    ran = tmp_path / "run.parquet"
+    argv = ["run", *data, *future, "--out", str(ran), "--max-steps", "200", "--block-size", "8", "--blocks-per-pool", "2"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "fit: 36 series, 200 steps" in out and "encode_and_fit" in out
+    model = tmp_path / "run.model"
+    assert (model / "params.npz").is_file()
+    again = tmp_path / "again.parquet"
+    assert cli.main(["forecast", *data, *future, "--model-dir", str(model), "--out", str(again)]) == 0
+    run_frame = pl.read_parquet(ran)
+    assert run_frame.filter(pl.col("level") == "series").height == 36 * 4
+    assert run_frame.equals(pl.read_parquet(again))
 
 
 def test_series_blocks_are_refused_for_the_rossmann_layout(tiny_demo_files, tmp_path, capsys) -> None:

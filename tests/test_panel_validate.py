@@ -201,8 +201,8 @@ def test_a_label_column_names_the_keys_in_effect_plots(tmp_path: Path) -> None:
         row["title"] = f"Juice {row['sku']}"
     tables = read(tmp_path, panel)
     assert tables.products["title"].to_list() == ["Juice 1", "Juice 2"]
-    assert key_labels(tables, tables.spec, PRODUCT_SIDE) == {1: "Juice 1 (1)", 2: "Juice 2 (2)"}
-    assert key_labels(tables, tables.spec, STORE_SIDE) == {}
+    assert key_labels(tables.spec, tables.stores, tables.products, PRODUCT_SIDE) == {1: "Juice 1 (1)", 2: "Juice 2 (2)"}
+    assert key_labels(tables.spec, tables.stores, tables.products, STORE_SIDE) == {}
 
 
 def test_a_missing_label_column_is_reported(tmp_path: Path) -> None:
@@ -249,6 +249,33 @@ def test_without_dimension_tables_the_keys_come_from_sales_and_future(tmp_path: 
     tables = read_panel(bare, folder, future=folder / FUTURE)
     assert tables.stores.columns == [n.SERIES_STORE] and tables.stores[n.SERIES_STORE].to_list() == list(SHOP_IDS)
     assert tables.products is not None and tables.products[n.SERIES_PRODUCT].to_list() == list(SKU_IDS)
+
+
+def test_with_the_end_of_a_saved_models_history_the_sales_file_is_not_read(tmp_path: Path, good: PanelTables) -> None:
+    panel = Panel()
+    panel.set(SALES, R, "qty", "not a number")  # a broken history: a forecast from a saved model never sees it
+    folder = panel.write(tmp_path / "in")
+    history_end = FIRST_WEEK + dt.timedelta(weeks=N_WEEKS - 1)
+    tables = read_panel(parse_spec(SPEC), folder, future=folder / FUTURE, history_end=history_end)
+    assert tables.sales.is_empty() and tables.sales.schema == good.sales.schema
+    assert tables.future is not None and tables.future.equals(good.future)
+    assert tables.stores.equals(good.stores) and FileRole.SALES.value not in tables.paths
+
+
+def test_without_the_history_the_future_is_checked_against_the_saved_models_last_period(tmp_path: Path) -> None:
+    folder = Panel().write(tmp_path / "in")
+    spec = parse_spec(SPEC)
+    # a model whose history ended a week later: the future's first week is not after it
+    later = FIRST_WEEK + dt.timedelta(weeks=N_WEEKS)
+    with pytest.raises(InputValidationError) as info:
+        read_panel(spec, folder, future=folder / FUTURE, history_end=later)
+    failure = find(info.value.report, F, "week", r.RULE_FUTURE_AFTER_HISTORY)
+    assert failure.file == str(folder / FUTURE) and failure.n_rows == len(SHOP_IDS) * len(SKU_IDS)
+    assert failure.examples == (f"{week(N_WEEKS)} (last sales period {later})",)
+    # a model of Thursday weeks: every future week is on another weekday
+    with pytest.raises(InputValidationError) as info:
+        read_panel(spec, folder, future=folder / FUTURE, history_end=FIRST_WEEK + dt.timedelta(weeks=N_WEEKS - 1, days=-1))
+    assert find(info.value.report, F, "week", r.RULE_WEEKDAY).n_rows == len(SHOP_IDS) * len(SKU_IDS) * N_FUTURE
 
 
 def test_parquet_files_read_alike(tmp_path: Path, good: PanelTables) -> None:

@@ -83,6 +83,8 @@ class PanelBlocks:
     periods: np.ndarray  # datetime64[D] [T] of the history
     x_time: np.ndarray  # [T, Pt]
     totals: HistoryTotals
+    stores: pl.DataFrame  # the dimension frames, as PanelTables holds them
+    products: pl.DataFrame | None
 
 
 class _Staging:
@@ -224,4 +226,6 @@ def encode_to_blocks(
         periods=periods,
         x_time=time_features(periods, encoding.fourier_order, encoding.weekday),
         totals=totals,
+        stores=stores,
+        products=products,
     )

@@ -138,7 +138,7 @@ class Dimensions:
 class EncodedPanelData:
     encoding: PanelEncoding
     dims: Dimensions
-    history: PanelArrays
+    history: PanelArrays | None  # None: the future alone, for a saved model (``encode_future``)
     future: PanelArrays | None
     n_masked: int  # history cells left out of the likelihood although the input has a target (masked, <= 0 amounts)
 
@@ -685,14 +685,26 @@ def encode_panel(tables: PanelTables, encoding: PanelEncoding | None = None) -> 
     given = encoding is not None
     encoding = encoding or build_encoding(tables)
     history, n_with_target = _scatter(tables.sales, encoding, spec, history_periods(encoding), tables.products, True, keep_inside=given)
-    n_masked = n_with_target - int(history.observed.sum())
-    future = None
-    if tables.future is not None and tables.future.height:
-        last = tables.future[n.PERIOD].max()
-        first = encoding.anchor_date + dt.timedelta(days=encoding.period_days)
-        future, _ = _scatter(
-            tables.future, encoding, spec, period_grid(first, last, encoding.period_days), tables.products, with_target=False
-        )
     return EncodedPanelData(
-        encoding=encoding, dims=dimensions(tables, encoding), history=history, future=future, n_masked=n_masked
+        encoding=encoding,
+        dims=dimensions(tables, encoding),
+        history=history,
+        future=_future_arrays(tables, encoding),
+        n_masked=n_with_target - int(history.observed.sum()),
     )
+
+
+def encode_future(tables: PanelTables, encoding: PanelEncoding) -> EncodedPanelData:
+    """The future table's arrays in a fitted model's encoding, without a history: a forecast from a saved
+    model needs none (its fitted state ends where the history did), so the memory is the future's."""
+    return EncodedPanelData(
+        encoding=encoding, dims=dimensions(tables, encoding), history=None, future=_future_arrays(tables, encoding), n_masked=0
+    )
+
+
+def _future_arrays(tables: PanelTables, encoding: PanelEncoding) -> PanelArrays | None:
+    if tables.future is None or not tables.future.height:
+        return None
+    first = encoding.anchor_date + dt.timedelta(days=encoding.period_days)
+    periods = period_grid(first, tables.future[n.PERIOD].max(), encoding.period_days)
+    return _scatter(tables.future, encoding, tables.spec, periods, tables.products, with_target=False)[0]

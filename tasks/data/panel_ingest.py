@@ -11,6 +11,7 @@ retailer's own column names; ``PanelTables.spec`` maps them back for the forecas
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -361,33 +362,56 @@ def sales_stores(spec: PanelSpec, data_dir: str | Path) -> list[object]:
     return sorted(values.drop_nulls().to_list())
 
 
-def read_panel(spec: PanelSpec, data_dir: str | Path, future: str | Path | None = None, stores: Sequence[object] | None = None) -> PanelTables:
+def _no_sales(spec: PanelSpec, future: pl.DataFrame, products: Sequence[object]) -> pl.DataFrame:
+    """A sales frame without rows, of the columns and types of a read one (the future's, and the target's)."""
+    types = {**future.schema, n.TARGET: pl.Float64, CENSORED: pl.Boolean}
+    return pl.DataFrame(schema={column: types[column] for column in _series_columns(spec, products, with_target=True)})
+
+
+def read_panel(
+    spec: PanelSpec,
+    data_dir: str | Path,
+    future: str | Path | None = None,
+    stores: Sequence[object] | None = None,
+    history_end: dt.date | None = None,
+) -> PanelTables:
     """Read and validate every file of ``spec`` under ``data_dir`` (and the future file, if given).
 
     ``stores``: only the sales (and future) rows of these values of the store column (``sales_stores``), so
     that a panel too large for memory is read a part at a time; every rule runs on the part (the dimension
     tables and the calendar are read whole).
 
+    ``history_end``: the sales file is not read (``sales`` comes back empty): a forecast from a saved model
+    needs nothing of it, whose history ended on this period; the future table's periods are checked against
+    it (after it, and for weekly data on its weekday).
+
     Raises ``tasks.data.validate.InputValidationError`` listing every broken rule, or
     ``tasks.data.spec.SpecError`` when a file the spec names is missing (or a column: then the error
     is both, ``panel_rules.SpecColumnsError``, with the report of every absent column).
     """
     paths = _input_paths(spec, data_dir, future)
+    if history_end is not None:
+        if FileRole.FUTURE not in paths:
+            raise ValueError("there is no future table to forecast: give one (--future FILE) or name it in the spec's files")
+        del paths[FileRole.SALES]
     checks, products = _check_files(spec, paths, stores)
     frames = {role: check.frame for role, check in checks.items() if check.frame is not None}
-    checks[FileRole.SALES].failures += r.cross_file_failures(spec, frames, paths)
+    for failure in r.cross_file_failures(spec, frames, paths, history_end):
+        checks[failure.role].failures.append(failure)
     series = _series_frames(spec, frames, products, checks)
     _raise_if_failed(spec, checks)
 
-    n_masked = int((frames[FileRole.SALES][spec.sales.target] < 0).sum()) if spec.negative_target == "mask" else 0
+    n_masked = int((frames[FileRole.SALES][spec.sales.target] < 0).sum()) if spec.negative_target == "mask" and FileRole.SALES in frames else 0
     # the canonical frames hold what is still needed of the typed sales (future) frames
     for role in series:
         frames.pop(role)
         checks[role].frame = None
+    if history_end is not None:
+        series[FileRole.SALES] = _no_sales(spec, series[FileRole.FUTURE], products)
     if n_masked:
         log.info("%s: %d negative %s values masked (negative_target: mask): left out of the fit",
                  paths[FileRole.SALES], n_masked, spec.sales.target)
-    if spec.sales.censoring_columns:
+    if spec.sales.censoring_columns and history_end is None:
         n_stocked_out = int(series[FileRole.SALES][CENSORED].sum())
         log.info("%s: %d periods stocked out: their %s is a lower bound of demand", paths[FileRole.SALES], n_stocked_out, spec.sales.target)
     order = _series_order(spec)

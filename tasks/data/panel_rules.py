@@ -14,6 +14,7 @@ files are polars joins and group-bys.
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -568,12 +569,16 @@ def calendar_gap_failures(missing: pl.DataFrame, keys: Sequence[str], role: File
 # across files, as the spec relates them
 
 
-def cross_file_failures(spec: PanelSpec, frames: dict[FileRole, pl.DataFrame], paths: dict[FileRole, str]) -> list[RuleFailure]:
-    """Every rule across rows and files, on whichever typed frames exist (input column names)."""
+def cross_file_failures(
+    spec: PanelSpec, frames: dict[FileRole, pl.DataFrame], paths: dict[FileRole, str], history_end: dt.date | None = None
+) -> list[RuleFailure]:
+    """Every rule across rows and files, on whichever typed frames exist (input column names).
+    ``history_end``: the last period of a history that was not read (a saved model's), for the rules that
+    compare the future and the calendar with the history's periods."""
     return (
         _unique_failures(spec, frames, paths)
         + _dimension_failures(spec, frames, paths)
-        + _grid_failures(spec, frames, paths)
+        + _grid_failures(spec, frames, paths, history_end)
     )
 
 
@@ -615,10 +620,16 @@ def _dimension_failures(spec: PanelSpec, frames: dict[FileRole, pl.DataFrame], p
     return failures
 
 
-def _grid_failures(spec: PanelSpec, frames: dict[FileRole, pl.DataFrame], paths: dict[FileRole, str]) -> list[RuleFailure]:
-    """Weekly periods on one weekday (that of the first sales period); future periods after the history."""
+def _grid_failures(
+    spec: PanelSpec, frames: dict[FileRole, pl.DataFrame], paths: dict[FileRole, str], history_end: dt.date | None
+) -> list[RuleFailure]:
+    """Weekly periods on one weekday (that of the first sales period, or of ``history_end``: a weekly history's
+    periods share their weekday); future periods after the history."""
     sales = frames.get(FileRole.SALES)
-    first = sales[spec.sales.period].min() if sales is not None else None
+    if sales is not None:
+        first, last = sales[spec.sales.period].min(), sales[spec.sales.period].max()
+    else:
+        first = last = history_end
     if first is None:
         return []
     failures = []
@@ -630,6 +641,5 @@ def _grid_failures(spec: PanelSpec, frames: dict[FileRole, pl.DataFrame], paths:
             if role in frames:
                 failures += weekday_failures(frames[role], period, first.isoweekday(), role, paths[role])
     if FileRole.FUTURE in frames:
-        last = sales[spec.sales.period].max()
         failures += after_history_failures(frames[FileRole.FUTURE], spec.sales.period, last, paths[FileRole.FUTURE])
     return failures
