@@ -14,6 +14,7 @@ and seconds per step within 1.5 times the M5 run's (compare the ``blocks`` lines
 
     python bench/streamed_fit.py --data m5 --repeats 1
     python bench/streamed_fit.py --data m5x10 --modes blocks --max-steps 500 --repeats 1
+    python bench/streamed_fit.py --data m5 --encode-only --repeats 3    # read + validate + encode only, no fit
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ def child(args) -> dict:
     if args.mode == "memory":
         encoded = encode_panel(read_panel(spec, args.data))
         encode_s = time.perf_counter() - t0
+        if args.encode_only:
+            return {"mode": args.mode, "n_series": encoded.encoding.n_series, "encode_s": encode_s, "peak_rss_gb": common.peak_rss_gb()}
         _, fit = fit_encoded(encoded, spec, config, key, on_progress=progress)
         n_series = encoded.encoding.n_series
     else:
@@ -74,6 +77,8 @@ def child(args) -> dict:
         with tempfile.TemporaryDirectory(prefix="bench-blocks-", dir=args.blocks_parent) as tmp:
             blocks = encode_to_blocks(spec, args.data, Path(tmp) / "blocks", blocks_config.block_size, blocks_config.stores_per_part)
             encode_s = time.perf_counter() - t0
+            if args.encode_only:
+                return {"mode": args.mode, "n_series": blocks.encoding.n_series, "encode_s": encode_s, "peak_rss_gb": common.peak_rss_gb()}
             _, fit = fit_blocks(blocks, config, blocks_config.blocks_per_pool, key, on_progress=progress)
         n_series = blocks.encoding.n_series
     return {
@@ -101,6 +106,7 @@ def main() -> None:
     p.add_argument("--blocks-per-pool", type=int, default=32)
     p.add_argument("--stores-per-part", type=int, default=1)
     p.add_argument("--blocks-parent", type=Path, default=None, help="folder for the temporary blocks (default: the system's)")
+    p.add_argument("--encode-only", action="store_true", help="read, validate and encode, no fit")
     args = p.parse_args()
     common.setup(args)
     if args.child:
@@ -117,7 +123,7 @@ def main() -> None:
     medians = {mode: common.medians(r) for mode, r in runs.items()}
     for mode, m in medians.items():
         common.show(f"{mode} median", m, FIELDS)
-    if "memory" in medians and "blocks" in medians:
+    if "memory" in medians and "blocks" in medians and not args.encode_only:
         ratio = medians["blocks"]["seconds_per_step"] / medians["memory"]["seconds_per_step"]
         print(f"seconds per step, blocks / memory: {ratio:.2f}")
     common.result(__file__, args, machine, medians=medians)

@@ -1,13 +1,14 @@
 """Read, validate and encode a panel a few stores at a time, into series blocks on disk.
 
 For a panel too large to hold: the sales table is never read whole and no dense [series x periods]
-array of the whole panel is ever in memory. Two passes over parts of the stores (``read_panel(stores=
-...)``: Parquet row groups of other stores are skipped): the first validates each part and adds up what
-the encoding learns from rows (``EncodingStats``: the series, the periods, covariate moments, price
-medians' counts); the second encodes each part with that encoding into raw staging files on disk, at
-the rows of the blocks its series are shuffled into, adding up what the model's structure needs of the
-whole history; the blocks (``tasks.data.series_blocks``) are then written from the staging files, one
-contiguous read each. Each block is a random cross-section of the panel.
+array of the whole panel is ever in memory. Two passes over parts of the stores: the first reads and
+validates each part (``read_panel(stores=...)``: Parquet row groups of other stores are skipped), adds up
+what the encoding learns from rows (``EncodingStats``: the series, the periods, covariate moments, price
+medians' counts) and keeps the part's validated rows in a Parquet file of the staging folder; the second
+encodes each kept part with that encoding into raw staging files on disk, at the rows of the blocks its
+series are shuffled into, adding up what the model's structure needs of the whole history; the blocks
+(``tasks.data.series_blocks``) are then written from the staging files, one contiguous read each. Each
+block is a random cross-section of the panel.
 Every rule runs on every part; the report lists the broken rules of all parts at once. Pure: no
 Prefect, no MLflow.
 """
@@ -37,7 +38,7 @@ from tasks.data.panel_encode import (
     history_periods,
     time_features,
 )
-from tasks.data.panel_ingest import PanelTables, read_panel, sales_stores
+from tasks.data.panel_ingest import read_panel, sales_stores
 from tasks.data.series_blocks import BlocksMeta, SeriesBlock, write_series_blocks
 from tasks.data.spec import PanelSpec
 from tasks.data.validate import InputValidationError, ValidationReport
@@ -143,7 +144,13 @@ def _unique_rows(frames: list[pl.DataFrame], key: str) -> pl.DataFrame:
     return pl.concat(frames, how="vertical_relaxed").unique(key, keep="first", maintain_order=True).sort(key)
 
 
-def _first_pass(spec: PanelSpec, data_dir: Path, parts: list[list[object]], on_part: Callable[[str], None]):
+def _kept_part(staging: Path, number: int) -> Path:
+    return staging / f"part-{number:05d}.parquet"
+
+
+def _first_pass(spec: PanelSpec, data_dir: Path, parts: list[list[object]], staging: Path, on_part: Callable[[str], None]):
+    """Validate each part, merge its stats and keep its validated rows in ``staging`` (``_kept_part``), so that
+    the second pass neither reads the input nor runs the rules again."""
     stats: EncodingStats | None = None
     stores, products, failures = [], [], []
     for i, part in enumerate(parts, 1):
@@ -159,6 +166,9 @@ def _first_pass(spec: PanelSpec, data_dir: Path, parts: list[list[object]], on_p
         stores.append(tables.stores)
         if tables.products is not None:
             products.append(tables.products)
+        if not failures:  # once a part has failed, nothing is encoded: its rows need not be kept
+            # lz4: a part is read back once, moments later; zstd's smaller file costs more time than it saves
+            tables.sales.write_parquet(_kept_part(staging, i), compression="lz4", statistics=False)
         on_part(f"validate part {i}/{len(parts)} ({_stores(part)}, {tables.sales.height:,} rows): {time.perf_counter() - t0:.1f}s")
     if failures:
         raise InputValidationError(ValidationReport(tuple(failures)))
@@ -179,7 +189,15 @@ def encode_to_blocks(
         raise ValueError(f"block_size must be >= 1, got {block_size}")
     data_dir = Path(data_dir)
     parts = store_parts(sales_stores(spec, data_dir), stores_per_part)
-    stats, stores, products = _first_pass(spec, data_dir, parts, on_part)
+    Path(directory).parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".staging-", dir=Path(directory).parent) as tmp:
+        return _encode_parts(spec, data_dir, Path(directory), Path(tmp), parts, block_size, on_part)
+
+
+def _encode_parts(
+    spec: PanelSpec, data_dir: Path, directory: Path, staging: Path, parts: list[list[object]], block_size: int, on_part: Callable[[str], None]
+) -> PanelBlocks:
+    stats, stores, products = _first_pass(spec, data_dir, parts, staging, on_part)
     encoding = encoding_from_stats(spec, stats, stores, products)
     dims = dimensions_of(spec, stores, products, encoding)
     store_code = {key: i for i, key in enumerate(encoding.store_keys)}
@@ -192,26 +210,23 @@ def encode_to_blocks(
     slot = np.empty(n_series, np.int64)
     slot[order] = np.arange(n_series)
     totals = HistoryTotals()
-    Path(directory).parent.mkdir(parents=True, exist_ok=True)
-    with (
-        tempfile.TemporaryDirectory(prefix=".staging-", dir=Path(directory).parent) as tmp,
-        _Staging(Path(tmp), n_series, n_periods, n_features, with_censored=bool(spec.sales.censoring_columns)) as staging,
-    ):
-        for i, part in enumerate(parts, 1):
+    with _Staging(staging, n_series, n_periods, n_features, with_censored=bool(spec.sales.censoring_columns)) as arrays_on_disk:
+        for i in range(1, len(parts) + 1):
             t0 = time.perf_counter()
-            tables: PanelTables = read_panel(spec, data_dir, stores=part)
-            codes = [store_code[key] for key in tables.sales[n.SERIES_STORE].unique().to_list()]
+            sales = pl.read_parquet(_kept_part(staging, i))
+            _kept_part(staging, i).unlink()
+            codes = [store_code[key] for key in sales[n.SERIES_STORE].unique().to_list()]
             rows = np.flatnonzero(np.isin(dims.series_store, codes))
-            arrays, n_rows = history_arrays(tables, encoding, rows)
-            del tables
+            arrays, n_rows = history_arrays(sales, spec, products, encoding, rows)
+            del sales
             totals = totals.add(arrays.y, arrays.observed, arrays.censored, spec.target_kind == "amount", n_rows)
-            staging.write(slot[rows], arrays)
+            arrays_on_disk.write(slot[rows], arrays)
             on_part(f"encode part {i}/{len(parts)} ({rows.size:,} series): {time.perf_counter() - t0:.1f}s")
 
         def blocks() -> Iterator[SeriesBlock]:
             for start in range(0, n_series, block_size):
                 series = order[start : start + block_size].astype(np.int32)
-                y, observed, x_series, censored = staging.read(start, series.size)
+                y, observed, x_series, censored = arrays_on_disk.read(start, series.size)
                 yield SeriesBlock(series, dims.series_store[series], dims.series_product[series], y, observed, x_series, censored)
 
         t0 = time.perf_counter()

@@ -668,11 +668,14 @@ def history_periods(encoding: PanelEncoding) -> np.ndarray:
     return period_grid(dt.date.fromisoformat(encoding.first_period), encoding.anchor_date, encoding.period_days)
 
 
-def history_arrays(tables: PanelTables, encoding: PanelEncoding, series_rows: np.ndarray) -> tuple[PanelArrays, int]:
-    """The history arrays of some of the encoding's series (``series_rows``, in that order) from rows that
-    hold theirs (a part of the panel's stores: ``tasks.data.panel_blocks``), and how many rows entered."""
+def history_arrays(
+    sales: pl.DataFrame, spec: PanelSpec, products: pl.DataFrame | None, encoding: PanelEncoding, series_rows: np.ndarray
+) -> tuple[PanelArrays, int]:
+    """The history arrays of some of the encoding's series (``series_rows``, in that order) from sales rows
+    (``PanelTables.sales``'s) that hold theirs (a part of the panel's stores: ``tasks.data.panel_blocks``), and
+    how many rows entered; ``products``: ``PanelTables.products``, or any frame that lists their products."""
     periods = history_periods(encoding)
-    return _scatter(tables.sales, encoding, tables.spec, periods, tables.products, True, keep_inside=True, series_rows=series_rows)
+    return _scatter(sales, encoding, spec, periods, products, True, keep_inside=True, series_rows=series_rows)
 
 
 def encode_panel(tables: PanelTables, encoding: PanelEncoding | None = None) -> EncodedPanelData:
