@@ -69,9 +69,11 @@ def panel(config: PanelRunConfig) -> PanelRunResult:
             n_masked = encoded.n_masked
             timings["fit"] = time.perf_counter() - t
         else:
-            # a panel larger than memory: the history only ever in series blocks on disk, the forecast
-            # from the fitted model and the future table alone
-            blocks, fitted, fit = panel_stages.train_from_blocks(spec, config.data, config.fit, config.series_blocks, keys.fit, info)
+            # a panel larger than memory: the history only ever in series blocks on disk, the forecast from the
+            # fitted model and the future table alone (validated with the history's parts, before the fit)
+            blocks, fitted, fit = panel_stages.train_from_blocks(
+                spec, config.data, config.fit, config.series_blocks, keys.fit, info, future=config.future
+            )
             rename_flow_run(f"panel {spec.name} {blocks.encoding.anchor}")
             n_masked = blocks.totals.n_masked
             timings["encode_and_fit"] = time.perf_counter() - t

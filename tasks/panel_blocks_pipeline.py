@@ -93,12 +93,14 @@ def train_from_blocks(
     key: jax.Array,
     on_progress: Callable[[FitProgress], None] = log_progress,
     info: dict | None = None,
+    future: Path | None = None,
 ) -> tuple[PanelBlocks, FittedPanel, FitResult]:
     """Encode ``spec``'s history into series blocks (``blocks_config.directory``, or a temporary folder
-    removed afterwards) and fit from them."""
+    removed afterwards) and fit from them; ``future``: a future table validated with the history's parts,
+    before the fit (a run's forecast reads it after)."""
 
     def run(directory: Path) -> tuple[PanelBlocks, FittedPanel, FitResult]:
-        blocks = encode_to_blocks(spec, data, directory, blocks_config.block_size, blocks_config.stores_per_part)
+        blocks = encode_to_blocks(spec, data, directory, blocks_config.block_size, blocks_config.stores_per_part, future=future)
         return (blocks, *fit_blocks(blocks, fit_config, blocks_config.blocks_per_pool, key, on_progress, info))
 
     if blocks_config.directory is not None:

@@ -54,10 +54,10 @@ def fit(encoded: EncodedPanelData, spec: PanelSpec, config: PanelFitConfig, key:
 
 @compute_task("encode into series blocks and fit")
 def train_from_blocks(
-    spec: PanelSpec, data: Path, config: PanelFitConfig, blocks: SeriesBlocksConfig, key: jax.Array, info: dict
+    spec: PanelSpec, data: Path, config: PanelFitConfig, blocks: SeriesBlocksConfig, key: jax.Array, info: dict, future: Path | None = None
 ) -> tuple[PanelBlocks, FittedPanel, FitResult]:
     with publishing_validation_failure():
-        return panel_blocks_pipeline.train_from_blocks(spec, data, config, blocks, key, info=info)
+        return panel_blocks_pipeline.train_from_blocks(spec, data, config, blocks, key, info=info, future=future)
 
 
 @compute_task("forecast")

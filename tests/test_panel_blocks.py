@@ -87,6 +87,35 @@ def test_every_parts_broken_rules_are_reported_at_once_and_nothing_is_written(pa
     assert [p.name for p in tmp_path.iterdir()] == ["broken"]  # no staging folder left behind
 
 
+def test_a_future_table_is_validated_with_the_parts_and_its_new_series_join_the_encoding(panel_files, tmp_path) -> None:
+    spec, data = load_spec(panel_files["spec"]), panel_files["spec"].parent
+    future = pl.read_csv(panel_files["future"], infer_schema=False)
+    # a series the history lacks (the first store's rows of a product it never sold): a run forecasts it from its groups
+    sales = pl.read_csv(panel_files["sales"], infer_schema=False)
+    first_store = sorted(sales["store_id"].unique().to_list())[0]
+    sold = set(sales.filter(pl.col("store_id") == first_store)["item_id"].to_list())
+    dropped = sorted(sold)[0]
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for role in ("stores", "products", "spec", "future"):
+        (folder / panel_files[role].name).write_bytes(panel_files[role].read_bytes())
+    sales.filter((pl.col("store_id") != first_store) | (pl.col("item_id") != dropped)).write_csv(folder / "sales.csv")
+    encoded = encode_panel(read_panel(spec, folder, folder / panel_files["future"].name))
+    blocks = encode_to_blocks(spec, folder, tmp_path / "blocks", block_size=5, stores_per_part=4, future=folder / panel_files["future"].name)
+    assert blocks.encoding == encoded.encoding and blocks.encoding.n_series == 36
+    assert blocks.totals.n_observed == int(encoded.history.observed.sum())
+
+    # a broken future row is reported with the history's, before anything is encoded
+    broken = tmp_path / "broken_future.csv"
+    bad = pl.int_range(pl.len()) == 2
+    future.with_columns(pl.when(bad).then(pl.lit("free")).otherwise(pl.col("price")).alias("price")).write_csv(broken)
+    with pytest.raises(InputValidationError) as raised:
+        encode_to_blocks(spec, folder, tmp_path / "blocks2", future=broken)
+    (failure,) = raised.value.report.failures
+    assert (failure.file, failure.column, failure.rows) == (str(broken), "price", (3,))
+    assert not (tmp_path / "blocks2").exists()
+
+
 def test_a_fit_from_blocks_has_the_in_memory_fits_structure_and_sees_every_series(panel_files, tmp_path) -> None:
     spec, data = load_spec(panel_files["spec"]), panel_files["spec"].parent
     config = PanelFitConfig(max_steps=300, chunk_steps=50)

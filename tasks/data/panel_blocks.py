@@ -148,15 +148,17 @@ def _kept_part(staging: Path, number: int) -> Path:
     return staging / f"part-{number:05d}.parquet"
 
 
-def _first_pass(spec: PanelSpec, data_dir: Path, parts: list[list[object]], staging: Path, on_part: Callable[[str], None]):
-    """Validate each part, merge its stats and keep its validated rows in ``staging`` (``_kept_part``), so that
-    the second pass neither reads the input nor runs the rules again."""
+def _first_pass(
+    spec: PanelSpec, data_dir: Path, future: Path | None, parts: list[list[object]], staging: Path, on_part: Callable[[str], None]
+):
+    """Validate each part (with its rows of ``future``), merge its stats and keep its validated sales rows in
+    ``staging`` (``_kept_part``), so that the second pass neither reads the input nor runs the rules again."""
     stats: EncodingStats | None = None
     stores, products, failures = [], [], []
     for i, part in enumerate(parts, 1):
         t0 = time.perf_counter()
         try:
-            tables = read_panel(spec, data_dir, stores=part)
+            tables = read_panel(spec, data_dir, future, stores=part)
         except InputValidationError as err:
             failures += [f for f in err.report.failures if f not in failures]
             on_part(f"validate part {i}/{len(parts)} ({_stores(part)}): {len(err.report.failures)} rules broken")
@@ -182,22 +184,26 @@ def encode_to_blocks(
     block_size: int = 256,
     stores_per_part: int = 1,
     on_part: Callable[[str], None] = log.info,
+    future: str | Path | None = None,
 ) -> PanelBlocks:
     """Read, validate and encode the history of ``spec``'s files under ``data_dir`` into a series-block
-    folder at ``directory``, ``stores_per_part`` stores at a time (see the module's docstring)."""
+    folder at ``directory``, ``stores_per_part`` stores at a time (see the module's docstring). ``future``: a
+    future table whose rows are validated with each part's (every rule, the periods after the part's history),
+    so that a run that forecasts it after the fit learns of a broken one first; it is not encoded."""
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
     data_dir = Path(data_dir)
     parts = store_parts(sales_stores(spec, data_dir), stores_per_part)
     Path(directory).parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".staging-", dir=Path(directory).parent) as tmp:
-        return _encode_parts(spec, data_dir, Path(directory), Path(tmp), parts, block_size, on_part)
+        stats, stores, products = _first_pass(spec, data_dir, None if future is None else Path(future), parts, Path(tmp), on_part)
+        return _encode_parts(spec, stats, stores, products, Path(directory), Path(tmp), parts, block_size, on_part)
 
 
 def _encode_parts(
-    spec: PanelSpec, data_dir: Path, directory: Path, staging: Path, parts: list[list[object]], block_size: int, on_part: Callable[[str], None]
+    spec: PanelSpec, stats: EncodingStats, stores: pl.DataFrame, products: pl.DataFrame | None, directory: Path, staging: Path,
+    parts: list[list[object]], block_size: int, on_part: Callable[[str], None],
 ) -> PanelBlocks:
-    stats, stores, products = _first_pass(spec, data_dir, parts, staging, on_part)
     encoding = encoding_from_stats(spec, stats, stores, products)
     dims = dimensions_of(spec, stores, products, encoding)
     store_code = {key: i for i, key in enumerate(encoding.store_keys)}
