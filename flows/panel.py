@@ -56,6 +56,7 @@ def panel(config: PanelRunConfig) -> PanelRunResult:
         paths = tables.paths
         timings["read_encode"] = time.perf_counter() - started
     else:
+        rename_flow_run(f"panel {spec.name}")  # its history's last period is known once the blocks are written
         paths = {role: str(path) for role, path in spec_files(spec, config.data).items()}
     info = run_info(paths, config.spec.read_text(), config.fit, config.seed)
 

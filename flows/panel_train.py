@@ -51,6 +51,7 @@ def panel_train(config: PanelTrainConfig) -> PanelTrainResult:
 def _train_from_blocks(config: PanelTrainConfig, spec: PanelSpec, keys: RunKeys) -> PanelTrainResult:
     """A panel larger than memory: encoded into series blocks on disk a few stores at a time, fitted from
     them."""
+    rename_flow_run(f"panel-train {spec.name}")  # its history's last period is known once the blocks are written
     paths = {role: str(path) for role, path in spec_files(spec, config.data).items()}
     info = panel_pipeline.run_info(paths, config.spec.read_text(), config.fit, config.seed)
     tags = {**prefect_tags("panel-train"), "dataset": spec.name, "data_fingerprint": info["data_fingerprint"], "series_blocks": "yes"}
