@@ -13,11 +13,10 @@ FIRST_WAIT_SECONDS = 0.5
 
 
 def prefect_request(method: str, url: str, **kwargs) -> httpx.Response:
-    wait = FIRST_WAIT_SECONDS
-    for _ in range(RETRIES):
-        response = httpx.request(method, url, timeout=30, **kwargs)
+    response = httpx.request(method, url, timeout=30, **kwargs)
+    for attempt in range(RETRIES):
         if response.status_code != httpx.codes.SERVICE_UNAVAILABLE:
-            return response
-        time.sleep(wait)
-        wait *= 2
+            break
+        time.sleep(FIRST_WAIT_SECONDS * 2**attempt)
+        response = httpx.request(method, url, timeout=30, **kwargs)
     return response

@@ -88,9 +88,9 @@ def test_every_parts_broken_rules_are_reported_at_once_and_nothing_is_written(pa
 
 
 def test_a_future_table_is_validated_with_the_parts_and_its_new_series_join_the_encoding(panel_files, tmp_path) -> None:
-    spec, data = load_spec(panel_files["spec"]), panel_files["spec"].parent
+    spec = load_spec(panel_files["spec"])
     future = pl.read_csv(panel_files["future"], infer_schema=False)
-    # a series the history lacks (the first store's rows of a product it never sold): a run forecasts it from its groups
+    # a series the history lacks (one of the first store's products, its sales rows dropped): a run forecasts it from its groups
     sales = pl.read_csv(panel_files["sales"], infer_schema=False)
     first_store = sorted(sales["store_id"].unique().to_list())[0]
     sold = set(sales.filter(pl.col("store_id") == first_store)["item_id"].to_list())
