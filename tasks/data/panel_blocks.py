@@ -81,11 +81,19 @@ class PanelBlocks:
     dims: Dimensions
     directory: Path  # the series-block folder
     meta: BlocksMeta
-    periods: np.ndarray  # datetime64[D] [T] of the history
-    x_time: np.ndarray  # [T, Pt]
     totals: HistoryTotals
     stores: pl.DataFrame  # the dimension frames, as PanelTables holds them
     products: pl.DataFrame | None
+
+    @property
+    def periods(self) -> np.ndarray:
+        """datetime64[D] [T] of the history."""
+        return history_periods(self.encoding)
+
+    @property
+    def x_time(self) -> np.ndarray:
+        """[T, Pt]: the history's time features."""
+        return time_features(self.periods, self.encoding.fourier_order, self.encoding.weekday)
 
 
 class _Staging:
@@ -169,7 +177,7 @@ def _first_pass(
         if tables.products is not None:
             products.append(tables.products)
         if not failures:  # once a part has failed, nothing is encoded: its rows need not be kept
-            # lz4: a part is read back once, moments later; zstd's smaller file costs more time than it saves
+            # a fast codec: the file is read back once, moments later
             tables.sales.write_parquet(_kept_part(staging, i), compression="lz4", statistics=False)
         on_part(f"validate part {i}/{len(parts)} ({_stores(part)}, {tables.sales.height:,} rows): {time.perf_counter() - t0:.1f}s")
     if failures:
@@ -244,8 +252,6 @@ def _encode_parts(
         dims=dims,
         directory=Path(directory),
         meta=meta,
-        periods=periods,
-        x_time=time_features(periods, encoding.fourier_order, encoding.weekday),
         totals=totals,
         stores=stores,
         products=products,

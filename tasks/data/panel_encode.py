@@ -310,11 +310,11 @@ def _value_counts(values: pl.Series, products: pl.Series | None) -> pl.DataFrame
 
 
 def _medians(counts: pl.DataFrame) -> dict[str, float]:
-    """Each product's median from its (value, count) rows: the middle value, or the mean of the two middle
-    ones, as polars' median of the rows themselves."""
+    """Each product's median from its (value, count) rows, one per distinct value: the middle value, or the
+    mean of the two middle ones, as polars' median of the rows themselves."""
     out = {}
     for (product,), part in counts.group_by(n.SERIES_PRODUCT):
-        part = part.group_by("value").agg(pl.col("count").sum()).sort("value")
+        part = part.sort("value")
         values, cumulative = part["value"].to_numpy(), np.cumsum(part["count"].to_numpy())
         total = int(cumulative[-1])
         low, high = (total - 1) // 2, total // 2  # 0-based ranks of the middle value(s)
@@ -526,7 +526,9 @@ class EncodingStats:
             moments[name] = (total, mean, m2_a + m2_b + delta * delta * n_a * n_b / total if total else 0.0)
 
         def joined(a: dict[str, pl.DataFrame], b: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
-            return {k: pl.concat([a[k], b[k]]) if k in a and k in b else a.get(k, b.get(k)) for k in {*a, *b}}
+            # counts of the same (product, value) added up, so that a hundred parts' stats stay one part's size
+            added = {k: pl.concat([a[k], b[k]]).group_by(n.SERIES_PRODUCT, "value").agg(pl.col("count").sum()) for k in a.keys() & b.keys()}
+            return {k: added[k] if k in added else a.get(k, b.get(k)) for k in {*a, *b}}
 
         keys = list(self.series.columns)
         return EncodingStats(
