@@ -87,33 +87,64 @@ def test_every_parts_broken_rules_are_reported_at_once_and_nothing_is_written(pa
     assert [p.name for p in tmp_path.iterdir()] == ["broken"]  # no staging folder left behind
 
 
+def _assert_blocks_hold_the_history(blocks, history) -> None:
+    for block in SeriesBlocks(blocks.directory):
+        np.testing.assert_array_equal(block.y, history.y[block.series])
+        np.testing.assert_array_equal(block.observed, history.observed[block.series])
+        np.testing.assert_array_equal(block.x_series, history.x_series[block.series])
+
+
 def test_a_future_table_is_validated_with_the_parts_and_its_new_series_join_the_encoding(panel_files, tmp_path) -> None:
     spec = load_spec(panel_files["spec"])
     future = pl.read_csv(panel_files["future"], infer_schema=False)
-    # a series the history lacks (one of the first store's products, its sales rows dropped): a run forecasts it from its groups
     sales = pl.read_csv(panel_files["sales"], infer_schema=False)
-    first_store = sorted(sales["store_id"].unique().to_list())[0]
-    sold = set(sales.filter(pl.col("store_id") == first_store)["item_id"].to_list())
-    dropped = sorted(sold)[0]
+    stores = sorted(sales["store_id"].unique().to_list())
+    # series the history lacks: one of the first store's products (its sales rows dropped), and every product of
+    # a new store (the last: no sales rows at all); a run forecasts them from their groups. The second store closed:
+    # it has sales and no future rows.
+    dropped = sorted(set(sales.filter(pl.col("store_id") == stores[0])["item_id"].to_list()))[0]
     folder = tmp_path / "data"
     folder.mkdir()
-    for role in ("stores", "products", "spec", "future"):
+    for role in ("stores", "products", "spec"):
         (folder / panel_files[role].name).write_bytes(panel_files[role].read_bytes())
-    sales.filter((pl.col("store_id") != first_store) | (pl.col("item_id") != dropped)).write_csv(folder / "sales.csv")
-    encoded = encode_panel(read_panel(spec, folder, folder / panel_files["future"].name))
-    blocks = encode_to_blocks(spec, folder, tmp_path / "blocks", block_size=5, stores_per_part=4, future=folder / panel_files["future"].name)
+    lost = ((pl.col("store_id") == stores[0]) & (pl.col("item_id") == dropped)) | (pl.col("store_id") == stores[-1])
+    sales.filter(~lost).write_csv(folder / "sales.csv")
+    future_path = folder / panel_files["future"].name
+    future.filter(pl.col("store_id") != stores[1]).write_csv(future_path)
+    encoded = encode_panel(read_panel(spec, folder, future_path))
+    parts: list[str] = []
+    blocks = encode_to_blocks(spec, folder, tmp_path / "blocks", block_size=5, stores_per_part=2, future=future_path, on_part=parts.append)
     assert blocks.encoding == encoded.encoding and blocks.encoding.n_series == 36
+    kept = sales.filter(~lost)
+    rows = [kept.filter(pl.col("store_id").is_in(part)).height for part in (stores[:2], stores[2:4], stores[4:5])]
+    assert [p.split(":")[0] for p in parts if p.startswith("validate")] == [
+        f"validate part 1/4 (2 stores, {rows[0]:,} rows)", f"validate part 2/4 (2 stores, {rows[1]:,} rows)",
+        f"validate part 3/4 (1 store, {rows[2]:,} rows)", "validate part 4/4 (1 new store, 0 rows)",
+    ]
     assert blocks.totals.n_observed == int(encoded.history.observed.sum())
+    _assert_blocks_hold_the_history(blocks, encoded.history)
+    new_store = blocks.dims.series_store == [str(k) for k in blocks.encoding.store_keys].index(stores[-1])
+    assert new_store.sum() == 6 and not encoded.history.observed[new_store].any()
 
-    # a broken future row is reported with the history's, before anything is encoded
+    # broken future rows, a new store's too, are reported with the history's, before anything is encoded
     broken = tmp_path / "broken_future.csv"
-    bad = pl.int_range(pl.len()) == 2
-    future.with_columns(pl.when(bad).then(pl.lit("free")).otherwise(pl.col("price")).alias("price")).write_csv(broken)
+    first_new = future.with_row_index().filter(pl.col("store_id") == stores[-1])["index"][0]
+    last_sold = kept["week"].max()
+    bad_price, bad_week = pl.int_range(pl.len()) == 2, pl.int_range(pl.len()) == first_new
+    future.with_columns(
+        pl.when(bad_price).then(pl.lit("free")).otherwise(pl.col("price")).alias("price"),
+        pl.when(bad_week).then(pl.lit(last_sold)).otherwise(pl.col("week")).alias("week"),
+    ).write_csv(broken)
     with pytest.raises(InputValidationError) as raised:
         encode_to_blocks(spec, folder, tmp_path / "blocks2", future=broken)
-    (failure,) = raised.value.report.failures
-    assert (failure.file, failure.column, failure.rows) == (str(broken), "price", (3,))
+    failures = {(f.file, f.column, f.rows) for f in raised.value.report.failures}
+    assert failures == {(str(broken), "price", (3,)), (str(broken), "week", (first_new + 1,))}
     assert not (tmp_path / "blocks2").exists()
+    # a future table without rows is refused as in memory, though every part of it may be empty
+    header_only = tmp_path / "empty_future.csv"
+    future.head(0).write_csv(header_only)
+    with pytest.raises(InputValidationError, match="at least one data row"):
+        encode_to_blocks(spec, folder, tmp_path / "blocks3", future=header_only)
 
 
 def test_a_fit_from_blocks_has_the_in_memory_fits_structure_and_sees_every_series(panel_files, tmp_path) -> None:

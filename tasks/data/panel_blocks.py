@@ -38,10 +38,11 @@ from tasks.data.panel_encode import (
     history_periods,
     time_features,
 )
-from tasks.data.panel_ingest import read_panel, sales_stores
+from tasks.data.panel_ingest import future_stores, read_panel, sales_stores
 from tasks.data.series_blocks import BlocksMeta, SeriesBlock, write_series_blocks
 from tasks.data.spec import PanelSpec
-from tasks.data.validate import InputValidationError, ValidationReport
+from tasks.data.validate import RULE_NOT_EMPTY, InputValidationError, RuleFailure, ValidationReport
+from tasks.names import FileRole
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +145,21 @@ def store_parts(stores: Sequence[object], stores_per_part: int) -> list[list[obj
     return [list(stores[i : i + stores_per_part]) for i in range(0, len(stores), stores_per_part)]
 
 
-def _stores(part: list[object]) -> str:
-    return f"{len(part)} store{'' if len(part) == 1 else 's'}"
+@dataclass(frozen=True)
+class _Part:
+    stores: list[object]  # values of the store column, as the files hold them
+    future_only: bool = False  # stores in the future table and not in the sales: new stores, without history
+
+    def describe(self) -> str:
+        return f"{len(self.stores)} {'new ' if self.future_only else ''}store{'' if len(self.stores) == 1 else 's'}"
+
+
+def _parts(spec: PanelSpec, data_dir: Path, future: Path | None, stores_per_part: int) -> list[_Part]:
+    """Parts of the sales file's stores, then of the future table's stores that have no sales: validated last,
+    their periods against the history the others end."""
+    sold = sales_stores(spec, data_dir)
+    new = sorted(set(future_stores(spec, future)) - set(sold)) if future is not None and sold else []
+    return [_Part(p) for p in store_parts(sold, stores_per_part)] + [_Part(p, True) for p in store_parts(new, stores_per_part)]
 
 
 def _unique_rows(frames: list[pl.DataFrame], key: str) -> pl.DataFrame:
@@ -157,32 +171,43 @@ def _kept_part(staging: Path, number: int) -> Path:
 
 
 def _first_pass(
-    spec: PanelSpec, data_dir: Path, future: Path | None, parts: list[list[object]], staging: Path, on_part: Callable[[str], None]
+    spec: PanelSpec, data_dir: Path, future: Path | None, parts: list[_Part], staging: Path, on_part: Callable[[str], None]
 ):
     """Validate each part (with its rows of ``future``), merge its stats and keep its validated sales rows in
-    ``staging`` (``_kept_part``), so that the second pass neither reads the input nor runs the rules again."""
+    ``staging`` (``_kept_part``), so that the second pass neither reads the input nor runs the rules again.
+    Returns the stats, the dimension frames and each part's stores (the encoding's keys)."""
     stats: EncodingStats | None = None
-    stores, products, failures = [], [], []
+    stores, products, failures, part_keys = [], [], [], []
+    future_rows = 0
     for i, part in enumerate(parts, 1):
         t0 = time.perf_counter()
+        if part.future_only and stats is None:
+            continue  # every part of the history broke a rule: no last period to check the new stores' against
         try:
-            tables = read_panel(spec, data_dir, future, stores=part)
+            tables = read_panel(spec, data_dir, future, stores=part.stores, history_end=stats.last if part.future_only else None)
         except InputValidationError as err:
             failures += [f for f in err.report.failures if f not in failures]
-            on_part(f"validate part {i}/{len(parts)} ({_stores(part)}): {len(err.report.failures)} rules broken")
+            on_part(f"validate part {i}/{len(parts)} ({part.describe()}): {len(err.report.failures)} rules broken")
             continue
         part_stats = encoding_stats(tables)
+        if part.future_only:  # no history of their own: their series join, in the other parts' periods
+            part_stats = EncodingStats(part_stats.series, stats.first, stats.last, dict.fromkeys(stats.moments, (0, 0.0, 0.0)), {}, {})
         stats = part_stats if stats is None else stats.merge(part_stats)
+        keyed = [tables.sales] if tables.future is None else [tables.sales, tables.future]
+        part_keys.append(pl.concat([frame.select(n.SERIES_STORE) for frame in keyed]).unique().to_series().to_list())
+        future_rows += 0 if tables.future is None else tables.future.height
         stores.append(tables.stores)
         if tables.products is not None:
             products.append(tables.products)
         if not failures:  # once a part has failed, nothing is encoded: its rows need not be kept
             # a fast codec: the file is read back once, moments later
             tables.sales.write_parquet(_kept_part(staging, i), compression="lz4", statistics=False)
-        on_part(f"validate part {i}/{len(parts)} ({_stores(part)}, {tables.sales.height:,} rows): {time.perf_counter() - t0:.1f}s")
+        on_part(f"validate part {i}/{len(parts)} ({part.describe()}, {tables.sales.height:,} rows): {time.perf_counter() - t0:.1f}s")
+    if future is not None and not future_rows and not failures:
+        failures.append(RuleFailure(str(future), FileRole.FUTURE, None, RULE_NOT_EMPTY, 0, (), ()))
     if failures:
         raise InputValidationError(ValidationReport(tuple(failures)))
-    return stats, _unique_rows(stores, n.SERIES_STORE), _unique_rows(products, n.SERIES_PRODUCT) if products else None
+    return stats, _unique_rows(stores, n.SERIES_STORE), _unique_rows(products, n.SERIES_PRODUCT) if products else None, part_keys
 
 
 def encode_to_blocks(
@@ -196,21 +221,26 @@ def encode_to_blocks(
 ) -> PanelBlocks:
     """Read, validate and encode the history of ``spec``'s files under ``data_dir`` into a series-block
     folder at ``directory``, ``stores_per_part`` stores at a time (see the module's docstring). ``future``: a
-    future table whose rows are validated with each part's (every rule, the periods after the part's history),
-    so that a run that forecasts it after the fit learns of a broken one first; it is not encoded."""
+    future table whose rows are validated with each part's (every rule, the periods after the history), so
+    that a run that forecasts it after the fit learns of a broken one first; it is not encoded, but its series
+    join the encoding, those of stores without sales (new stores) too."""
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
     data_dir = Path(data_dir)
-    parts = store_parts(sales_stores(spec, data_dir), stores_per_part)
+    future = None if future is None else Path(future)
+    parts = _parts(spec, data_dir, future, stores_per_part)
+    if not parts:  # a sales file without rows (or without stores): the whole file's read reports the rules it breaks
+        read_panel(spec, data_dir, future)
+        raise ValueError(f"the sales file of spec {spec.name!r} under {data_dir} holds no store")
     Path(directory).parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".staging-", dir=Path(directory).parent) as tmp:
-        stats, stores, products = _first_pass(spec, data_dir, None if future is None else Path(future), parts, Path(tmp), on_part)
-        return _encode_parts(spec, stats, stores, products, Path(directory), Path(tmp), parts, block_size, on_part)
+        stats, stores, products, part_keys = _first_pass(spec, data_dir, future, parts, Path(tmp), on_part)
+        return _encode_parts(spec, stats, stores, products, Path(directory), Path(tmp), part_keys, block_size, on_part)
 
 
 def _encode_parts(
     spec: PanelSpec, stats: EncodingStats, stores: pl.DataFrame, products: pl.DataFrame | None, directory: Path, staging: Path,
-    parts: list[list[object]], block_size: int, on_part: Callable[[str], None],
+    part_keys: list[list[object]], block_size: int, on_part: Callable[[str], None],
 ) -> PanelBlocks:
     encoding = encoding_from_stats(spec, stats, stores, products)
     dims = dimensions_of(spec, stores, products, encoding)
@@ -225,17 +255,17 @@ def _encode_parts(
     slot[order] = np.arange(n_series)
     totals = HistoryTotals()
     with _Staging(staging, n_series, n_periods, n_features, with_censored=bool(spec.sales.censoring_columns)) as arrays_on_disk:
-        for i in range(1, len(parts) + 1):
+        for i, keys in enumerate(part_keys, 1):
             t0 = time.perf_counter()
             sales = pl.read_parquet(_kept_part(staging, i))
             _kept_part(staging, i).unlink()
-            codes = [store_code[key] for key in sales[n.SERIES_STORE].unique().to_list()]
+            codes = [store_code[key] for key in keys]
             rows = np.flatnonzero(np.isin(dims.series_store, codes))
             arrays, n_rows = history_arrays(sales, spec, products, encoding, rows)
             del sales
             totals = totals.add(arrays.y, arrays.observed, arrays.censored, spec.target_kind == "amount", n_rows)
             arrays_on_disk.write(slot[rows], arrays)
-            on_part(f"encode part {i}/{len(parts)} ({rows.size:,} series): {time.perf_counter() - t0:.1f}s")
+            on_part(f"encode part {i}/{len(part_keys)} ({rows.size:,} series): {time.perf_counter() - t0:.1f}s")
 
         def blocks() -> Iterator[SeriesBlock]:
             for start in range(0, n_series, block_size):

@@ -113,15 +113,15 @@ def _pattern_failures(spec: PanelSpec, raw: pl.DataFrame, products: Sequence[obj
     return set(missing)
 
 
-def validate_file(check: FileCheck, raw: pl.DataFrame, plans: Sequence[ColumnPlan]) -> None:
-    """Columns present, at least one row, values parse, per-column rules; sets ``check.frame`` when the
-    columns are there (cross-file rules then run on it)."""
+def validate_file(check: FileCheck, raw: pl.DataFrame, plans: Sequence[ColumnPlan], may_be_empty: bool = False) -> None:
+    """Columns present, at least one row (unless ``may_be_empty``: a part of the file), values parse, per-column
+    rules; sets ``check.frame`` when the columns are there (cross-file rules then run on it)."""
     missing = r.missing_column_failures(raw.columns, [p.column for p in plans], check.role, check.path)
     if missing:
         check.failures += missing
         return
     typed, unparsed = r.cast_file(raw, plans)
-    if typed.is_empty():
+    if typed.is_empty() and not may_be_empty:
         check.failures.append(RuleFailure(check.path, check.role, None, RULE_NOT_EMPTY, 0, (), ()))
     check.failures += r.parse_failures(unparsed, plans, check.role, check.path)
     check.failures += r.column_failures(typed, plans, unparsed, check.role, check.path)
@@ -141,11 +141,14 @@ def _check_files(spec: PanelSpec, paths: dict[FileRole, str], stores: Sequence[o
     for role in list(raws):
         # popped, so that each raw frame is freed as soon as its typed frame exists (a sales file's raw
         # and typed frames together are most of the peak memory)
-        _validate_raw(spec, raws.pop(role), products, checks[role])
+        # a part's stores may have no sales rows (new stores) or no future rows (closed ones): ``encode_to_blocks``
+        # checks that each whole file has rows
+        part_of_file = stores is not None and role in (FileRole.SALES, FileRole.FUTURE)
+        _validate_raw(spec, raws.pop(role), products, checks[role], may_be_empty=part_of_file)
     return checks, products
 
 
-def _validate_raw(spec: PanelSpec, raw: pl.DataFrame, products: Sequence[object], check: FileCheck) -> None:
+def _validate_raw(spec: PanelSpec, raw: pl.DataFrame, products: Sequence[object], check: FileCheck, may_be_empty: bool = False) -> None:
     """The plans of the file's role, then ``validate_file``."""
     role = check.role
     if role in (FileRole.SALES, FileRole.FUTURE):
@@ -156,7 +159,7 @@ def _validate_raw(spec: PanelSpec, raw: pl.DataFrame, products: Sequence[object]
         plans = r.calendar_plans(spec)
     else:
         plans = r.table_plans(spec.stores if role is FileRole.STORES else spec.products, r.key_kind(spec))
-    validate_file(check, raw, plans)
+    validate_file(check, raw, plans, may_be_empty)
 
 
 # --------------------------------------------------------------------------
@@ -354,11 +357,19 @@ def _raise_if_failed(spec: PanelSpec, checks: dict[FileRole, FileCheck]) -> None
 def sales_stores(spec: PanelSpec, data_dir: str | Path) -> list[object]:
     """The distinct values of the sales file's store column, as the file holds them (text in a CSV), sorted:
     what ``read_panel(stores=...)`` selects by."""
-    path = spec_files(spec, data_dir)["sales"]
+    return _store_values(spec, spec_files(spec, data_dir)["sales"], FileRole.SALES)
+
+
+def future_stores(spec: PanelSpec, future: str | Path) -> list[object]:
+    """``sales_stores`` of a future table."""
+    return _store_values(spec, future, FileRole.FUTURE)
+
+
+def _store_values(spec: PanelSpec, path: str | Path, role: FileRole) -> list[object]:
     try:
-        values = ingest.scan_raw(path, FileRole.SALES).select(pl.col(spec.sales.store).unique()).collect().to_series()
+        values = ingest.scan_raw(path, role).select(pl.col(spec.sales.store).unique()).collect().to_series()
     except pl.exceptions.ColumnNotFoundError as err:
-        raise SpecError(f"spec {spec.name!r}: the sales file {path} has no store column {spec.sales.store!r}") from err
+        raise SpecError(f"spec {spec.name!r}: the {role.value} file {path} has no store column {spec.sales.store!r}") from err
     return sorted(values.drop_nulls().to_list())
 
 
