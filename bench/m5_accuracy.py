@@ -162,6 +162,7 @@ def main() -> None:
     common.print_machine(machine)
 
     from tasks import panel_pipeline
+    from tasks.data.panel_encode import encode_panel
     from tasks.data.panel_ingest import read_panel
     from tasks.data.spec import load_spec
     from tasks.evaluate.m5 import M5_QUANTILES, level_codes, level_score, randomized_coverage
@@ -174,7 +175,8 @@ def main() -> None:
     fitted = panel_state.load(args.model_dir)
     if args.without_shocks:
         fitted = without_period_shocks(fitted)
-    encoded = panel_pipeline.encode_for(tables, fitted)
+    panel_pipeline.encode_for(tables, fitted)  # the checks of a forecast from a saved model
+    encoded = encode_panel(tables, fitted.encoding)  # with the history: the baselines and M5's weights read it
     if encoded.future.n_periods != HORIZON:
         raise ValueError(f"the future table spans {encoded.future.n_periods} periods; M5's horizon is {HORIZON}")
     per_series = {a.name: a.codes for a in panel_pipeline.aggregate_levels(tables, encoded)}
