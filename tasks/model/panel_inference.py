@@ -12,6 +12,7 @@ step's cost does not grow with the number of series. Fitting runs through the pr
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from functools import lru_cache, partial
 
 import jax
@@ -55,6 +56,14 @@ def guide(
     scale = numpyro.param(f"{PanelSite.SERIES}.scale", jnp.full((n_series, series.size), 0.05), constraint=constraints.positive)
     with pool_weighted(pool_scale), numpyro.plate(PanelSite.SERIES_PLATE, n_series, subsample_size=subsample_size, dim=-2) as idx:
         numpyro.sample(PanelSite.SERIES, dist.Normal(loc[idx][:, None, :], scale[idx][:, None, :]).to_event(1))
+
+
+# The global effects' guide starts this narrow (the series' and the scales' at ``init_scale``). A scale that must
+# grow does so in a few hundred steps, pulled by the guide's entropy, which is exact; one that must shrink has only
+# the subsampled likelihood to pull it, whose noise outweighs the pull: started at 0.05, the M5 shape's chain-wide
+# coefficients ended at a median 0.008, a spread every series shares, and the total's 90% interval was 2.4 times
+# as wide as the truth's own (at 0.005: 0.0015 and 1.28 times; M5's 12-level WSPL 0.0797 -> 0.0783).
+GLOBALS_INIT_SCALE = 0.005
 
 
 def series_log_levels(y: np.ndarray, observed: np.ndarray, likelihood: str) -> tuple[np.ndarray, np.ndarray]:
@@ -130,7 +139,7 @@ def warm_start_from(
     series_values[:, start] = residual / (0.5 * series_scale[0])
     return {
         f"{PanelSite.GLOBALS}.loc": real.pack(real_values),
-        f"{PanelSite.GLOBALS}.scale": np.full(real.size, init_scale, np.float32),
+        f"{PanelSite.GLOBALS}.scale": np.full(real.size, min(init_scale, GLOBALS_INIT_SCALE), np.float32),
         f"{PanelSite.SCALES}.loc": positive.pack(log_scales),
         f"{PanelSite.SCALES}.scale": np.full(positive.size, init_scale, np.float32),
         f"{PanelSite.SERIES}.loc": series_values,
@@ -147,6 +156,20 @@ def _program(structure: PanelStructure, settings: FitSettings, subsample_size: i
     )
 
 
+def clipped_per_cell(settings: FitSettings, n_observed: int) -> FitSettings:
+    """``settings`` whose gradient clip bounds the gradient per observed cell (``clip_norm`` times the cells).
+
+    The panel's objective is a sum over every observed cell (59 million for M5), so the gradient of a
+    product's or a series' level runs to the hundreds of thousands in the steps whose subsample holds its
+    series, and is otherwise its prior's pull alone. Clipped element-wise at ``clip_norm`` as it came, the
+    likelihood's share was cut and the prior's was not: the levels settled short of the data, toward their
+    groups (on the M5 shape, 1.7% of the series per step: log forecast on log true mean, slope 0.968; each
+    series' 28-day forecast 9% high for the lowest-selling tenth, 3% low for the highest; each state's daily
+    total 0.7-1.1% low, against 50% intervals 2.5-2.7% wide). Bounded per cell, the clip only guards against
+    an overflow."""
+    return replace(settings, clip_norm=settings.clip_norm * max(int(n_observed), 1))
+
+
 def fit_panel(
     inputs: PanelInputs,
     structure: PanelStructure,
@@ -161,6 +184,7 @@ def fit_panel(
     subsample = settings.subsample_size if settings.subsample_size and settings.subsample_size < n_series else None
     init = warm_start(inputs, structure, settings.init_scale)
     n_observed = int(np.asarray(inputs.observed).sum())
+    settings = clipped_per_cell(settings, n_observed)
     program = SVIChunks(*_program(structure, settings, subsample), (inputs,))
     return drive_svi(program, init, n_observed, settings, key, on_progress, series_per_step=subsample or n_series)
 

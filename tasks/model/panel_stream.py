@@ -53,7 +53,7 @@ from tasks.model.panel import (
     model,
     period_sums,
 )
-from tasks.model.panel_inference import guide, series_log_levels, warm_start_from
+from tasks.model.panel_inference import clipped_per_cell, guide, series_log_levels, warm_start_from
 
 log = logging.getLogger(__name__)
 
@@ -390,6 +390,7 @@ def fit_panel_streamed(
         raise ValueError(f"the block scan has {scan.level.shape[0]} series, the blocks {meta.n_series}")
     if meta.n_observed == 0:
         raise ValueError(f"{blocks.directory}: no observed cell: nothing to fit")
+    settings = clipped_per_cell(settings, meta.n_observed)
     key_blocks, key_fit = jax.random.split(key)
     reader = PoolReader(blocks, blocks_per_pool, int(jax.random.randint(key_blocks, (), 0, 2**31 - 1)))
     try:
