@@ -397,7 +397,7 @@ def test_store_level_walks_carry_a_drift_that_a_stores_series_share() -> None:
 def test_a_fit_that_samples_few_series_a_step_does_not_shrink_their_levels(tmp_path, monkeypatch) -> None:
     """M5-shaped demand (levels spread over 3 units of log), 2% of the series per step: each series' forecast
     mean tracks its true mean (log on log, slope 1), as the clip bounds the gradient per observed cell. Clipped
-    element-wise as the gradient comes (the sum over a million cells), the levels settle short of the data."""
+    element-wise as the gradient comes (a sum over 480,000 cells), the levels settle short of the data."""
     from tasks.data.m5_demo import write_m5_demo
     from tasks.data.panel_ingest import read_panel
     from tasks.data.spec import load_spec

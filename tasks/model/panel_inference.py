@@ -159,7 +159,7 @@ def _program(structure: PanelStructure, settings: FitSettings, subsample_size: i
 def clipped_per_cell(settings: FitSettings, n_observed: int) -> FitSettings:
     """``settings`` whose gradient clip bounds the gradient per observed cell (``clip_norm`` times the cells).
 
-    The panel's objective is a sum over every observed cell (59 million for M5), so the gradient of a
+    The panel's objective is a sum over every observed cell (54 million for M5), so the gradient of a
     product's or a series' level runs to the hundreds of thousands in the steps whose subsample holds its
     series, and is otherwise its prior's pull alone. Clipped element-wise at ``clip_norm`` as it came, the
     likelihood's share was cut and the prior's was not: the levels settled short of the data, toward their
