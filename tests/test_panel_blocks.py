@@ -36,6 +36,17 @@ def panel_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return demo.write(tmp_path_factory.mktemp("panel"))
 
 
+def _assert_blocks_hold_the_history(blocks, history) -> list[np.ndarray]:
+    """Each block's arrays are the in-memory history's rows of its series; returns each block's series."""
+    seen = []
+    for block in SeriesBlocks(blocks.directory):
+        np.testing.assert_array_equal(block.y, history.y[block.series])
+        np.testing.assert_array_equal(block.observed, history.observed[block.series])
+        np.testing.assert_array_equal(block.x_series, history.x_series[block.series])
+        seen.append(block.series)
+    return seen
+
+
 def test_parts_of_the_stores_encode_as_the_whole_panel_does(panel_files, tmp_path) -> None:
     spec, data = load_spec(panel_files["spec"]), panel_files["spec"].parent
     encoded = encode_panel(read_panel(spec, data))
@@ -49,14 +60,10 @@ def test_parts_of_the_stores_encode_as_the_whole_panel_does(panel_files, tmp_pat
     for name in ("series_store", "series_product", "store_groups", "product_groups", "store_attributes", "product_attributes"):
         np.testing.assert_array_equal(getattr(blocks.dims, name), getattr(encoded.dims, name))
     history = encoded.history
-    seen = []
-    for block in SeriesBlocks(blocks.directory):
-        np.testing.assert_array_equal(block.y, history.y[block.series])
-        np.testing.assert_array_equal(block.observed, history.observed[block.series])
-        np.testing.assert_array_equal(block.x_series, history.x_series[block.series])
-        seen.append(block.series)
+    seen = _assert_blocks_hold_the_history(blocks, history)
+    for series in seen:
         # a block is a cross-section: a shuffle of the series, not one store's or part's run of them
-        assert block.size == 1 or np.unique(blocks.dims.series_store[block.series]).size > 1
+        assert series.size == 1 or np.unique(blocks.dims.series_store[series]).size > 1
     np.testing.assert_array_equal(np.sort(np.concatenate(seen)), np.arange(36))
     assert blocks.totals.n_observed == int(history.observed.sum())
     assert blocks.totals.target_sum == pytest.approx(float(history.y[history.observed].sum()))
@@ -85,13 +92,6 @@ def test_every_parts_broken_rules_are_reported_at_once_and_nothing_is_written(pa
     assert ("price", (first_of[stores[0]] + 1,)) in failures and ("units", (first_of[stores[-1]] + 1,)) in failures
     assert not (tmp_path / "blocks").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["broken"]  # no staging folder left behind
-
-
-def _assert_blocks_hold_the_history(blocks, history) -> None:
-    for block in SeriesBlocks(blocks.directory):
-        np.testing.assert_array_equal(block.y, history.y[block.series])
-        np.testing.assert_array_equal(block.observed, history.observed[block.series])
-        np.testing.assert_array_equal(block.x_series, history.x_series[block.series])
 
 
 def test_a_future_table_is_validated_with_the_parts_and_its_new_series_join_the_encoding(panel_files, tmp_path) -> None:

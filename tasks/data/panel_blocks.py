@@ -193,8 +193,7 @@ def _first_pass(
         if part.future_only:  # no history of their own: their series join, in the other parts' periods
             part_stats = EncodingStats(part_stats.series, stats.first, stats.last, dict.fromkeys(stats.moments, (0, 0.0, 0.0)), {}, {})
         stats = part_stats if stats is None else stats.merge(part_stats)
-        keyed = [tables.sales] if tables.future is None else [tables.sales, tables.future]
-        part_keys.append(pl.concat([frame.select(n.SERIES_STORE) for frame in keyed]).unique().to_series().to_list())
+        part_keys.append(part_stats.series[n.SERIES_STORE].unique().to_list())  # of its sales and future rows
         future_rows += 0 if tables.future is None else tables.future.height
         stores.append(tables.stores)
         if tables.products is not None:
