@@ -2,7 +2,8 @@
 covariates, optionally with chosen parts of each fitted posterior widened or the dispersion's covariates changed.
 
 For each origin of the panel backtest (the seed's keys, as `bhm backtest`), prints wQL and 50%/90% coverage per
-level (means over the origins), wQL per origin, and the series-level coverage (with the shares below the 5% and
+level (means over the origins), wQL per origin, each aggregate level's mean log error per origin (actual over
+the forecast mean: a level that is off), and the series-level coverage (with the shares below the 5% and
 above the 95% quantile) by origin, by horizon step and by each --by column (a value above 0.5 counts as 1).
 --widen multiplies the fitted guide's scales of the named series-level variables (``series_raw``: the series'
 coefficient deviations, ``level_steps``, ``dispersion_raw``; --columns: only these coefficients of
@@ -117,6 +118,11 @@ def print_aggregates(cells: pl.DataFrame) -> None:
             f"  {level:<14} first {first['in50'].mean():.3f} / {first['in90'].mean():.3f}  last {last['in50'].mean():.3f} / "
             f"{last['in90'].mean():.3f}  log error sd {spread[0]:.4f}, predicted {spread[1]:.4f}"
         )
+    bias = cells.filter(pl.col("log_error").is_finite()).group_by("level", "origin_number").agg(pl.col("log_error").mean())
+    print("mean log error (actual over the forecast mean) by level and origin:")
+    for level in cells["level"].unique(maintain_order=True):
+        values = bias.filter(pl.col("level") == level).sort("origin_number")["log_error"]
+        print(f"  {level:<14}", " ".join(f"{v:+.4f}" for v in values))
 
 
 def print_coverage(cells: pl.DataFrame, by: str) -> None:

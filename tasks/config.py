@@ -291,8 +291,8 @@ class PanelFitConfig(BaseModel):
     shocks: tuple[Literal["chain", "store", "product"], ...] | None = Field(
         None, description="period shocks the model has (chain, store, product); None: the dataset spec's `shocks`"
     )
-    level_walks: tuple[Literal["store", "product"], ...] | None = Field(
-        None, description="level walks shared by a store's (product's) series; None: the dataset spec's `level_walks`"
+    level_walks: tuple[Literal["chain", "store", "product"], ...] | None = Field(
+        None, description="level walks shared by all series, a store's, a product's; None: the dataset spec's `level_walks`"
     )
     dispersion_covariates: tuple[str, ...] | None = Field(
         None, description="covariates the likelihood's dispersion moves with; None: the dataset spec's `dispersion_covariates`"

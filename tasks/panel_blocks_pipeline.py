@@ -76,7 +76,7 @@ def fit_blocks(
     series_blocks = SeriesBlocks(blocks.directory)
     by_product = PRODUCT_SIDE in structure.shocks
     scan = scan_blocks(series_blocks, structure.likelihood, structure.n_products if by_product else None)
-    basis = shock_basis_from_sums(blocks.x_time, scan.sums)
+    basis = shock_basis_from_sums(blocks.x_time, scan.sums, structure.block_periods)
     log.info(
         "panel fit from %d series blocks on disk: %d series (%d with data), %d periods, %d observed cells, %d coefficients",
         blocks.meta.n_blocks, blocks.meta.n_series, int((scan.counts > 0).sum()), blocks.meta.n_periods, blocks.meta.n_observed, structure.n_coef,

@@ -196,6 +196,7 @@ def fit_encoded(
     basis = shock_basis(
         history.x_time, history.x_series, history.observed,
         encoded.dims.series_product if by_product else None, len(encoded.encoding.product_keys) if by_product else 0,
+        structure.block_periods,
     )  # fmt: skip
     inputs = model_inputs(encoded, history, structure, basis, with_target=True)
     log.info(

@@ -98,7 +98,7 @@ def _params(structure: PanelStructure) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize(
-    ("shocks", "level_walks"), [(("chain", "store", "product"), ()), (("chain",), ()), ((), ()), (("chain",), ("store", "product"))]
+    ("shocks", "level_walks"), [(("chain", "store", "product"), ()), (("chain",), ()), ((), ()), (("chain",), ("store", "product")), ((), ("chain",)), (("chain", "store"), ("chain", "store", "product"))]
 )
 def test_log_mean_ahead_is_log_mean_draw_by_draw(shocks: tuple[str, ...], level_walks: tuple[str, ...]) -> None:
     rng = np.random.default_rng(len(shocks) + len(level_walks))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 
 import jax
@@ -15,7 +16,7 @@ from tasks.data.panel_demo import generate_panel_demo
 from tasks.data.panel_encode import encode_panel
 from tasks.data.series_blocks import META_FILE, SERIES_FILE, SeriesBlock, SeriesBlocks, write_series_blocks
 from tasks.model.inference import SiteOrderedELBO
-from tasks.model.panel import SHOCK_SITES, PanelSite, layouts, model, shock_basis, shock_basis_from_sums
+from tasks.model.panel import SHOCK_SITES, WALK_SITES, PanelSite, layouts, model, shock_basis, shock_basis_from_sums
 from tasks.model.panel_inference import fit_panel, guide, warm_start_from
 from tasks.model.panel_stream import PoolReader, StreamedChunks, fit_panel_streamed, scan_blocks
 
@@ -84,8 +85,8 @@ def test_one_pass_over_the_blocks_gives_the_in_memory_shock_bases(panel, tmp_pat
     blocks = _blocks(encoded, tmp_path / "b", 48)
     n_products = int(d.series_product.max()) + 1
     scan = scan_blocks(blocks, "nb", n_products)
-    expected = shock_basis(h.x_time, h.x_series, h.observed, d.series_product, n_products)
-    np.testing.assert_allclose(shock_basis_from_sums(h.x_time, scan.sums), expected, atol=1e-6)
+    expected = shock_basis(h.x_time, h.x_series, h.observed, d.series_product, n_products, anchor_block_periods=13)
+    np.testing.assert_allclose(shock_basis_from_sums(h.x_time, scan.sums, anchor_block_periods=13), expected, atol=1e-6)
     np.testing.assert_array_equal(scan.counts, h.observed.sum(axis=1))
 
 
@@ -169,5 +170,29 @@ def test_a_chunk_leaves_the_rows_of_groups_without_a_series_in_its_pool_as_they_
         polished, _ = program._run_pool(after, scale, pool, globals_too=False)
         for name in after.free:
             np.testing.assert_array_equal(np.asarray(polished.free[name]), np.asarray(after.free[name]))
+    finally:
+        reader.close()
+
+
+def test_a_chunk_moves_the_chain_walk_with_every_pool_and_a_store_walk_with_its_stores(panel, tmp_path) -> None:
+    """The chain's level walk is one row that every series shares: a global that each pool moves, where a
+    store's walk moves only with a pool holding the store's series."""
+    encoded, structure, config = panel
+    structure = replace(structure, level_walks=("chain", "store"))
+    h = encoded.history
+    blocks = _blocks(encoded, tmp_path / "b", 20)  # block i is store i
+    scan = scan_blocks(blocks, structure.likelihood)
+    shared = pp.model_inputs(encoded, h, structure, shock_basis_from_sums(h.x_time, scan.sums), with_target=True)
+    reader = PoolReader(blocks, blocks_per_pool=2, seed=0)
+    try:
+        program = StreamedChunks(reader, shared, structure, config.settings(), blocks.meta.n_series, 0)
+        state = program.start(jax.random.key(0), warm_start_from(scan.level, scan.counts, scan.store, scan.product, structure, 0.05))
+        after, _ = program._run_pool(state, jnp.float32(1.0 / blocks.meta.n_observed), reader._read(np.array([0, 3])), globals_too=True)
+        real = layouts(structure)[0]
+        loc = f"{PanelSite.GLOBALS}.loc"
+        for site, expected in ((WALK_SITES["chain"][0], {0}), (WALK_SITES["store"][0], {0, 3})):
+            before_rows, after_rows = (np.asarray(real.unpack(s.free[loc])[site]) for s in (state, after))
+            assert before_rows.shape[0] == (1 if site == WALK_SITES["chain"][0] else 20)
+            assert set(np.flatnonzero(np.abs(after_rows - before_rows).max(axis=1) > 0).tolist()) == expected, site
     finally:
         reader.close()

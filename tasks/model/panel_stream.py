@@ -247,7 +247,7 @@ def group_rows(structure: PanelStructure, store_groups: np.ndarray, product_grou
     groups = {STORE_SIDE: store_groups, PRODUCT_SIDE: product_groups}
     sites = [(PanelSite.group_raw(side, level), side, level) for side, level, _, _ in structure.group_sites()]
     sites += [(SHOCK_SITES[side][0], side, 0) for side in (STORE_SIDE, PRODUCT_SIDE) if side in structure.shocks]
-    sites += [(WALK_SITES[side][0], side, 0) for side in structure.level_walks]
+    sites += [(WALK_SITES[side][0], side, 0) for side in structure.level_walks if side in groups]  # the chain's walk is one row
     out = []
     for site, side, level in sites:
         start, stop, shape = real.slice(site)
