@@ -1,6 +1,6 @@
 """How far a panel forecast falls behind demand that grows: the simulated panel with a steady chain-wide growth.
 
-    python bench/trend_bias.py                      # growth 0, 5% and 15% a year; the spec's walks, then store walks
+    python bench/trend_bias.py                      # growth 0, 5% and 15% a year; the spec's walks (none), store walks, a chain walk
     python bench/trend_bias.py --growth 0.05 --walks store
 
 The panel demo (``generate_panel_demo``: 12 stores x 8 products, 104 weeks of history, 13 ahead) with every
@@ -37,7 +37,7 @@ def expected_lag(growth: float) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--growth", type=float, nargs="+", default=[0.0, 0.05, 0.15], help="log growth per year")
-    p.add_argument("--walks", nargs="+", default=["spec", "store"], help="'spec' (the demo spec's: none) or shared walks, e.g. store")
+    p.add_argument("--walks", nargs="+", default=["spec", "store", "chain"], help="'spec' (the demo spec's: none) or shared walks, e.g. store or chain,store")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-draws", type=int, default=300)
     args = p.parse_args()

@@ -184,7 +184,7 @@ def test_a_fit_config_asking_for_product_walks_needs_a_product_key() -> None:
         "name: stores_only\nfrequency: day\ntarget_kind: units\nsales: {file: s.csv, period: d, store: s, target: y}\n", "s.yaml"
     )
     assert pp._level_walks(stores_only, PanelFitConfig(level_walks=("store",))) == ("store",)
-    assert pp._level_walks(stores_only, PanelFitConfig()) == ("chain",)  # the spec's default
+    assert pp._level_walks(stores_only, PanelFitConfig()) == ()
     with pytest.raises(ValueError, match="a product level walk needs a product key, and spec 'stores_only' has none"):
         pp._level_walks(stores_only, PanelFitConfig(level_walks=("product",)))
 
