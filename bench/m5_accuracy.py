@@ -83,8 +83,8 @@ def against_the_law(true_mean: np.ndarray, codes: dict[str, np.ndarray], quantil
     variance = true_mean + true_mean**2 / CONCENTRATION
     out = {}
     for name, c in codes.items():
-        mu, sd = (values if name == BOTTOM else aggregate(values, c) for values in (true_mean, variance))
-        sd = np.sqrt(sd)
+        mu, level_variance = (values if name == BOTTOM else aggregate(values, c) for values in (true_mean, variance))
+        sd = np.sqrt(level_variance)
         spread = (quantiles[name][levels.index(0.95)] - quantiles[name][levels.index(0.05)]) / 3.29
         out[name] = (float(np.mean((means[name] - mu) / sd)), float(np.mean(spread / sd)))
     return out

@@ -44,6 +44,7 @@ def main() -> None:
     machine = common.machine_info()
     common.print_machine(machine)
     rows = []
+    key_fit, key_forecast = jax.random.split(jax.random.key(args.seed))
     for growth in args.growth:
         demo = generate_panel_demo(seed=args.seed, n_stores=12, n_departments=2, products_per_department=4, chain_growth=growth)
         tables = demo.tables()
@@ -52,7 +53,6 @@ def main() -> None:
         for walks in args.walks:
             config = PanelFitConfig() if walks == "spec" else PanelFitConfig(level_walks=tuple(walks.split(",")))
             t = time.perf_counter()
-            key_fit, key_forecast = jax.random.split(jax.random.key(args.seed))
             fitted, fit = pp.fit_encoded(encoded, tables.spec, config, key_fit, on_progress=lambda _: None)
             forecast = pp.forecast_encoded(fitted, encoded, (), ForecastConfig(num_draws=args.num_draws), key_forecast)
             ratio = float(forecast.mean.sum()) / truth

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
 
@@ -139,39 +140,46 @@ def test_a_fit_streamed_from_blocks_reaches_the_in_memory_fits_elbo(panel, tmp_p
     assert streamed_loss < float(streamed.losses[:50].mean()) * 0.9
 
 
-def test_a_chunk_leaves_the_rows_of_groups_without_a_series_in_its_pool_as_they_are(panel, tmp_path) -> None:
-    """Lazy updates: the store effects, store shocks and walks of stores with no series in the pool keep
-    their values (their prior alone would pull them); the pool's stores' rows move; polishing moves no
-    global at all."""
-    encoded, structure, config = panel
+@contextmanager
+def _one_store_per_block(encoded, structure, config, directory):
+    """A started streamed program over blocks of 20 series (the demo's series are store-major: block i is store
+    i), pools of 2 blocks; yields the program, its start state, the pool of stores 0 and 3 and the loss scale."""
     h = encoded.history
-    blocks = _blocks(encoded, tmp_path / "b", 20)  # the demo's series are store-major: block i is store i
+    blocks = _blocks(encoded, directory, 20)
     scan = scan_blocks(blocks, structure.likelihood)
     shared = pp.model_inputs(encoded, h, structure, shock_basis_from_sums(h.x_time, scan.sums), with_target=True)
     reader = PoolReader(blocks, blocks_per_pool=2, seed=0)
     try:
         program = StreamedChunks(reader, shared, structure, config.settings(), blocks.meta.n_series, 0)
-        init = warm_start_from(scan.level, scan.counts, scan.store, scan.product, structure, 0.05)
-        state = program.start(jax.random.key(0), init)
-        pool = reader._read(np.array([0, 3]))
+        state = program.start(jax.random.key(0), warm_start_from(scan.level, scan.counts, scan.store, scan.product, structure, 0.05))
+        yield program, state, reader._read(np.array([0, 3])), jnp.float32(1.0 / blocks.meta.n_observed)
+    finally:
+        reader.close()
+
+
+def _moved_rows(structure, before, after, site: str) -> tuple[int, set[int]]:
+    """A real global site's row count, and the rows that differ between two program states."""
+    real, loc = layouts(structure)[0], f"{PanelSite.GLOBALS}.loc"
+    before_rows, after_rows = (np.asarray(real.unpack(state.free[loc])[site]) for state in (before, after))
+    changed = np.abs(after_rows - before_rows).reshape(before_rows.shape[0], -1).max(axis=1) > 0
+    return before_rows.shape[0], set(np.flatnonzero(changed).tolist())
+
+
+def test_a_chunk_leaves_the_rows_of_groups_without_a_series_in_its_pool_as_they_are(panel, tmp_path) -> None:
+    """Lazy updates: the store effects, store shocks and walks of stores with no series in the pool keep
+    their values (their prior alone would pull them); the pool's stores' rows move; polishing moves no
+    global at all."""
+    encoded, structure, config = panel
+    with _one_store_per_block(encoded, structure, config, tmp_path / "b") as (program, state, pool, scale):
         pool_stores = set(np.unique(pool.block.store[pool.rows >= 0]).tolist())
         assert pool_stores == {0, 3}
-        scale = jnp.float32(1.0 / blocks.meta.n_observed)
         after, _ = program._run_pool(state, scale, pool, globals_too=True)
-        real = layouts(structure)[0]
-        moved = {}
         for site in (PanelSite.group_raw("store", 0), SHOCK_SITES["store"][0]):
-            before_rows = np.asarray(real.unpack(state.free[f"{PanelSite.GLOBALS}.loc"])[site])
-            after_rows = np.asarray(real.unpack(after.free[f"{PanelSite.GLOBALS}.loc"])[site])
-            moved[site] = np.abs(after_rows - before_rows).reshape(before_rows.shape[0], -1).max(axis=1) > 0
-        for site, rows in moved.items():
-            assert set(np.flatnonzero(rows).tolist()) == pool_stores, site
+            assert _moved_rows(structure, state, after, site)[1] == pool_stores, site
         # polishing: every global as it was, the pool's series moved
         polished, _ = program._run_pool(after, scale, pool, globals_too=False)
         for name in after.free:
             np.testing.assert_array_equal(np.asarray(polished.free[name]), np.asarray(after.free[name]))
-    finally:
-        reader.close()
 
 
 def test_a_chunk_moves_the_chain_walk_with_every_pool_and_a_store_walk_with_its_stores(panel, tmp_path) -> None:
@@ -179,20 +187,7 @@ def test_a_chunk_moves_the_chain_walk_with_every_pool_and_a_store_walk_with_its_
     store's walk moves only with a pool holding the store's series."""
     encoded, structure, config = panel
     structure = replace(structure, level_walks=("chain", "store"))
-    h = encoded.history
-    blocks = _blocks(encoded, tmp_path / "b", 20)  # block i is store i
-    scan = scan_blocks(blocks, structure.likelihood)
-    shared = pp.model_inputs(encoded, h, structure, shock_basis_from_sums(h.x_time, scan.sums), with_target=True)
-    reader = PoolReader(blocks, blocks_per_pool=2, seed=0)
-    try:
-        program = StreamedChunks(reader, shared, structure, config.settings(), blocks.meta.n_series, 0)
-        state = program.start(jax.random.key(0), warm_start_from(scan.level, scan.counts, scan.store, scan.product, structure, 0.05))
-        after, _ = program._run_pool(state, jnp.float32(1.0 / blocks.meta.n_observed), reader._read(np.array([0, 3])), globals_too=True)
-        real = layouts(structure)[0]
-        loc = f"{PanelSite.GLOBALS}.loc"
-        for site, expected in ((WALK_SITES["chain"][0], {0}), (WALK_SITES["store"][0], {0, 3})):
-            before_rows, after_rows = (np.asarray(real.unpack(s.free[loc])[site]) for s in (state, after))
-            assert before_rows.shape[0] == (1 if site == WALK_SITES["chain"][0] else 20)
-            assert set(np.flatnonzero(np.abs(after_rows - before_rows).max(axis=1) > 0).tolist()) == expected, site
-    finally:
-        reader.close()
+    with _one_store_per_block(encoded, structure, config, tmp_path / "b") as (program, state, pool, scale):
+        after, _ = program._run_pool(state, scale, pool, globals_too=True)
+        assert _moved_rows(structure, state, after, WALK_SITES["chain"][0]) == (1, {0})
+        assert _moved_rows(structure, state, after, WALK_SITES["store"][0]) == (20, {0, 3})
