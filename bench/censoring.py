@@ -43,7 +43,8 @@ def main() -> None:
     p.add_argument("--concentration", type=float, default=5.0)
     p.add_argument("--steps", type=int, default=1500)
     args = p.parse_args()
-    common.print_machine(common.machine_info())
+    machine = common.machine_info()
+    common.print_machine(machine)
     start = time.perf_counter()
     n_series = args.stores * 2 * args.products_per_department
     print(
@@ -74,7 +75,15 @@ def main() -> None:
         f"coverage of the true demand: censored 90% -> {cov[('censored', 90)]:.1f}, 50% -> {cov[('censored', 50)]:.1f}; "
         f"uncensored 90% -> {cov[('uncensored', 90)]:.1f}, 50% -> {cov[('uncensored', 50)]:.1f}"
     )
-    print(f"run time {time.perf_counter() - start:.0f}s")
+    worst = float(err["censored"][np.argmax(np.abs(err["censored"]))])
+    goals = [
+        common.goal("censored mean demand error, worst seed (%)", worst, abs(worst) <= 3.0, "within +-3%"),
+        common.goal("uncensored mean demand error, mean over seeds (%)", float(err["uncensored"].mean()), err["uncensored"].mean() < 0, "< 0 (it underestimates)"),
+        common.goal("censored 90% coverage of the true demand", cov[("censored", 90)], abs(cov[("censored", 90)] - 90) <= 3, "90 +- 3"),
+    ]
+    seconds = time.perf_counter() - start
+    print(f"run time {seconds:.0f}s")
+    common.result("censoring.py", args, machine, goals=goals, seeds=rows, seconds=seconds)
 
 
 if __name__ == "__main__":

@@ -186,6 +186,20 @@ def test_seasonal_difference_sd():
     assert sd[0] == 0.0 and sd[1] > 0 and sd[2] == 0.0
 
 
+def test_forecast_error_sd_own_errors_or_the_pooled_ones_scaled():
+    rng = np.random.default_rng(3)
+    errors = np.full((4, 20), np.nan)
+    errors[0] = rng.normal(0.0, 2.0, 20)  # scale 10: relative sd 0.2
+    errors[1] = rng.normal(0.0, 8.0, 20)  # scale 40: relative sd 0.2
+    errors[2, :3] = [50.0, -50.0, 0.0]  # too few errors of its own: borrows the pooled relative sd
+    scale = np.array([10.0, 40.0, 100.0, 0.0])  # the last: no error, nothing to scale by
+    sd = pol.forecast_error_sd(errors, scale)
+    np.testing.assert_allclose(sd[:2], errors[:2].std(axis=1, ddof=1))
+    pooled = np.concatenate([errors[0] / 10.0, errors[1] / 40.0]).std(ddof=1)
+    np.testing.assert_allclose(sd[2], 100.0 * pooled)
+    assert 10.0 < sd[2] < 30.0 and sd[3] == 0.0
+
+
 @pytest.mark.parametrize("ratio", [1.0, 3.0, 9.0])
 def test_calibrated_draws_reach_the_critical_ratio_as_cycle_service_level(ratio):
     # Truth and draws from the same law (iid Poisson days): the model's orders meet each cycle's demand in a

@@ -12,7 +12,8 @@ interval ``[k, k + L + R)`` and orders whole packs, at least the minimum order w
   protection interval plus ``z * sigma * sqrt(L + R)``, ``z = Phi^-1(critical ratio)``; with a per-period
   sigma [S, H] the safety term is ``z * sqrt(sum of sigma_t^2)`` over the interval (the same formula when
   sigma is constant). The order is the level minus the inventory position (stock on hand plus everything
-  on order), rounded up to packs.
+  on order), rounded up to packs. The textbook's sigma is the standard deviation of the point forecast's
+  past errors (``forecast_error_sd``); the evaluation also runs it with the model's own predictive sd.
 - ``lightgbm_quantiles``: order up to the sum over the protection periods of each period's quantile at the
   critical ratio (a sum of quantiles is not the quantile of the sum: the common mistake).
 - ``seasonal_naive_safety_stock``: the textbook formula around the seasonal naive point forecast, with sigma
@@ -34,7 +35,7 @@ import numpy as np
 from tasks.inventory.orders import InventoryPolicy, order_at
 from tasks.inventory.simulate import ReplayState
 
-MIN_OWN_ERRORS = 10  # fewer seasonal-difference errors than this and a series borrows the pooled, scaled ones
+MIN_OWN_ERRORS = 10  # fewer past errors than this and a series borrows the pooled, scaled ones
 
 
 def round_to_packs(units: np.ndarray, pack_size: np.ndarray, min_order: np.ndarray) -> np.ndarray:
@@ -144,9 +145,9 @@ def model(rules: InventoryPolicy, draws: np.ndarray) -> ModelOrders:
     return ModelOrders(rules, draws)
 
 
-def point_safety_stock(rules: InventoryPolicy, point: np.ndarray, sigma: np.ndarray) -> OrderUpTo:
+def point_safety_stock(rules: InventoryPolicy, point: np.ndarray, sigma: np.ndarray, name: str = "point_safety_stock") -> OrderUpTo:
     """The textbook policy around ``point`` [S, H] (here: the model's predictive mean) with ``sigma`` [S] or [S, H]."""
-    return OrderUpTo("point_safety_stock", rules, point, sigma)
+    return OrderUpTo(name, rules, point, sigma)
 
 
 def lightgbm_quantiles(rules: InventoryPolicy, quantile: np.ndarray) -> QuantileSum:
@@ -165,19 +166,30 @@ def predictive_sd(draws: np.ndarray) -> np.ndarray:
 
 
 def seasonal_difference_sd(y: np.ndarray, season_length: int) -> np.ndarray:
-    """Per series [S]: the standard deviation of its historical errors ``y[t] - y[t - m]`` (NaN = missing).
-
-    A series with fewer than MIN_OWN_ERRORS errors borrows the pooled errors of all series, each divided by
-    its series' mean |y|, times its own mean |y|; a series without any observation gets 0.
-    """
+    """Per series [S]: ``forecast_error_sd`` of its historical errors ``y[t] - y[t - m]`` (NaN = missing),
+    scaled by its mean |y|."""
     y = np.asarray(y, np.float64)
     m = int(season_length)
     errors = y[:, m:] - y[:, :-m] if y.shape[1] > m else np.full((y.shape[0], 0), np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a series without any observation: NaN scale
+        scale = np.nanmean(np.abs(y), axis=1)
+    return forecast_error_sd(errors, scale)
+
+
+def forecast_error_sd(errors: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Per series [S]: the standard deviation of its forecast errors [S, E] (NaN = no error that period).
+
+    A series with fewer than MIN_OWN_ERRORS errors borrows the pooled errors of the series that have
+    enough, each divided by its ``scale`` [S] (its typical size), times its own scale; a series with
+    neither errors nor a positive scale gets 0.
+    """
+    errors = np.asarray(errors, np.float64)
+    scale = np.asarray(scale, np.float64)
     count = np.isfinite(errors).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a series without any observation: NaN, handled below
+        warnings.simplefilter("ignore", RuntimeWarning)  # a series without any error: NaN, handled below
         own = np.where(count >= 2, np.sqrt(np.nansum((errors - np.nanmean(errors, axis=1, keepdims=True)) ** 2, axis=1) / np.maximum(count - 1, 1)), np.nan)
-        scale = np.nanmean(np.abs(y), axis=1)
     usable = (count >= MIN_OWN_ERRORS) & np.isfinite(scale) & (scale > 0)
     pooled = (errors[usable] / scale[usable, None]).ravel()
     pooled = pooled[np.isfinite(pooled)]
