@@ -34,6 +34,7 @@ import json
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import common
@@ -90,7 +91,7 @@ class Forecasts:
     n_series: int  # before dropping incomplete series
     seconds: dict
 
-    @property
+    @cached_property
     def point(self) -> np.ndarray:
         """The model's point forecast [S, H]: the mean of its draws."""
         return self.draws.mean(axis=0, dtype=np.float64)
@@ -130,7 +131,7 @@ def _finish(origin, demand, draws, lgb_q, naive, naive_sd, keys, open_periods, s
     )
 
 
-def last_cycle_error_sd(current: Forecasts, previous: Forecasts | None) -> np.ndarray:
+def last_cycle_error_sd(current: Forecasts, previous: Forecasts) -> np.ndarray:
     """The textbook's sigma per series of ``current`` [S]: the sd of the model's point forecast errors over the
     previous origin's horizon (the last cycle's errors, known at this origin), open periods only.
 
@@ -138,16 +139,12 @@ def last_cycle_error_sd(current: Forecasts, previous: Forecasts | None) -> np.nd
     forecast's mean (``policies.forecast_error_sd``); the scale of every series is its current point forecast's
     mean over open periods.
     """
-    n_series = current.demand.shape[0]
-    width = previous.demand.shape[1] if previous is not None else 0
-    errors = np.full((n_series, width), np.nan)
-    if previous is not None:
-        past = np.where(previous.open, previous.demand - previous.point, np.nan)
-        row = {k: i for i, k in enumerate(previous.keys)}
-        pos = np.array([row.get(k, -1) for k in current.keys], np.int64)
-        errors[pos >= 0] = past[pos[pos >= 0]]
-    with np.errstate(invalid="ignore"):
-        scale = np.where(current.open, current.point, 0.0).sum(axis=1) / np.maximum(current.open.sum(axis=1), 1)
+    past = np.where(previous.open, previous.demand - previous.point, np.nan)
+    row = {k: i for i, k in enumerate(previous.keys)}
+    pos = np.array([row.get(k, -1) for k in current.keys], np.int64)
+    errors = np.full((current.demand.shape[0], past.shape[1]), np.nan)
+    errors[pos >= 0] = past[pos[pos >= 0]]
+    scale = np.where(current.open, current.point, 0.0).sum(axis=1) / np.maximum(current.open.sum(axis=1), 1)
     return pol.forecast_error_sd(errors, scale)
 
 
