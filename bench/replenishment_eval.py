@@ -64,9 +64,10 @@ COST_RATIOS = (1, 3, 9)  # lost sale : left-over
 CRITICAL = {c: c / (c + 1) for c in COST_RATIOS}  # 0.5, 0.75, 0.9
 LEVELS = tuple(CRITICAL.values())
 PACKS = (1, 10)
-POLICIES = ("model", "point_safety_stock", "point_error_safety_stock", "lightgbm_quantiles", "seasonal_naive_safety_stock")
+POLICIES = ("model", "point_safety_stock", "point_error_safety_stock", "point_oracle_safety_stock", "lightgbm_quantiles", "seasonal_naive_safety_stock")
 REFERENCE_POLICY = "point_safety_stock"  # the ratios' column vs_point_ss; the goals are printed against both point+SS
 TEXTBOOK_POLICY = "point_error_safety_stock"
+ORACLE_POLICY = "point_oracle_safety_stock"  # --oracle: a bound, not a policy anyone can run
 WARMUP_FOLD = 1_000  # the warm-up origin's key: the replayed origins keep theirs (0, 1, ...) from before it existed
 RULES = {  # data set -> (lead time, review period, horizon, season length), in periods
     "rossmann": (2, 7, 48, 7),
@@ -253,9 +254,18 @@ def rules_for(name: str, n_series: int, ratio: int, pack: int, horizon: int, on_
     )
 
 
-def build_policies(f: Forecasts, rules: InventoryPolicy, ratio: int, error_sd: np.ndarray) -> dict[str, pol.Policy]:
+def horizon_error_sd(f: Forecasts) -> np.ndarray:
+    """Per series [S]: the sd of the point forecast's errors over the horizon being replayed (open periods)."""
+    errors = np.where(f.open, f.demand - f.point, np.nan)
+    return np.nan_to_num(np.nanstd(errors, axis=1, ddof=1))
+
+
+def build_policies(f: Forecasts, rules: InventoryPolicy, ratio: int, error_sd: np.ndarray, oracle: bool = False) -> dict[str, pol.Policy]:
     q = f.lgb_quantiles[LEVELS.index(CRITICAL[ratio])]
     draws = f.draws
+    # With --oracle: the same formula with the sd of the very errors it will meet, which no planner knows in advance:
+    # what a better spread alone, around the same mean, could save at most.
+    oracle_policy = {ORACLE_POLICY: pol.point_safety_stock(rules, f.point, horizon_error_sd(f)[:, None] * f.open, ORACLE_POLICY)} if oracle else {}
     return {
         "model": pol.model(rules, draws),
         # The textbook formula around the model's predictive mean, with the model's per-period predictive sd.
@@ -264,16 +274,16 @@ def build_policies(f: Forecasts, rules: InventoryPolicy, ratio: int, error_sd: n
         TEXTBOOK_POLICY: pol.point_safety_stock(rules, f.point, error_sd[:, None] * f.open, TEXTBOOK_POLICY),
         "lightgbm_quantiles": pol.lightgbm_quantiles(rules, q),
         "seasonal_naive_safety_stock": pol.seasonal_naive_safety_stock(rules, f.naive, f.naive_sd),
-    }
+    } | oracle_policy
 
 
-def replay_origin(name: str, f: Forecasts, error_sd: np.ndarray) -> list[dict]:
+def replay_origin(name: str, f: Forecasts, error_sd: np.ndarray, oracle: bool = False) -> list[dict]:
     rows = []
     n_series, horizon = f.demand.shape
     for ratio in COST_RATIOS:
         for pack in PACKS:
             base = rules_for(name, n_series, ratio, pack, horizon)
-            for policy_name, policy in build_policies(f, base, ratio, error_sd).items():
+            for policy_name, policy in build_policies(f, base, ratio, error_sd, oracle).items():
                 t = time.perf_counter()
                 start = policy.start_stock()
                 result = replay(f.demand, rules_for(name, n_series, ratio, pack, horizon, start), policy)
@@ -378,6 +388,7 @@ def main() -> None:
     p.add_argument("--rossmann-origins", type=dt.date.fromisoformat, nargs="+", default=None, help="Rossmann origins (default: --origins of them, 48 days apart, the last ending at the end of the data)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="also write every replay's row here (as it goes)")
+    p.add_argument("--oracle", action="store_true", help="also replay point + SS with the sd of the horizon's own errors (a bound)")
     p.add_argument("--report", type=Path, nargs="+", default=None, help="print the tables from rows saved with --json (runs combined); fit nothing")
     args = p.parse_args()
     if args.report:
@@ -424,7 +435,7 @@ def main() -> None:
             for i, origin in enumerate(origins):
                 f = make(origin, jax.random.fold_in(jax.random.fold_in(key, d), i))
                 t = time.perf_counter()
-                origin_rows = replay_origin(name, f, last_cycle_error_sd(f, previous))
+                origin_rows = replay_origin(name, f, last_cycle_error_sd(f, previous), args.oracle)
                 previous = f
                 rows += origin_rows
                 if args.json:  # as it goes, so that a later failure keeps what was measured
