@@ -97,6 +97,16 @@ class Forecasts:
         """The model's point forecast [S, H]: the mean of its draws."""
         return self.draws.mean(axis=0, dtype=np.float64)
 
+    @cached_property
+    def predictive_sd(self) -> np.ndarray:
+        """The model's per-period predictive sd [S, H]."""
+        return pol.predictive_sd(self.draws)
+
+    @cached_property
+    def point_errors(self) -> np.ndarray:
+        """Realised demand minus the point forecast [S, H]; NaN on closed periods."""
+        return np.where(self.open, self.demand - self.point, np.nan)
+
 
 class DrawCollector:
     """``on_draws`` callback: keeps every chunk's joint draws in one [D, S, H] float32 array."""
@@ -140,11 +150,10 @@ def last_cycle_error_sd(current: Forecasts, previous: Forecasts) -> np.ndarray:
     forecast's mean (``policies.forecast_error_sd``); the scale of every series is its current point forecast's
     mean over open periods.
     """
-    past = np.where(previous.open, previous.demand - previous.point, np.nan)
     row = {k: i for i, k in enumerate(previous.keys)}
     pos = np.array([row.get(k, -1) for k in current.keys], np.int64)
-    errors = np.full((current.demand.shape[0], past.shape[1]), np.nan)
-    errors[pos >= 0] = past[pos[pos >= 0]]
+    errors = np.full((current.demand.shape[0], previous.point_errors.shape[1]), np.nan)
+    errors[pos >= 0] = previous.point_errors[pos[pos >= 0]]
     scale = np.where(current.open, current.point, 0.0).sum(axis=1) / np.maximum(current.open.sum(axis=1), 1)
     return pol.forecast_error_sd(errors, scale)
 
@@ -256,20 +265,18 @@ def rules_for(name: str, n_series: int, ratio: int, pack: int, horizon: int, on_
 
 def horizon_error_sd(f: Forecasts) -> np.ndarray:
     """Per series [S]: the sd of the point forecast's errors over the horizon being replayed (open periods)."""
-    errors = np.where(f.open, f.demand - f.point, np.nan)
-    return np.nan_to_num(np.nanstd(errors, axis=1, ddof=1))
+    return np.nan_to_num(np.nanstd(f.point_errors, axis=1, ddof=1))
 
 
-def build_policies(f: Forecasts, rules: InventoryPolicy, ratio: int, error_sd: np.ndarray, oracle: bool = False) -> dict[str, pol.Policy]:
+def build_policies(f: Forecasts, rules: InventoryPolicy, ratio: int, error_sd: np.ndarray, oracle_sd: np.ndarray | None) -> dict[str, pol.Policy]:
     q = f.lgb_quantiles[LEVELS.index(CRITICAL[ratio])]
-    draws = f.draws
     # With --oracle: the same formula with the sd of the very errors it will meet, which no planner knows in advance:
     # what a better spread alone, around the same mean, could save at most.
-    oracle_policy = {ORACLE_POLICY: pol.point_safety_stock(rules, f.point, horizon_error_sd(f)[:, None] * f.open, ORACLE_POLICY)} if oracle else {}
+    oracle_policy = {} if oracle_sd is None else {ORACLE_POLICY: pol.point_safety_stock(rules, f.point, oracle_sd[:, None] * f.open, ORACLE_POLICY)}
     return {
-        "model": pol.model(rules, draws),
+        "model": pol.model(rules, f.draws),
         # The textbook formula around the model's predictive mean, with the model's per-period predictive sd.
-        "point_safety_stock": pol.point_safety_stock(rules, f.point, pol.predictive_sd(draws)),
+        "point_safety_stock": pol.point_safety_stock(rules, f.point, f.predictive_sd),
         # The textbook policy proper: sigma from the point forecast's errors over the last cycle (closed days: 0).
         TEXTBOOK_POLICY: pol.point_safety_stock(rules, f.point, error_sd[:, None] * f.open, TEXTBOOK_POLICY),
         "lightgbm_quantiles": pol.lightgbm_quantiles(rules, q),
@@ -280,10 +287,11 @@ def build_policies(f: Forecasts, rules: InventoryPolicy, ratio: int, error_sd: n
 def replay_origin(name: str, f: Forecasts, error_sd: np.ndarray, oracle: bool = False) -> list[dict]:
     rows = []
     n_series, horizon = f.demand.shape
+    oracle_sd = horizon_error_sd(f) if oracle else None
     for ratio in COST_RATIOS:
         for pack in PACKS:
             base = rules_for(name, n_series, ratio, pack, horizon)
-            for policy_name, policy in build_policies(f, base, ratio, error_sd, oracle).items():
+            for policy_name, policy in build_policies(f, base, ratio, error_sd, oracle_sd).items():
                 t = time.perf_counter()
                 start = policy.start_stock()
                 result = replay(f.demand, rules_for(name, n_series, ratio, pack, horizon, start), policy)
