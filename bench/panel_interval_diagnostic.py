@@ -149,6 +149,7 @@ def main() -> None:
     p.add_argument("--by", default="", help="comma-separated covariate columns to split the series coverage by")
     p.add_argument("--dispersion-covariates", default="spec", help="'spec' (default), 'none', or comma-separated covariates")
     p.add_argument("--block-periods", type=int, default=None, help="periods per level-walk step (default: the fit config's)")
+    p.add_argument("--recency-half-life", type=int, default=None, help="periods; 0: off (default: the spec's)")
     p.add_argument("--num-draws", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -170,6 +171,7 @@ def main() -> None:
     config = PanelFitConfig(
         dispersion_covariates=None if chosen == "spec" else () if chosen == "none" else tuple(_names(chosen)),
         block_periods=args.block_periods,
+        recency_half_life=args.recency_half_life,
     )
     if args.spec is not None:
         tables = read_panel(load_spec(args.spec), args.data)

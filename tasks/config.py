@@ -297,6 +297,9 @@ class PanelFitConfig(BaseModel):
     dispersion_covariates: tuple[str, ...] | None = Field(
         None, description="covariates the likelihood's dispersion moves with; None: the dataset spec's `dispersion_covariates`"
     )
+    recency_half_life: int | None = Field(
+        None, ge=0, description="periods over which a period's weight in the likelihood halves (0: off); None: the dataset spec's"
+    )
 
     def settings(self) -> FitSettings:
         return FitSettings(

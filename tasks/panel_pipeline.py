@@ -105,6 +105,7 @@ def structure_of(
         shocks=tuple(spec.shocks if config.shocks is None else config.shocks),
         level_walks=_level_walks(spec, config),
         dispersion_features=_dispersion_features(encoding.series_names(spec), spec, config),
+        recency_half_life=float((spec.recency_half_life or 0) if config.recency_half_life is None else config.recency_half_life),
     )
 
 

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import polars as pl
 import pytest
+from numpyro import handlers
 from scipy import stats
 
 from tasks import names as n
@@ -28,7 +29,9 @@ from tasks.model.panel import (
     PanelSite,
     layouts,
     log_dispersion,
+    model,
     orthogonal_shocks,
+    recency_weights,
     shock_basis,
     time_blocks,
 )
@@ -141,6 +144,33 @@ def test_fit_gives_every_site_finite_parameters_and_a_loss_that_falls(fitted_dem
     assert fitted.params[f"{PanelSite.SERIES}.loc"].shape == (encoded.encoding.n_series, series.size)
     assert series.size == fitted.structure.n_coef + fitted.structure.n_past_blocks + 1
     assert all(np.all(np.isfinite(v)) for v in fitted.params.values())
+
+
+def test_a_recency_half_life_weighs_each_history_period_by_its_age_in_the_likelihood(demo) -> None:
+    """1 at the anchor, 1/2 a half-life back, 1/4 two back: the weights scale the target's log-likelihood (and
+    nothing else); without a half-life the likelihood is unweighted."""
+    tables = demo.tables()
+    encoded = encode_panel(tables)
+    config = PanelFitConfig(recency_half_life=10)
+    structure = pp.structure_for(encoded, tables.spec, config)
+    assert structure.recency_half_life == 10.0
+    basis = shock_basis(encoded.history.x_time, encoded.history.x_series, encoded.history.observed)
+    inputs = pp.model_inputs(encoded, encoded.history, structure, basis, with_target=True)
+    weights = np.asarray(recency_weights(inputs, structure))
+    last = structure.n_history - 1
+    assert weights.shape == (structure.n_history,)
+    np.testing.assert_allclose(weights[[last, last - 10, last - 20]], [1.0, 0.5, 0.25], rtol=1e-6)
+    assert np.all(np.diff(weights) > 0)
+
+    def target_site(structure):
+        traced = handlers.trace(handlers.seed(model, jax.random.key(0))).get_trace(inputs, structure)
+        return traced[PanelSite.Y]
+
+    weighted, plain = target_site(structure), target_site(replace(structure, recency_half_life=0.0))
+    np.testing.assert_allclose(np.broadcast_to(weighted["scale"], inputs.observed.shape), np.broadcast_to(weights, inputs.observed.shape))
+    assert plain["scale"] is None
+    with pytest.raises(ValueError, match="recency_half_life"):
+        PanelFitConfig(recency_half_life=-1)
 
 
 def test_each_cells_dispersion_is_its_series_own_plus_its_covariates_per_draw_or_draws_last(fitted_demo) -> None:
@@ -437,6 +467,29 @@ def test_a_chain_walk_carries_the_growth_of_every_series_into_the_forecast() -> 
         forecast = pp.forecast_encoded(fitted, encoded, (), ForecastConfig(num_draws=300), jax.random.key(1))
         ratio[walks] = forecast.mean.sum() / truth
     assert 0.94 <= ratio[("chain",)] <= 0.99 and ratio[()] < 0.88
+
+
+@pytest.mark.slow  # two fits of 60 series x 104 weeks: ~30 s on 2 cores
+def test_a_recency_half_life_follows_a_promotion_lift_that_drifts() -> None:
+    """Every promotion's log lift rises by 0.6 a year. A fit that weighs every week alike learns the history's
+    average lift, a year behind the anchor, and the horizon's promotion weeks get 1/1.92 of their demand (measured);
+    with a half-life of 13 weeks the lift lags by about 13 / ln 2 = 19 weeks, and they get 1/1.29 (0.6 x (19 + 7) /
+    52 in log: 1/1.35). Regular weeks stay right either way."""
+    demo = generate_panel_demo(seed=4, n_stores=10, n_departments=2, products_per_department=3, lift_drift=0.6)
+    tables = demo.tables()
+    encoded = encode_panel(tables)
+    promo = demo.truth_future.sort("store_id", "item_id", "week")["promo"].to_numpy().reshape(demo.truth.future_mean.shape) == 1
+    ratio = {}
+    for half_life in (0, 13):
+        config = PanelFitConfig(recency_half_life=half_life)
+        fitted, fit = pp.fit_encoded(encoded, tables.spec, config, jax.random.key(0), on_progress=lambda p: None)
+        assert fit.converged and fitted.structure.recency_half_life == half_life
+        forecast = pp.forecast_encoded(fitted, encoded, (), ForecastConfig(num_draws=300), jax.random.key(1))
+        mean = forecast.mean.reshape(promo.shape)
+        truth = demo.truth.future_mean
+        ratio[half_life] = (truth[promo].sum() / mean[promo].sum(), truth[~promo].sum() / mean[~promo].sum())
+    assert ratio[0][0] > 1.7 and 1.1 < ratio[13][0] < 1.45
+    assert all(0.9 <= r[1] <= 1.1 for r in ratio.values())
 
 
 @pytest.mark.slow  # two fits of 500 series x 1,000 days, 10 series a step: ~40 s on 2 cores

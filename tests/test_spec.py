@@ -85,6 +85,7 @@ def test_defaults_of_a_minimal_spec() -> None:
         ("dispersion_covariates: [promo, promo]\n", "dispersion_covariates are listed twice"),
         ("level_walks: [store, store]\n", "level_walks are listed twice"),
         ("level_walks: [region]\n", "level_walks.0: Input should be 'chain', 'store' or 'product'"),
+        ("recency_half_life: 0\n", "recency_half_life: Input should be greater than or equal to 1"),
     ],
 )
 def test_broken_specs_name_the_field_and_the_rule(extra: str, message: str) -> None:

@@ -142,11 +142,13 @@ def generate_panel_demo(
     promo_concentration: float | None = None,
     store_drift: float = 0.0,
     chain_growth: float = 0.0,
+    lift_drift: float = 0.0,
 ) -> PanelDemo:
     """``promo_concentration``: the NB concentration of promotion weeks (default ``concentration``): lower
     makes a promotion's sales noisier than a regular week's. ``store_drift``: the sd of a step, every 13 weeks,
     of a walk of each store's level that all its products share (0: none). ``chain_growth``: a steady growth of
-    every series, in log per year (0.1: about 10% a year)."""
+    every series, in log per year (0.1: about 10% a year). ``lift_drift``: a steady change of every promotion's
+    lift, in log per year, that the horizon continues."""
     if min(n_stores, n_regions, n_departments, products_per_department, n_weeks, horizon) < 1:
         raise ValueError("every count of the panel demo must be >= 1")
     if concentration <= 0 or (promo_concentration is not None and promo_concentration <= 0):
@@ -202,6 +204,7 @@ def generate_panel_demo(
         steps[:, 0] = 0.0
         log_mu = log_mu + np.cumsum(steps, axis=1)[:, np.arange(n_total) // 13][:, None, :]
     log_mu = log_mu + chain_growth * np.arange(n_total) / 52.0
+    log_mu = log_mu + lift_drift * (np.arange(n_total) - n_weeks) / 52.0 * promo
     mu = np.exp(log_mu)
     if promo_concentration is not None:
         concentration = np.where(promo, promo_concentration, concentration)

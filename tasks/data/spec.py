@@ -270,6 +270,12 @@ class PanelSpec(_Strict):
         description="covariates (or cross_price) the likelihood's dispersion moves with, so that a promotion week can be "
         "noisier than a regular one; none: one dispersion per series",
     )
+    recency_half_life: int | None = Field(
+        None,
+        ge=1,
+        description="periods over which a history period's weight in the likelihood halves, so that promotion lifts, "
+        "price responses and seasons that drift are fitted to their recent values; none: every period weighs the same",
+    )
 
     @field_validator("aggregates")
     @classmethod
@@ -550,6 +556,10 @@ shocks: [chain, store, product]
 # weeks 87%): the dispersion moves with the prices and promotions (series 50%/90% coverage 47%/83% -> 48%/84%,
 # wQL 0.3114 -> 0.3099 over 4 origins, EVALUATION.md).
 dispersion_covariates: [price, deal, feat, cross_price]
+# Promotion lifts and price responses move over the years (featured weeks' lift rose while their price cuts
+# deepened): a week a year old weighs half in the likelihood. Over 4 origins and 2 seeds, series wQL 0.3108 ->
+# 0.3087 and 0.3103 -> 0.3081, brand 0.2619 -> 0.2608 and 0.2617 -> 0.2600 (EVALUATION.md).
+recency_half_life: 52
 """,
 }
 

@@ -30,7 +30,8 @@ product in a known store from its store's and department's effects. Everything i
   amounts (money): a scale mixture of log-normals with a common mean. Each series has its own dispersion,
   which moves linearly (in log) with the covariates the spec names in ``dispersion_covariates``. Unobserved cells (absent rows,
   masked targets, amounts <= 0) are left out. A censored cell (a stock-out: its sales are a lower bound
-  of demand) contributes log P(Y >= y) of the same law instead (``tasks.model.censored``).
+  of demand) contributes log P(Y >= y) of the same law instead (``tasks.model.censored``). With the spec's
+  ``recency_half_life`` each period's log-likelihood is weighted by its age (``recency_weights``).
 
 This module is pure: no Prefect, no MLflow. ``log_mean`` is the one formula: the model and the
 forecast (``tasks.forecast.panel_draws``) both call it; ``log_mean_ahead`` writes it for many draws at
@@ -160,6 +161,7 @@ class PanelStructure:
     censor_terms: int = 0  # grid of the censored NB survival (tasks.model.censored.survival_terms); 0: no censored cell
     dispersion_features: tuple[int, ...] = ()  # series features the dispersion moves with (a promotion is noisier)
     level_walks: tuple[str, ...] = ()  # level walks shared by the chain's (a store's, a product's) series, beside each series' own
+    recency_half_life: float = 0.0  # periods over which a history cell's weight in the likelihood halves; 0: every cell weighs 1
 
     @property
     def n_coef(self) -> int:
@@ -615,6 +617,26 @@ def pool_weighted(pool_scale: float | jnp.ndarray | None) -> contextlib.Abstract
     return contextlib.nullcontext() if pool_scale is None else handlers.scale(scale=pool_scale)
 
 
+def recency_weights(inputs: PanelInputs, structure: PanelStructure) -> jnp.ndarray:
+    """Each period's weight in the likelihood [T]: 1 at the anchor, halving every ``recency_half_life`` periods
+    back (all 1 when it is 0).
+
+    A discounted likelihood (West and Harrison's discount factors): an old week tells less about next quarter's
+    promotion lift or price response than last month's, so every coefficient follows its recent values, with
+    the wider posterior that fewer effective periods give, without a walk of its own in the model."""
+    if structure.recency_half_life <= 0:
+        return jnp.ones(inputs.history_index.shape[0])
+    age = (structure.n_history - 1) - inputs.history_index
+    return jnp.exp2(-jnp.maximum(age, 0) / structure.recency_half_life)
+
+
+def recency_weighted(inputs: PanelInputs, structure: PanelStructure) -> contextlib.AbstractContextManager:
+    """The likelihood's weights by age (``recency_weights``); no handler when they are all 1."""
+    if structure.recency_half_life <= 0:
+        return contextlib.nullcontext()
+    return handlers.scale(scale=recency_weights(inputs, structure))
+
+
 def model(
     inputs: PanelInputs, structure: PanelStructure, subsample_size: int | None = None, pool_scale: float | jnp.ndarray | None = None
 ) -> None:
@@ -645,8 +667,10 @@ def model(
             tails = (latent[PanelSite.TAIL_LOGIT], latent[PanelSite.TAIL_GAP])
             dispersion_censored = jnp.take_along_axis(jnp.broadcast_to(cell_dispersion, log_mu.shape), at, axis=1)
             survival = log_survival(structure, y_censored, mu_censored, dispersion_censored, *tails)
+            if structure.recency_half_life > 0:
+                survival = survival * recency_weights(inputs, structure)[at]
             numpyro.factor(PanelSite.Y_CENSORED, jnp.where(valid, survival, 0.0).sum(axis=1, keepdims=True))
-        with numpyro.plate(PanelSite.PERIODS_PLATE, n_periods, dim=-1):
+        with numpyro.plate(PanelSite.PERIODS_PLATE, n_periods, dim=-1), recency_weighted(inputs, structure):
             numpyro.sample(PanelSite.Y, law.mask(observed), obs=y)
 
 
