@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tasks.ops import atomic, faults, lock
+from tasks.ops import atomic, faults, lock, servers
 from tasks.ops.process import ProcessId
 from tasks.track import tracking
 
@@ -395,3 +395,20 @@ def test_bhm_run_exits_4_when_the_outputs_are_locked(
             logging.getLogger(name).setLevel(value)
     assert code == cli.EXIT_LOCKED == 4
     assert "pid 7 on h" in capsys.readouterr().err
+
+
+def test_postgres_as_root_finds_runuser_outside_a_cron_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A root job whose PATH lacks the sbin folders (cron's /usr/bin:/bin) still starts PostgreSQL as its user;
+    without runuser anywhere, the error says where it looked."""
+    sbin, empty = tmp_path / "sbin", tmp_path / "bin"
+    sbin.mkdir(), empty.mkdir()
+    runuser = sbin / "runuser"
+    runuser.write_text("#!/bin/sh\n")
+    runuser.chmod(0o755)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.setattr(servers, "SYSTEM_BIN_DIRS", (str(sbin),))
+    assert servers._as_postgres_user(["initdb", "-D", "x"]) == [str(runuser), "-u", "postgres", "--", "initdb", "-D", "x"]
+    monkeypatch.setattr(servers, "SYSTEM_BIN_DIRS", ())
+    with pytest.raises(servers.ServerUnavailable, match=f"runuser is missing \\(searched {re.escape(str(empty))}\\)"):
+        servers._as_postgres_user(["initdb"])

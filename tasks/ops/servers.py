@@ -57,13 +57,18 @@ def find_postgres() -> Path:
     )
 
 
+# runuser lives in /usr/sbin (util-linux), which a cron job's PATH (/usr/bin:/bin) leaves out.
+SYSTEM_BIN_DIRS = ("/usr/sbin", "/sbin")
+
+
 def _as_postgres_user(command: list[str]) -> list[str]:
     """PostgreSQL refuses root: run as the ``postgres`` user when we are root."""
     if os.geteuid() != 0:
         return command
-    if shutil.which("runuser") is None:
-        raise ServerUnavailable("running as root and runuser is missing: cannot start PostgreSQL as another user")
-    return ["runuser", "-u", "postgres", "--", *command]
+    search = os.pathsep.join([os.environ.get("PATH", ""), *SYSTEM_BIN_DIRS])
+    if (runuser := shutil.which("runuser", path=search)) is None:
+        raise ServerUnavailable(f"running as root and runuser is missing (searched {search}): cannot start PostgreSQL as another user")
+    return [runuser, "-u", "postgres", "--", *command]
 
 
 def _wait_http(url: str, process: subprocess.Popen, log: Path, seconds: float = START_SECONDS) -> None:
