@@ -75,8 +75,10 @@ def model_forecast(encoded, fitted, codes: dict[str, np.ndarray], truth: np.ndar
 
 
 def against_the_law(true_mean: np.ndarray, codes: dict[str, np.ndarray], quantiles: dict, means: dict, levels: tuple[float, ...]) -> dict:
-    """level -> (the model's mean error in the truth's sds, the model's spread over the truth's sd), averaged over
-    the level's cells; the truth's law: independent NB cells of mean ``true_mean`` [S, H], M5 demo's concentration."""
+    """level -> (the model's mean error in the truth's sds, the model's spread over the truth's sd, the root mean
+    square of the mean error in the truth's sds), averaged over the level's cells; the truth's law: independent NB
+    cells of mean ``true_mean`` [S, H], M5 demo's concentration. A forecast whose mean misses the true mean by e
+    sds is calibrated with a spread of sqrt(1 + e^2) times the truth's."""
     from tasks.data.m5_demo import CONCENTRATION
     from tasks.evaluate.panel_metrics import aggregate
 
@@ -86,7 +88,8 @@ def against_the_law(true_mean: np.ndarray, codes: dict[str, np.ndarray], quantil
         mu, level_variance = (values if name == BOTTOM else aggregate(values, c) for values in (true_mean, variance))
         sd = np.sqrt(level_variance)
         spread = (quantiles[name][levels.index(0.95)] - quantiles[name][levels.index(0.05)]) / 3.29
-        out[name] = (float(np.mean((means[name] - mu) / sd)), float(np.mean(spread / sd)))
+        error = (means[name] - mu) / sd
+        out[name] = (float(np.mean(error)), float(np.mean(spread / sd)), float(np.sqrt(np.mean(error**2))))
     return out
 
 
@@ -126,6 +129,20 @@ def without_period_shocks(fitted):
         start, stop, _ = positive.slice(name)
         loc[start:stop], scale[start:stop] = np.log(1e-5), 1e-3
     params = {**fitted.params, f"{PanelSite.SCALES}.loc": loc, f"{PanelSite.SCALES}.scale": scale}
+    return dataclasses.replace(fitted, params=params)
+
+
+def with_fixed_globals(fitted):
+    """``fitted`` with every global variable (the chain's coefficients, the group effects, the shocks, the scales) at
+    its guide's centre, nearly fixed (guide scale 1e-6): how much of an aggregate's interval their uncertainty makes,
+    as a diagnostic."""
+    import dataclasses
+
+    from tasks.model.panel import PanelSite
+
+    params = dict(fitted.params)
+    for site in (PanelSite.GLOBALS, PanelSite.SCALES):
+        params[f"{site}.scale"] = np.full_like(np.asarray(params[f"{site}.scale"]), 1e-6)
     return dataclasses.replace(fitted, params=params)
 
 
@@ -181,6 +198,7 @@ def main() -> None:
     p.add_argument("--baselines", default="seasonal_naive,ets", help="comma-separated: seasonal_naive, ets (empty: none)")
     p.add_argument("--ets-days", type=int, default=365, help="history days each ETS fit sees")
     p.add_argument("--without-shocks", action="store_true", help="diagnostic: the model's period shocks and level walk scaled to ~0")
+    p.add_argument("--fixed-globals", action="store_true", help="diagnostic: every global variable at its guide's centre")
     args = p.parse_args()
     common.setup(args)
     machine = common.machine_info()
@@ -200,6 +218,8 @@ def main() -> None:
     fitted = panel_state.load(args.model_dir)
     if args.without_shocks:
         fitted = without_period_shocks(fitted)
+    if args.fixed_globals:
+        fitted = with_fixed_globals(fitted)
     panel_pipeline.encode_for(tables, fitted)  # the checks of a forecast from a saved model
     encoded = encode_panel(tables, fitted.encoding)  # with the history: the baselines and M5's weights read it
     if encoded.future.n_periods != HORIZON:
@@ -235,9 +255,12 @@ def main() -> None:
     for name in codes:
         print(f"{name:20s} {randomized[name][0.5] * 100:5.1f} / {randomized[name][0.9] * 100:5.1f}")
     law = against_the_law(true_mean, codes, model_quantiles, model_means, levels)
-    print("\nmodel against the generator's own law of the 28 days (mean error in the truth's sds; spread over the truth's sd):")
+    print(
+        "\nmodel against the generator's own law of the 28 days (mean error in the truth's sds; spread over the truth's sd;"
+        " the spread a calibrated forecast with this mean needs, sqrt(1 + rms error^2)):"
+    )
     for name in codes:
-        print(f"{name:20s} {law[name][0]:+6.2f}  {law[name][1]:5.2f}")
+        print(f"{name:20s} {law[name][0]:+6.2f}  {law[name][1]:5.2f}  {np.sqrt(1.0 + law[name][2] ** 2):5.2f}")
     wspl = {m: float(np.mean([s.wspl for s in by_level.values()])) for m, by_level in scores.items()}
     print("WSPL (mean of the 12 levels): " + ", ".join(f"{m} {v:.4f}" for m, v in wspl.items()))
 
