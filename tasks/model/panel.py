@@ -611,30 +611,28 @@ def sample_globals(structure: PanelStructure) -> dict[str, jnp.ndarray]:
     return {**real.unpack(values), **positive.unpack(scales)}
 
 
+def scaled(scale: float | jnp.ndarray | None) -> contextlib.AbstractContextManager:
+    """Log-densities inside weighted by ``scale``; None: no handler, the program traced as without it."""
+    return contextlib.nullcontext() if scale is None else handlers.scale(scale=scale)
+
+
 def pool_weighted(pool_scale: float | jnp.ndarray | None) -> contextlib.AbstractContextManager:
     """The series-level terms' weight when a fit sees a pool of a larger panel's series (None: the whole
     panel, no handler, the program traced before pools existed)."""
-    return contextlib.nullcontext() if pool_scale is None else handlers.scale(scale=pool_scale)
+    return scaled(pool_scale)
 
 
-def recency_weights(inputs: PanelInputs, structure: PanelStructure) -> jnp.ndarray:
+def recency_weights(inputs: PanelInputs, structure: PanelStructure) -> jnp.ndarray | None:
     """Each period's weight in the likelihood [T]: 1 at the anchor, halving every ``recency_half_life`` periods
-    back (all 1 when it is 0).
+    back; None when the half-life is 0 (every period weighs 1).
 
     A discounted likelihood (West and Harrison's discount factors): an old week tells less about next quarter's
     promotion lift or price response than last month's, so every coefficient follows its recent values, with
     the wider posterior that fewer effective periods give, without a walk of its own in the model."""
     if structure.recency_half_life <= 0:
-        return jnp.ones(inputs.history_index.shape[0])
+        return None
     age = (structure.n_history - 1) - inputs.history_index
     return jnp.exp2(-jnp.maximum(age, 0) / structure.recency_half_life)
-
-
-def recency_weighted(inputs: PanelInputs, structure: PanelStructure) -> contextlib.AbstractContextManager:
-    """The likelihood's weights by age (``recency_weights``); no handler when they are all 1."""
-    if structure.recency_half_life <= 0:
-        return contextlib.nullcontext()
-    return handlers.scale(scale=recency_weights(inputs, structure))
 
 
 def model(
@@ -656,6 +654,7 @@ def model(
         observed = inputs.observed[idx]
         y = None if inputs.y is None else inputs.y[idx]
         law = likelihood(structure, log_mu, cell_dispersion, latent[PanelSite.TAIL_LOGIT], latent[PanelSite.TAIL_GAP])
+        weights = recency_weights(inputs, structure)
         if inputs.censored is not None and y is not None:
             # A stock-out's sales are a lower bound of demand: P(Y >= y) in place of P(Y = y).
             observed = observed & ~inputs.censored[idx]
@@ -667,10 +666,10 @@ def model(
             tails = (latent[PanelSite.TAIL_LOGIT], latent[PanelSite.TAIL_GAP])
             dispersion_censored = jnp.take_along_axis(jnp.broadcast_to(cell_dispersion, log_mu.shape), at, axis=1)
             survival = log_survival(structure, y_censored, mu_censored, dispersion_censored, *tails)
-            if structure.recency_half_life > 0:
-                survival = survival * recency_weights(inputs, structure)[at]
+            if weights is not None:
+                survival = survival * weights[at]
             numpyro.factor(PanelSite.Y_CENSORED, jnp.where(valid, survival, 0.0).sum(axis=1, keepdims=True))
-        with numpyro.plate(PanelSite.PERIODS_PLATE, n_periods, dim=-1), recency_weighted(inputs, structure):
+        with numpyro.plate(PanelSite.PERIODS_PLATE, n_periods, dim=-1), scaled(weights):
             numpyro.sample(PanelSite.Y, law.mask(observed), obs=y)
 
 
