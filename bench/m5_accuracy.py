@@ -21,6 +21,7 @@ truth's standard deviation, which a model that knew the true means would put at 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -120,7 +121,7 @@ def without_period_shocks(fitted):
     how much of an aggregate's interval they make, as a diagnostic."""
     import dataclasses
 
-    from tasks.model.panel import SHOCK_SITES, PanelSite, layouts
+    from tasks.model.panel import SHOCK_SCALES_AHEAD, SHOCK_SITES, PanelSite, layouts
 
     positive = layouts(fitted.structure)[1]
     loc, scale = (np.array(fitted.params[f"{PanelSite.SCALES}.{part}"]) for part in ("loc", "scale"))
@@ -129,7 +130,19 @@ def without_period_shocks(fitted):
         start, stop, _ = positive.slice(name)
         loc[start:stop], scale[start:stop] = np.log(1e-5), 1e-3
     params = {**fitted.params, f"{PanelSite.SCALES}.loc": loc, f"{PanelSite.SCALES}.scale": scale}
+    if SHOCK_SCALES_AHEAD in params:
+        params[SHOCK_SCALES_AHEAD] = np.full_like(params[SHOCK_SCALES_AHEAD], 1e-5)
     return dataclasses.replace(fitted, params=params)
+
+
+def with_fitted_shock_scales(fitted):
+    """``fitted`` whose forecast draws the shocks ahead at the fit's own scales, not the moment estimates made
+    after the fit (``PanelFitConfig.shock_scales_ahead='fit'``, without fitting again)."""
+    import dataclasses
+
+    from tasks.model.panel import SHOCK_SCALES_AHEAD
+
+    return dataclasses.replace(fitted, params={k: v for k, v in fitted.params.items() if k != SHOCK_SCALES_AHEAD})
 
 
 def with_fixed_globals(fitted):
@@ -199,6 +212,7 @@ def main() -> None:
     p.add_argument("--ets-days", type=int, default=365, help="history days each ETS fit sees")
     p.add_argument("--without-shocks", action="store_true", help="diagnostic: the model's period shocks and level walk scaled to ~0")
     p.add_argument("--fixed-globals", action="store_true", help="diagnostic: every global variable at its guide's centre")
+    p.add_argument("--fitted-shock-scales", action="store_true", help="the shocks ahead at the fit's own scales, not the moment estimates")
     args = p.parse_args()
     common.setup(args)
     machine = common.machine_info()
@@ -220,6 +234,9 @@ def main() -> None:
         fitted = without_period_shocks(fitted)
     if args.fixed_globals:
         fitted = with_fixed_globals(fitted)
+    if args.fitted_shock_scales:
+        fitted = with_fitted_shock_scales(fitted)
+    print("period shocks' scales ahead: " + json.dumps(fitted.info.get("shock_scales_ahead") if not args.fitted_shock_scales else "the fit's"))
     panel_pipeline.encode_for(tables, fitted)  # the checks of a forecast from a saved model
     encoded = encode_panel(tables, fitted.encoding)  # with the history: the baselines and M5's weights read it
     if encoded.future.n_periods != HORIZON:

@@ -150,6 +150,7 @@ def main() -> None:
     p.add_argument("--dispersion-covariates", default="spec", help="'spec' (default), 'none', or comma-separated covariates")
     p.add_argument("--block-periods", type=int, default=None, help="periods per level-walk step (default: the fit config's)")
     p.add_argument("--recency-half-life", type=int, default=None, help="periods; 0: off (default: the spec's)")
+    p.add_argument("--shock-scales", choices=("auto", "moments", "fit"), default="auto", help="the period shocks' scales ahead (PanelFitConfig)")
     p.add_argument("--num-draws", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -172,6 +173,7 @@ def main() -> None:
         dispersion_covariates=None if chosen == "spec" else () if chosen == "none" else tuple(_names(chosen)),
         block_periods=args.block_periods,
         recency_half_life=args.recency_half_life,
+        shock_scales_ahead=args.shock_scales,
     )
     if args.spec is not None:
         tables = read_panel(load_spec(args.spec), args.data)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import jax
@@ -21,10 +21,11 @@ from tasks.data.panel_blocks import PanelBlocks, encode_to_blocks
 from tasks.data.series_blocks import SeriesBlocks
 from tasks.data.spec import PRODUCT_SIDE, PanelSpec
 from tasks.model.inference import FitProgress, FitResult, log_progress
-from tasks.model.panel import PanelInputs, PanelStructure, shock_basis_from_sums, time_blocks
+from tasks.model.panel import PanelInputs, PanelStructure, recency_weights, shock_basis_from_sums, time_blocks
 from tasks.model.panel_state import FittedPanel
 from tasks.model.panel_stream import fit_panel_streamed, scan_blocks
-from tasks.panel_pipeline import fitted_panel, structure_of
+from tasks.model.shock_scales import SeriesBatch
+from tasks.panel_pipeline import fitted_panel, structure_of, with_moment_shock_scales
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,20 @@ def shared_inputs(blocks: PanelBlocks, structure: PanelStructure, basis: np.ndar
     )
 
 
+def block_batches(series_blocks: SeriesBlocks, shared: PanelInputs) -> Iterator[SeriesBatch]:
+    """Each block of series read from disk in turn, as the model's inputs (``shared`` with the block's arrays)."""
+    for block in series_blocks:
+        inputs = shared._replace(
+            x_series=jnp.asarray(block.x_series),
+            observed=jnp.asarray(block.observed),
+            y=jnp.asarray(block.y),
+            series_store=jnp.asarray(block.store),
+            series_product=jnp.asarray(block.product),
+            censored=None if block.censored is None else jnp.asarray(block.censored),
+        )
+        yield SeriesBatch(inputs, np.arange(block.size), np.asarray(block.series))
+
+
 def fit_blocks(
     blocks: PanelBlocks,
     config: PanelFitConfig,
@@ -81,7 +96,10 @@ def fit_blocks(
         "panel fit from %d series blocks on disk: %d series (%d with data), %d periods, %d observed cells, %d coefficients",
         blocks.meta.n_blocks, blocks.meta.n_series, int((scan.counts > 0).sum()), blocks.meta.n_periods, blocks.meta.n_observed, structure.n_coef,
     )  # fmt: skip
-    result = fit_panel_streamed(series_blocks, shared_inputs(blocks, structure, basis), scan, structure, config.settings(), key, blocks_per_pool, on_progress)
+    shared = shared_inputs(blocks, structure, basis)
+    result = fit_panel_streamed(series_blocks, shared, scan, structure, config.settings(), key, blocks_per_pool, on_progress)
+    if config.moment_shock_scales(blocks.spec.target_kind):
+        result = with_moment_shock_scales(result, structure, block_batches(series_blocks, shared), recency_weights(shared, structure))
     return fitted_panel(result, structure, blocks.encoding, blocks.dims, blocks.spec, basis, scan.counts > 0, info)
 
 

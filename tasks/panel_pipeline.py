@@ -10,7 +10,7 @@ import datetime as dt
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -37,9 +37,27 @@ from tasks.forecast.panel_draws import AggregateLevel, ChunkPlan, PanelForecastA
 from tasks.model import panel_state, state
 from tasks.model.censored import MAX_CENSORED_UNITS, survival_terms
 from tasks.model.inference import FitProgress, FitResult, log_progress
-from tasks.model.panel import INTERCEPT, PanelInputs, PanelSite, PanelStructure, censored_periods, shock_basis, time_blocks
+from tasks.model.panel import (
+    INTERCEPT,
+    SHOCK_KINDS,
+    SHOCK_SCALES_AHEAD,
+    PanelInputs,
+    PanelSite,
+    PanelStructure,
+    censored_periods,
+    recency_weights,
+    shock_basis,
+    time_blocks,
+)
 from tasks.model.panel_inference import fit_panel, prior_params
 from tasks.model.panel_state import FittedPanel
+from tasks.model.shock_scales import (
+    SeriesBatch,
+    fitted_shock_scales,
+    in_memory_batches,
+    shock_scales_ahead,
+    with_shock_scales_ahead,
+)
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +228,25 @@ def fit_encoded(
         structure.n_coef,
     )
     result = fit_panel(inputs, structure, config.settings(), key, on_progress)
+    if config.moment_shock_scales(spec.target_kind):
+        result = with_moment_shock_scales(result, structure, in_memory_batches(inputs), recency_weights(inputs, structure))
     return fitted_panel(result, structure, encoded.encoding, encoded.dims, spec, basis, history.observed.any(axis=1), info)
+
+
+def with_moment_shock_scales(
+    result: FitResult, structure: PanelStructure, batches: Iterable[SeriesBatch], period_weights: jnp.ndarray | None
+) -> FitResult:
+    """``result`` whose parameters carry the moment estimates of the shocks' scales ahead (``tasks.model.shock_scales``)."""
+    t0 = time.perf_counter()
+    scales = shock_scales_ahead(result.params, structure, batches, None if period_weights is None else np.asarray(period_weights))
+    if scales:
+        fitted = fitted_shock_scales(result.params, structure)
+        log.info(
+            "scales of the period shocks ahead (moments of the history's group-period residuals; the fit's in brackets): %s; %.1fs",
+            ", ".join(f"{kind} {value:.4f} ({fitted[kind]:.4f})" for kind, value in scales.items()),
+            time.perf_counter() - t0,
+        )
+    return replace(result, params=with_shock_scales_ahead(result.params, scales))
 
 
 def fitted_panel(
@@ -229,6 +265,9 @@ def fitted_panel(
         "compile_seconds": result.compile_seconds,
         "fit_seconds": result.run_seconds,
     }
+    if SHOCK_SCALES_AHEAD in params:
+        ahead = params[SHOCK_SCALES_AHEAD]
+        fit_info["shock_scales_ahead"] = {kind: float(v) for kind, v in zip(SHOCK_KINDS, ahead, strict=True) if kind in structure.shocks}
     fitted = FittedPanel(params=params, structure=structure, encoding=encoding, spec=spec, shock_basis=basis, info={**(info or {}), **fit_info})
     return fitted, replace(result, params=params)
 

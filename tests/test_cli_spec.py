@@ -18,7 +18,7 @@ from flows import cli
 from tasks import names as n
 from tasks.config import NightlyConfig, PanelBacktestConfig, PanelRunConfig
 from tasks.data.panel_demo import generate_panel_demo
-from tasks.data.spec import BUILTIN_SPECS
+from tasks.data.spec import BUILTIN_SPECS, parse_spec
 from tasks.model.inference import FitDivergedError
 
 
@@ -174,6 +174,9 @@ def test_panel_run_end_to_end(panel_files: dict[str, Path], bhm_home: Path, tmp_
     client = MlflowClient(f"sqlite:///{bhm_home / 'mlflow.db'}")
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()], "attributes.run_name LIKE 'panel%'")
     assert {"effect_price_product.png"} <= {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "plots")}
+    # the demo's units: the shocks ahead at their moment estimates, one metric per shock the model has
+    shocks = {k.removeprefix("panel_shock_scale_ahead_") for k in run.data.metrics if k.startswith("panel_shock_scale_ahead_")}
+    assert shocks == set(parse_spec(panel_files["spec"].read_text(), "spec").shocks)
     local = client.download_artifacts(run.info.run_id, "effects/effect_price_product.parquet", str(tmp_path))
     elasticities = pl.read_parquet(local)
     assert elasticities.height == pl.read_csv(panel_files["spec"].parent / "products.csv").height

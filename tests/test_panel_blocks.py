@@ -175,6 +175,7 @@ def test_train_from_series_blocks_then_forecast(panel_files, bhm_home, tmp_path,
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()], "attributes.run_name LIKE 'panel-train%'")
     assert run.data.tags["series_blocks"] == "yes"
     assert "effect_price_product.png" in {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert "panel_shock_scale_ahead_store" in run.data.metrics  # estimated from the blocks on disk
     out = tmp_path / "forecast.parquet"
     forecast = ["forecast", *data, "--future", str(panel_files["future"]), "--model-dir", str(model), "--out", str(out), "--num-draws", "100"]
     assert cli.main([*forecast, "--no-tracking"]) == 0

@@ -22,6 +22,7 @@ from tasks.model.inference import Params
 from tasks.model.negbin import draw_counts, mixture_concentration, mixture_concentration_and_uniform
 from tasks.model.panel import (
     SHOCK_KINDS,
+    SHOCK_SCALES_AHEAD,
     SHOCK_SITES,
     WALK_SITES,
     Layout,
@@ -75,11 +76,14 @@ def _draw_globals(params: Params, key: jax.Array, structure: PanelStructure, num
     latent = {**real.unpack(values), **positive.unpack(scales)}
     shapes = shock_shapes(structure, n_periods)
     shocks = []
-    for k, kind in zip(jax.random.split(key_shocks, len(SHOCK_KINDS)), SHOCK_KINDS, strict=True):
+    for i, (k, kind) in enumerate(zip(jax.random.split(key_shocks, len(SHOCK_KINDS)), SHOCK_KINDS, strict=True)):
         if kind not in shapes:
             shocks.append(jnp.zeros((num_draws,)))
             continue
-        scale = latent[SHOCK_SITES[kind][1]].reshape((num_draws,) + (1,) * len(shapes[kind]))
+        if SHOCK_SCALES_AHEAD in params:
+            scale = jnp.broadcast_to(params[SHOCK_SCALES_AHEAD][i], (num_draws,) + (1,) * len(shapes[kind]))
+        else:
+            scale = latent[SHOCK_SITES[kind][1]].reshape((num_draws,) + (1,) * len(shapes[kind]))
         shocks.append(scale * jax.random.normal(k, (num_draws, *shapes[kind])))
     latent["future_shocks"] = tuple(shocks)
     for i, side in enumerate(structure.level_walks):

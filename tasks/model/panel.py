@@ -126,6 +126,9 @@ SHOCK_SITES = {
     STORE_SIDE: (PanelSite.STORE_SHOCK_RAW, PanelSite.STORE_SHOCK_SCALE),
     PRODUCT_SIDE: (PanelSite.PRODUCT_SHOCK_RAW, PanelSite.PRODUCT_SHOCK_SCALE),
 }
+# A fitted model's scales of the shocks ahead, one per SHOCK_KINDS (0 for a kind the model lacks), estimated after
+# the fit (``tasks.model.shock_scales``); a model without it draws them at its guide's scales.
+SHOCK_SCALES_AHEAD = "shock_scales_ahead"
 
 # Level walks shared by the series of the chain, of a store or of a product: side -> (steps site, scale site)
 WALK_SITES = {

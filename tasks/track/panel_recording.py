@@ -15,7 +15,11 @@ from tasks.track.recording import Tracker
 ELBO_KEY = "elbo_panel"
 
 
-def record_panel_fit(tracker: Tracker, fit: FitResult, n_series: int, n_masked: int) -> dict[str, float]:
+def record_panel_fit(
+    tracker: Tracker, fit: FitResult, n_series: int, n_masked: int, shock_scales_ahead: dict[str, float] | None = None
+) -> dict[str, float]:
+    """The fit's summary metrics, its ELBO trace and plot; ``shock_scales_ahead``: the scales the forecast draws the
+    shocks ahead at, when estimated after the fit (``FittedPanel.info``)."""
     metrics = {
         "panel_steps": fit.n_steps,
         "panel_converged": 1.0 if fit.converged else 0.0,
@@ -25,6 +29,7 @@ def record_panel_fit(tracker: Tracker, fit: FitResult, n_series: int, n_masked: 
         "n_series": n_series,
         "n_masked_cells": n_masked,
     }
+    metrics |= {f"panel_shock_scale_ahead_{kind}": value for kind, value in (shock_scales_ahead or {}).items()}
     tracking.log_metrics(tracker.client, tracker.run_id, metrics)
     tracking.log_loss_trace(tracker.client, tracker.run_id, ELBO_KEY, fit.losses)
     tracking.log_figure(tracker.client, tracker.run_id, plots.elbo_curve(fit.losses, "panel fit"), "elbo_panel")
