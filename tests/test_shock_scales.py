@@ -82,6 +82,18 @@ def test_period_weights_must_match_the_periods() -> None:
         estimate_shock_scales(simulated_sums(0.03, 0.08, n_periods=10), (CHAIN, STORE_SIDE), {CHAIN: 0.01, STORE_SIDE: 0.01}, np.ones(9))
 
 
+def test_without_a_counted_cell_the_fits_scales_stand() -> None:
+    sums = simulated_sums(0.03, 0.08, n_periods=5)
+    empty = GroupPeriodSums(*({k: np.zeros_like(v) for k, v in part.items()} for part in sums))
+    assert estimate_shock_scales(empty, (CHAIN, STORE_SIDE), {CHAIN: 0.01, STORE_SIDE: 0.02}) == {CHAIN: 0.01, STORE_SIDE: 0.02}
+
+
+def test_auto_estimates_the_scales_ahead_for_counts_only() -> None:
+    assert PanelFitConfig().moment_shock_scales("units") and not PanelFitConfig().moment_shock_scales("amount")
+    assert PanelFitConfig(shock_scales_ahead="moments").moment_shock_scales("amount")
+    assert not PanelFitConfig(shock_scales_ahead="fit").moment_shock_scales("units")
+
+
 def test_sums_of_batches_of_series_add_up_to_the_panels() -> None:
     rng = np.random.default_rng(1)
     n_series, n_periods = 12, 9

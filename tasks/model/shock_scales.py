@@ -136,6 +136,8 @@ def estimate_shock_scales(
     design = np.concatenate([r[1] for r in rows])
     noise = np.concatenate([r[2] for r in rows])
     period_weight = np.concatenate([r[3] for r in rows])
+    if not (period_weight > 0).any():  # no group-period with a counted cell: nothing to estimate from
+        return {k: start[k] for k in kinds}
     variances = np.array([start[k] ** 2 for k in kinds])
     for _ in range(2):
         total = design @ variances
