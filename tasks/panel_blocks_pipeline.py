@@ -23,7 +23,7 @@ from tasks.data.spec import PRODUCT_SIDE, PanelSpec
 from tasks.model.inference import FitProgress, FitResult, log_progress
 from tasks.model.panel import PanelInputs, PanelStructure, recency_weights, shock_basis_from_sums, time_blocks
 from tasks.model.panel_state import FittedPanel
-from tasks.model.panel_stream import fit_panel_streamed, scan_blocks
+from tasks.model.panel_stream import block_inputs, fit_panel_streamed, scan_blocks
 from tasks.model.shock_scales import SeriesBatch
 from tasks.panel_pipeline import fitted_panel, structure_of, with_moment_shock_scales
 
@@ -67,14 +67,7 @@ def shared_inputs(blocks: PanelBlocks, structure: PanelStructure, basis: np.ndar
 def block_batches(series_blocks: SeriesBlocks, shared: PanelInputs) -> Iterator[SeriesBatch]:
     """Each block of series read from disk in turn, as the model's inputs (``shared`` with the block's arrays)."""
     for block in series_blocks:
-        inputs = shared._replace(
-            x_series=jnp.asarray(block.x_series),
-            observed=jnp.asarray(block.observed),
-            y=jnp.asarray(block.y),
-            series_store=jnp.asarray(block.store),
-            series_product=jnp.asarray(block.product),
-            censored=None if block.censored is None else jnp.asarray(block.censored),
-        )
+        inputs = block_inputs(shared, block, series_blocks.meta.max_censored)
         yield SeriesBatch(inputs, np.arange(block.size), np.asarray(block.series))
 
 

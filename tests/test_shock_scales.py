@@ -37,9 +37,13 @@ def simulated_sums(chain_scale: float, store_scale: float, n_stores: int = 30, n
     mean = rng.uniform(200.0, 600.0, (n_stores, 1)) * np.ones((1, n_periods))
     log_shock = rng.normal(0.0, chain_scale, (1, n_periods)) + rng.normal(0.0, store_scale, (n_stores, n_periods))
     target = rng.poisson(mean * np.exp(log_shock)).astype(np.float64)
-    store = {"weight": mean, "weighted": target - mean, "variance": mean.copy(), "squares": mean**2}
-    chain = {k: v.sum(axis=0, keepdims=True) for k, v in store.items()}
-    return GroupPeriodSums(*({CHAIN: chain[k], STORE_SIDE: store[k]} for k in ("weight", "weighted", "variance", "squares")))
+    return stores_and_chain(weight=mean, weighted=target - mean, variance=mean.copy())
+
+
+def stores_and_chain(weight: np.ndarray, weighted: np.ndarray, variance: np.ndarray) -> GroupPeriodSums:
+    """The sums of stores of one series each ([stores, periods]), and of the chain: their sums over the stores."""
+    store = (weight, weighted, variance, weight**2)
+    return GroupPeriodSums(*({CHAIN: part.sum(axis=0, keepdims=True), STORE_SIDE: part} for part in store))
 
 
 @pytest.mark.parametrize(("chain_scale", "store_scale"), [(0.03, 0.08), (0.05, 0.0), (0.0, 0.04)])
@@ -60,9 +64,7 @@ def test_log_residuals_of_amounts_recover_the_scales_too() -> None:
     noise = rng.uniform(0.0005, 0.004, (n_stores, 1)) * np.ones((1, n_periods))
     residual = rng.normal(0.0, 0.02, (1, n_periods)) + rng.normal(0.0, 0.05, (n_stores, n_periods)) + rng.normal(0.0, np.sqrt(noise))
     precision = 1.0 / noise
-    store = {"weight": precision, "weighted": precision * residual, "variance": precision, "squares": precision**2}
-    chain = {k: v.sum(axis=0, keepdims=True) for k, v in store.items()}
-    sums = GroupPeriodSums(*({CHAIN: chain[k], STORE_SIDE: store[k]} for k in ("weight", "weighted", "variance", "squares")))
+    sums = stores_and_chain(weight=precision, weighted=precision * residual, variance=precision)
     estimate = estimate_shock_scales(sums, (CHAIN, STORE_SIDE), {CHAIN: 0.01, STORE_SIDE: 0.01}, relative=False)
     assert estimate[CHAIN] == pytest.approx(0.02, rel=0.15) and estimate[STORE_SIDE] == pytest.approx(0.05, rel=0.15), estimate
 

@@ -167,9 +167,9 @@ class PoolReader:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
 
-def pool_inputs(shared: PanelInputs, pool: Pool, max_censored: int) -> PanelInputs:
-    """``shared`` (the arrays every series shares) with the pool's series arrays."""
-    b = pool.block
+def block_inputs(shared: PanelInputs, b: SeriesBlock, max_censored: int) -> PanelInputs:
+    """``shared`` (the arrays every series shares) with a block's (or a pool's) series arrays; its stock-outs
+    when the panel has any (``max_censored`` > 0: the most censored cells of a series)."""
     censoring = {}
     if b.censored is not None and max_censored > 0:
         periods = censored_periods(b.censored)
@@ -265,7 +265,7 @@ class StreamedChunks:
         self._max_censored = max_censored
         subsample = settings.subsample_size if settings.subsample_size and settings.subsample_size < reader.pool_rows else None
         self.series_per_step = subsample or reader.pool_rows
-        example = pool_inputs(shared, reader.peek(), max_censored)
+        example = block_inputs(shared, reader.peek().block, max_censored)
         guide_fn = partial(guide, structure=structure, subsample_size=subsample)
         trace = handlers.trace(handlers.seed(guide_fn, 0)).get_trace(example)
         self._transforms = {
@@ -323,7 +323,7 @@ class StreamedChunks:
     def compile(self, state: StreamState, scale: jnp.ndarray) -> None:
         pool = self._reader.peek()
         free, m, v = self._gather(state, pool.rows)
-        inputs = pool_inputs(self._shared, pool, self._max_censored)
+        inputs = block_inputs(self._shared, pool.block, self._max_censored)
         self._run.lower(free, m, v, jnp.float32(state.step), state.key, inputs, self._pool_scale(pool), self._update(pool), scale).compile()
 
     def run(self, state: StreamState, scale: jnp.ndarray) -> tuple[StreamState, jnp.ndarray]:
@@ -332,7 +332,7 @@ class StreamedChunks:
     def _run_pool(self, state: StreamState, scale: jnp.ndarray, pool: Pool, globals_too: bool) -> tuple[StreamState, jnp.ndarray]:
         free, m, v = self._gather(state, pool.rows)
         key, chunk_key = jax.random.split(state.key)
-        inputs = pool_inputs(self._shared, pool, self._max_censored)
+        inputs = block_inputs(self._shared, pool.block, self._max_censored)
         update = self._update(pool, globals_too)
         free, m, v, losses = self._run(free, m, v, jnp.float32(state.step), chunk_key, inputs, self._pool_scale(pool), update, scale)
         valid = pool.rows >= 0
