@@ -223,7 +223,7 @@ def main() -> None:
     from tasks.data.panel_ingest import read_panel
     from tasks.data.spec import load_spec
     from tasks.evaluate.m5 import M5_QUANTILES, level_codes, level_score, randomized_coverage
-    from tasks.evaluate.panel_metrics import aggregate
+    from tasks.evaluate.panel_metrics import aggregate, calibrated_coverage_sd
     from tasks.model import panel_state
 
     t0 = time.perf_counter()
@@ -268,9 +268,17 @@ def main() -> None:
         cells = [f"{scores[m][name].wspl:6.3f} {scores[m][name].coverage_50 * 100:3.0f}/{scores[m][name].coverage_90 * 100:3.0f}" for m in forecasts]
         print(f"{name:20s} {scores['model'][name].n_series:7,d} " + " ".join(f"{c:>14s}" for c in cells))
     randomized = {name: {c: randomized_coverage(*model_cdf[name], c) for c in (0.5, 0.9)} for name in codes}
-    print("\nmodel, randomized coverage of counts (uniform PIT between P(Y < y) and P(Y <= y); nominal for a calibrated forecast):")
+    print(
+        "\nmodel, randomized coverage of counts (uniform PIT between P(Y < y) and P(Y <= y); nominal for a calibrated forecast,"
+        " within 2 sds of it by chance alone at 95%: the generator's cells are independent, so the sd is binomial's at most):"
+    )
     for name in codes:
-        print(f"{name:20s} {randomized[name][0.5] * 100:5.1f} / {randomized[name][0.9] * 100:5.1f}")
+        n_cells = np.asarray(model_cdf[name][0]).size
+        chance = [2.0 * calibrated_coverage_sd(n_cells, c) * 100 for c in (0.5, 0.9)]
+        print(
+            f"{name:20s} {randomized[name][0.5] * 100:5.1f} / {randomized[name][0.9] * 100:5.1f}"
+            f"   (chance: 50 +- {chance[0]:4.1f} / 90 +- {chance[1]:3.1f}; {n_cells:,} cells)"
+        )
     law = against_the_law(true_mean, codes, model_quantiles, model_means, levels)
     print(
         "\nmodel against the generator's own law of the 28 days (mean error in the truth's sds; spread over the truth's sd;"

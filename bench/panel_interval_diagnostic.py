@@ -32,6 +32,7 @@ from tasks.config import ForecastConfig, PanelFitConfig
 from tasks.data.panel_ingest import read_panel
 from tasks.data.spec import builtin_spec, load_spec
 from tasks.evaluate import panel_metrics
+from tasks.evaluate.panel_metrics import calibrated_coverage_sd
 from tasks.model.panel import PanelSite, layouts
 
 SHARED = common.REPO.parent / "shared" / "data"
@@ -107,6 +108,57 @@ def aggregate_cells(encoded, actual: pl.DataFrame, aggregates, model, number: in
     return pl.concat(frames)
 
 
+def keeping_draws(forecast, kept: dict):
+    """``forecast_encoded`` that also keeps its joint draws of every series (``kept["draws"]``, [D, S, T]): the
+    same numbers, since the draws only pass through ``on_draws`` on their way to the quantiles."""
+
+    def forecasting(fitted, encoded, aggregates, config, key, **options):
+        draws = np.zeros((config.num_draws, encoded.encoding.n_series, encoded.future.n_periods), np.float32)
+
+        def keep(rows, values):
+            draws[:, rows] = values
+
+        arrays = forecast(fitted, encoded, aggregates, config, key, on_draws=keep, **options)
+        kept["draws"] = draws
+        return arrays
+
+    return forecasting
+
+
+def chance_coverage(encoded, actual: pl.DataFrame, aggregates, model, draws: np.ndarray, picks: np.ndarray) -> dict[str, np.ndarray]:
+    """level -> [K, 2]: the 50% and 90% coverage of the model's intervals over the scored cells of ``actual`` when
+    the truth is the model's own draw k (each of ``picks``): how the coverage of a forecast whose law is the truth's
+    varies by chance, with the model's own correlation between series, groups and periods."""
+    s, t = pb.future_cells(encoded, actual)
+    scored = actual[n.TARGET].is_not_null().to_numpy()
+    s, t = s[scored], t[scored]
+    out: dict[str, list] = {"series": []} | {level.name: [] for level in aggregates}
+    for k in picks:
+        truth = draws[k, s, t].astype(np.float64)
+        inside = bands(truth, model.quantiles, model.levels, (s, t))
+        out["series"].append((inside["in50"].mean(), inside["in90"].mean()))
+        for level in aggregates:
+            total, seen = pb.aggregate_actuals(level, s, t, truth, encoded.future.n_periods)
+            g, tt = np.nonzero(seen)
+            inside = bands(total[g, tt], model.aggregates[level.name][1], model.levels, (g, tt))
+            out[level.name].append((inside["in50"].mean(), inside["in90"].mean()))
+    return {name: np.array(values) for name, values in out.items()}
+
+
+def print_chance(table: pl.DataFrame, chance: list[dict[str, np.ndarray]]) -> None:
+    """Each level's coverage against the range (2.5% to 97.5%) of the mean over the origins that a forecast whose
+    law is the truth's would reach by chance (``chance_coverage``), and the share of those below the actual."""
+    print("coverage against chance: the model's own draws as the truth (95% range of the mean over the origins; share below)")
+    for row in table.sort("level").iter_rows(named=True):
+        means = np.mean([by_origin[row["level"]] for by_origin in chance], axis=0)  # [K, 2]
+        cells = []
+        for column, (name, nominal) in enumerate((("coverage_50", 0.5), ("coverage_90", 0.9))):
+            low, high = np.quantile(means[:, column], [0.025, 0.975])
+            below = float((means[:, column] < row[name]).mean())
+            cells.append(f"{nominal:.0%} {row[name]:.3f} in [{low:.3f}, {high:.3f}] ({below:.2f})")
+        print(f"  {row['level']:<14} " + "   ".join(cells))
+
+
 def print_aggregates(cells: pl.DataFrame) -> None:
     print("aggregates: coverage in the first and last period of the horizon; sd of the log errors against the predicted")
     finite = pl.col("log_error").is_finite() & pl.col("predicted_sd").is_finite()
@@ -152,6 +204,7 @@ def main() -> None:
     p.add_argument("--recency-half-life", type=int, default=None, help="periods; 0: off (default: the spec's)")
     p.add_argument("--shock-scales", choices=("auto", "moments", "fit"), default="auto", help="the period shocks' scales ahead (PanelFitConfig)")
     p.add_argument("--num-draws", type=int, default=500)
+    p.add_argument("--chance", type=int, default=200, help="draws of the model's own taken as the truth for the coverage by chance (0: none)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     common.print_machine(common.machine_info())
@@ -162,7 +215,15 @@ def main() -> None:
     aggregates_cells: list[pl.DataFrame] = []
     score = pb.score_methods
 
+    kept: dict = {}
+    chance: list[dict[str, np.ndarray]] = []
+    if args.chance:
+        pb.forecast_encoded = keeping_draws(pb.forecast_encoded, kept)
+        picks = np.random.default_rng(args.seed).choice(args.num_draws, size=min(args.chance, args.num_draws), replace=False)
+
     def scored(encoded, actual, aggregates, model, baselines, weight_flag):
+        if args.chance:
+            chance.append(chance_coverage(encoded, actual, aggregates, model, kept.pop("draws"), picks))
         aggregates_cells.append(aggregate_cells(encoded, actual, aggregates, model, len(cells)))
         cells.append(series_cells(encoded, actual, model, len(cells)))
         return score(encoded, actual, aggregates, model, baselines, weight_flag)
@@ -190,14 +251,24 @@ def main() -> None:
     widened = f"{', '.join(names)} ({', '.join(columns) or 'all columns'}) x {args.factor:g}" if names else "nothing widened"
     print(f"{tables.spec.name}: {widened}, dispersion covariates: {chosen}; means over {len(scores)} origins")
     table = frame.group_by("level").agg(pl.col("wql").mean(), pl.col("coverage_50").mean(), pl.col("coverage_90").mean())
+    series = pl.concat(cells, how="diagonal_relaxed")
+    aggregated = pl.concat(aggregates_cells)
+    counts = dict(aggregated.group_by("level").len().iter_rows()) | {"series": series.height}
+    print("  (chance: 2 sds of a calibrated forecast's coverage of that many independent cells; cells that share a shock vary more)")
     for row in table.sort("level").iter_rows(named=True):
-        print(f"  {row['level']:<14} wQL {row['wql']:.4f}  coverage {row['coverage_50']:.3f} / {row['coverage_90']:.3f}")
+        n_cells = counts.get(row["level"], 0)
+        band = " ".join(f"{2 * calibrated_coverage_sd(n_cells, c):.3f}" for c in (0.5, 0.9)) if n_cells else "-"
+        print(
+            f"  {row['level']:<14} wQL {row['wql']:.4f}  coverage {row['coverage_50']:.3f} / {row['coverage_90']:.3f}"
+            f"  (chance +- {band}; {n_cells:,} cells)"
+        )
+    if chance:
+        print_chance(table, chance)
     print("wQL by origin:")
     print(frame.select("origin", "level", "wql").pivot(on="level", index="origin", values="wql"))
-    series = pl.concat(cells, how="diagonal_relaxed")
     for by in ["origin_number", "step", *_names(args.by)]:
         print_coverage(series.with_columns((pl.col(by).cast(pl.Float64) > 0.5).cast(pl.Int8)) if by in _names(args.by) else series, by)
-    print_aggregates(pl.concat(aggregates_cells))
+    print_aggregates(aggregated)
 
 
 if __name__ == "__main__":

@@ -66,3 +66,27 @@ def test_randomized_coverage_is_nominal_for_calibrated_counts() -> None:
     # a forecast too narrow for these counts (Poisson, the same mean) covers less
     narrow = stats.poisson(0.6)
     assert randomized_coverage(narrow.cdf(y - 1), narrow.cdf(y), 0.9) < 0.87
+
+
+def test_calibrated_coverage_sd_bounds_the_spread_of_a_calibrated_forecasts_coverage() -> None:
+    from scipy import stats
+
+    from tasks.evaluate.m5 import randomized_coverage
+    from tasks.evaluate.panel_metrics import calibrated_coverage_sd
+
+    rng = np.random.default_rng(1)
+    n_cells, trials = 84, 2_000  # a level of 3 groups x 28 days
+    # small counts tie often, which the randomization smooths: below the bound; large ones reach it
+    for mean, lowest_ratio in ((3.0, 0.6), (500.0, 0.95)):
+        law = stats.nbinom(5.0, 5.0 / (5.0 + mean))
+        y = law.rvs(size=(trials, n_cells), random_state=rng)
+        below, at_most = law.cdf(y - 1), law.cdf(y)
+        for central in (0.5, 0.9):
+            shares = np.array([randomized_coverage(below[i], at_most[i], central) for i in range(trials)])
+            bound = calibrated_coverage_sd(n_cells, central)
+            assert shares.mean() == pytest.approx(central, abs=0.005)
+            assert lowest_ratio * bound < shares.std() <= 1.05 * bound, (mean, central, shares.std() / bound)
+    with pytest.raises(ValueError, match="n_cells"):
+        calibrated_coverage_sd(0, 0.5)
+    with pytest.raises(ValueError, match="central"):
+        calibrated_coverage_sd(10, 1.0)

@@ -98,6 +98,19 @@ def coverage(y: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> float:
     return float(np.mean((y >= bounds["lower"]) & (y <= bounds["upper"])))
 
 
+def calibrated_coverage_sd(n_cells: int, central: float) -> float:
+    """The standard deviation of the coverage of ``n_cells`` independent cells by a calibrated forecast's
+    central intervals of probability ``central``: how far from nominal such a forecast lands by chance alone
+    (binomial; for counts' randomized coverage, ``tasks.evaluate.m5.randomized_coverage``, at most this, since
+    a cell's share is a Bernoulli averaged over its randomization). Cells that share a shock (the periods of
+    one origin, the groups of one week) move together and vary more: for them this is a lower bound."""
+    if n_cells < 1:
+        raise ValueError(f"n_cells must be >= 1, got {n_cells}")
+    if not 0.0 < central < 1.0:
+        raise ValueError(f"central must lie strictly between 0 and 1, got {central}")
+    return float(np.sqrt(central * (1.0 - central) / n_cells))
+
+
 def holiday_weights(is_holiday: np.ndarray) -> np.ndarray:
     """Kaggle Walmart's row weights: 5 for a holiday week, 1 otherwise."""
     return np.where(np.asarray(is_holiday, bool), HOLIDAY_WEIGHT, 1.0)
