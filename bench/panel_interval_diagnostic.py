@@ -10,6 +10,12 @@ coefficient deviations, ``level_steps``, ``dispersion_raw``; --columns: only the
 ``series_raw``) by --factor before the forecast: a diagnostic for EVALUATION.md, not a calibration method (the
 project's forecasts never widen their posterior). --dispersion-covariates overrides the spec's.
 
+Coverage against chance: beside each level's coverage, 2 sds of a calibrated forecast's coverage of that many
+independent cells (binomial), and, with --chance K (default 200), the 95% range of the mean coverage over the
+origins when each of K of the model's own draws is taken as the truth: what a forecast whose law is the truth's
+reaches by chance, with the model's own correlation between the periods of an origin and the groups of a level.
+A coverage outside that range is a miss that chance does not explain; inside it, the origins cannot tell.
+
     python bench/panel_interval_diagnostic.py --dataset dominicks_oj --horizon 12 --by deal,feat
     python bench/panel_interval_diagnostic.py --dataset dominicks_oj --horizon 12 --by deal,feat --dispersion-covariates none
     python bench/panel_interval_diagnostic.py --dataset dominicks_oj --horizon 12 --widen series_raw --factor 3

@@ -29,7 +29,7 @@ from tasks.evaluate.backtest import (
 )
 from tasks.evaluate.baselines import BASELINES, median_by_weekday
 from tasks.evaluate.coldstart_curve import first_days, held_out_stores
-from tasks.track.report import methods_table
+from tasks.track.report import measured_sections, methods_table
 
 FIT = FitConfig(max_steps=300, local_max_steps=200)
 FORECAST = ForecastConfig(num_draws=100)
@@ -238,3 +238,17 @@ def test_baselines_are_scored_on_the_same_rows_as_the_model(inputs) -> None:
     scored = result.scored.filter(pl.col("scored"))
     keys = [set(scored.filter(pl.col("method") == m).select(n.STORE, n.DATE).iter_rows()) for m in result.methods]
     assert all(k == keys[0] for k in keys)
+
+
+def test_regenerating_the_evaluation_keeps_the_measured_sections_after_it() -> None:
+    goals = "## Goals (issue 5)"
+    generated = f"# Evaluation\n\n## Backtest\n\n| a |\n\n{goals}\n\n- met\n"
+    measured = "## Any retailer's data\n\nwalmart 0.0180\n\n### OJ\n\n## Replenishment\n\n0.943\n"
+    assert measured_sections(generated + "\n" + measured, goals) == measured
+    assert generated.endswith(goals + "\n\n- met\n") and measured_sections(generated, goals) == ""
+    # a file without the generated part's last heading has nothing to keep: no guess at where it ends
+    assert measured_sections(measured, goals) == ""
+    # the real file: the measured sections are its tail, the Rossmann through the year onwards
+    text = (Path(__file__).resolve().parents[1] / "EVALUATION.md").read_text()
+    kept = measured_sections(text, goals)
+    assert text.endswith(kept) and kept.startswith("## ") and "## Replenishment by simulation (issue 12)" in kept

@@ -117,3 +117,17 @@ def cold_start_table(curve: ColdStartCurve) -> str:
             f"{cover(p, 'coverage_90')} | {p['n_scored']:,.0f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def measured_sections(text: str, last_generated_heading: str) -> str:
+    """The part of a report after its generated one: from the first level-2 heading after
+    ``last_generated_heading`` to the end ("" when there is none). EVALUATION.md keeps there the measurements
+    of other commands (the panel data sets, replenishment, the M5 shape), which a regeneration must not lose."""
+    lines = text.splitlines()
+    if last_generated_heading not in lines:
+        return ""
+    after = lines.index(last_generated_heading) + 1
+    for number in range(after, len(lines)):
+        if lines[number].startswith("## "):
+            return "\n".join(lines[number:]) + ("\n" if text.endswith("\n") else "")
+    return ""
