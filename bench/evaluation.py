@@ -236,7 +236,7 @@ def main() -> None:
     )
     kept = report.measured_sections(args.write.read_text(), GOALS_HEADING) if args.write.exists() else ""
     write_file(args.write, lambda tmp: tmp.write_text(text + ("\n" + kept if kept else "")))
-    print(f"wrote {args.write}" + (f" (kept its {kept.count(chr(10)) + 1:,} lines of measured sections)" if kept else ""))
+    print(f"wrote {args.write}" + (f" (kept its {len(kept.splitlines()):,} lines of measured sections)" if kept else ""))
 
 
 if __name__ == "__main__":

@@ -272,12 +272,13 @@ def main() -> None:
         "\nmodel, randomized coverage of counts (uniform PIT between P(Y < y) and P(Y <= y); nominal for a calibrated forecast,"
         " within 2 sds of it by chance alone at 95%: the generator's cells are independent, so the sd is binomial's at most):"
     )
+    n_cells = {name: np.asarray(model_cdf[name][0]).size for name in codes}
+    by_chance = {name: [2.0 * calibrated_coverage_sd(n_cells[name], c) for c in (0.5, 0.9)] for name in codes}  # 2 sds
     for name in codes:
-        n_cells = np.asarray(model_cdf[name][0]).size
-        chance = [2.0 * calibrated_coverage_sd(n_cells, c) * 100 for c in (0.5, 0.9)]
+        chance = by_chance[name]
         print(
             f"{name:20s} {randomized[name][0.5] * 100:5.1f} / {randomized[name][0.9] * 100:5.1f}"
-            f"   (chance: 50 +- {chance[0]:4.1f} / 90 +- {chance[1]:3.1f}; {n_cells:,} cells)"
+            f"   (chance: 50 +- {chance[0] * 100:4.1f} / 90 +- {chance[1] * 100:3.1f}; {n_cells[name]:,} cells)"
         )
     law = against_the_law(true_mean, codes, model_quantiles, model_means, levels)
     print(
@@ -293,9 +294,8 @@ def main() -> None:
     for name in GOAL_LEVELS:
         c50, c90 = randomized[name][0.5], randomized[name][0.9]
         gap = max(abs(c50 - 0.5), abs(c90 - 0.9))
-        n_cells = np.asarray(model_cdf[name][0]).size
-        by_chance = "/".join(f"{2.0 * calibrated_coverage_sd(n_cells, c):.3f}" for c in (0.5, 0.9))
-        label = f"randomized coverage gap, {name} (50%/90%: {c50:.3f}/{c90:.3f}; 2 sds by chance {by_chance})"
+        chance = "/".join(f"{sds:.3f}" for sds in by_chance[name])
+        label = f"randomized coverage gap, {name} (50%/90%: {c50:.3f}/{c90:.3f}; 2 sds by chance {chance})"
         goals.append(common.goal(label, gap, gap <= COVERAGE_TOLERANCE, "<= 0.03"))
     for method in methods:
         ratio = wspl["model"] / wspl[method]

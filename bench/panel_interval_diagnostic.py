@@ -91,6 +91,15 @@ def series_cells(encoded, actual: pl.DataFrame, model, number: int) -> pl.DataFr
     ).filter(pl.col(n.TARGET).is_not_null())
 
 
+def aggregate_bands(level, s: np.ndarray, t: np.ndarray, y: np.ndarray, n_periods: int, model) -> tuple:
+    """The group-periods (g, t) of ``level`` that the cells (s, t) reach, their sums of ``y``, and ``bands`` of those
+    sums in the model's aggregate quantiles."""
+    total, seen = pb.aggregate_actuals(level, s, t, y, n_periods)
+    g, tt = np.nonzero(seen)
+    value = total[g, tt]
+    return g, tt, value, bands(value, model.aggregates[level.name][1], model.levels, (g, tt))
+
+
 def aggregate_cells(encoded, actual: pl.DataFrame, aggregates, model, number: int) -> pl.DataFrame:
     """Each aggregate's (group, period) cells: inside the 50% and 90% intervals, the log error of the mean, and the
     spread the model predicted for it ((log q95 - log q05) / 3.29, a normal's sd on the log scale)."""
@@ -98,13 +107,9 @@ def aggregate_cells(encoded, actual: pl.DataFrame, aggregates, model, number: in
     y = actual[n.TARGET].cast(pl.Float64).fill_null(np.nan).to_numpy()
     frames = []
     for level in aggregates:
-        total, seen = pb.aggregate_actuals(level, s, t, y, encoded.future.n_periods)
-        g, tt = np.nonzero(seen)
-        mean, quantiles = model.aggregates[level.name]
-        value = total[g, tt]
-        inside = bands(value, quantiles, model.levels, (g, tt))
+        g, tt, value, inside = aggregate_bands(level, s, t, y, encoded.future.n_periods, model)
         with np.errstate(divide="ignore", invalid="ignore"):
-            error, spread = np.log(value / mean[g, tt]), np.log(inside["q95"] / inside["q05"]) / 3.29
+            error, spread = np.log(value / model.aggregates[level.name][0][g, tt]), np.log(inside["q95"] / inside["q05"]) / 3.29
         frames.append(
             pl.DataFrame({
                 "level": level.name, "step": tt, "origin_number": number, "in50": inside["in50"], "in90": inside["in90"],
@@ -114,15 +119,15 @@ def aggregate_cells(encoded, actual: pl.DataFrame, aggregates, model, number: in
     return pl.concat(frames)
 
 
-def keeping_draws(forecast, kept: dict):
-    """``forecast_encoded`` that also keeps its joint draws of every series (``kept["draws"]``, [D, S, T]): the
-    same numbers, since the draws only pass through ``on_draws`` on their way to the quantiles."""
+def keeping_draws(forecast, kept: dict, picks: np.ndarray):
+    """``forecast_encoded`` that also keeps the joint draws ``picks`` of every series (``kept["draws"]``, [K, S,
+    T]): the same numbers, since the draws only pass through ``on_draws`` on their way to the quantiles."""
 
     def forecasting(fitted, encoded, aggregates, config, key, **options):
-        draws = np.zeros((config.num_draws, encoded.encoding.n_series, encoded.future.n_periods), np.float32)
+        draws = np.zeros((len(picks), encoded.encoding.n_series, encoded.future.n_periods), np.float32)
 
         def keep(rows, values):
-            draws[:, rows] = values
+            draws[:, rows] = values[picks]
 
         arrays = forecast(fitted, encoded, aggregates, config, key, on_draws=keep, **options)
         kept["draws"] = draws
@@ -131,22 +136,20 @@ def keeping_draws(forecast, kept: dict):
     return forecasting
 
 
-def chance_coverage(encoded, actual: pl.DataFrame, aggregates, model, draws: np.ndarray, picks: np.ndarray) -> dict[str, np.ndarray]:
+def chance_coverage(encoded, actual: pl.DataFrame, aggregates, model, draws: np.ndarray) -> dict[str, np.ndarray]:
     """level -> [K, 2]: the 50% and 90% coverage of the model's intervals over the scored cells of ``actual`` when
-    the truth is the model's own draw k (each of ``picks``): how the coverage of a forecast whose law is the truth's
+    the truth is each of the model's own K ``draws``: how the coverage of a forecast whose law is the truth's
     varies by chance, with the model's own correlation between series, groups and periods."""
     s, t = pb.future_cells(encoded, actual)
     scored = actual[n.TARGET].is_not_null().to_numpy()
     s, t = s[scored], t[scored]
     out: dict[str, list] = {"series": []} | {level.name: [] for level in aggregates}
-    for k in picks:
-        truth = draws[k, s, t].astype(np.float64)
+    for draw in draws:
+        truth = draw[s, t].astype(np.float64)
         inside = bands(truth, model.quantiles, model.levels, (s, t))
         out["series"].append((inside["in50"].mean(), inside["in90"].mean()))
         for level in aggregates:
-            total, seen = pb.aggregate_actuals(level, s, t, truth, encoded.future.n_periods)
-            g, tt = np.nonzero(seen)
-            inside = bands(total[g, tt], model.aggregates[level.name][1], model.levels, (g, tt))
+            inside = aggregate_bands(level, s, t, truth, encoded.future.n_periods, model)[3]
             out[level.name].append((inside["in50"].mean(), inside["in90"].mean()))
     return {name: np.array(values) for name, values in out.items()}
 
@@ -224,12 +227,12 @@ def main() -> None:
     kept: dict = {}
     chance: list[dict[str, np.ndarray]] = []
     if args.chance:
-        pb.forecast_encoded = keeping_draws(pb.forecast_encoded, kept)
         picks = np.random.default_rng(args.seed).choice(args.num_draws, size=min(args.chance, args.num_draws), replace=False)
+        pb.forecast_encoded = keeping_draws(pb.forecast_encoded, kept, picks)
 
     def scored(encoded, actual, aggregates, model, baselines, weight_flag):
         if args.chance:
-            chance.append(chance_coverage(encoded, actual, aggregates, model, kept.pop("draws"), picks))
+            chance.append(chance_coverage(encoded, actual, aggregates, model, kept.pop("draws")))
         aggregates_cells.append(aggregate_cells(encoded, actual, aggregates, model, len(cells)))
         cells.append(series_cells(encoded, actual, model, len(cells)))
         return score(encoded, actual, aggregates, model, baselines, weight_flag)

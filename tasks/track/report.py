@@ -123,11 +123,9 @@ def measured_sections(text: str, last_generated_heading: str) -> str:
     """The part of a report after its generated one: from the first level-2 heading after
     ``last_generated_heading`` to the end ("" when there is none). EVALUATION.md keeps there the measurements
     of other commands (the panel data sets, replenishment, the M5 shape), which a regeneration must not lose."""
-    lines = text.splitlines()
-    if last_generated_heading not in lines:
+    lines = text.splitlines(keepends=True)
+    heading = next((i for i, line in enumerate(lines) if line.rstrip("\r\n") == last_generated_heading), None)
+    if heading is None:
         return ""
-    after = lines.index(last_generated_heading) + 1
-    for number in range(after, len(lines)):
-        if lines[number].startswith("## "):
-            return "\n".join(lines[number:]) + ("\n" if text.endswith("\n") else "")
-    return ""
+    start = next((i for i in range(heading + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return "".join(lines[start:])
