@@ -14,6 +14,7 @@ import pytest
 
 from tasks import names as n
 from tasks.data import panel_rules as r
+from tasks.data.panel_encode import encode_panel
 from tasks.data.panel_ingest import PanelTables, read_panel
 from tasks.data.spec import PRODUCT_SIDE, STORE_SIDE, PanelSpec, SpecError, parse_spec
 from tasks.data.validate import RULE_COLUMN_PRESENT, RULE_NOT_EMPTY, InputValidationError, RuleFailure, ValidationReport
@@ -228,6 +229,33 @@ def test_calendar_is_joined_through_the_store_state(good: PanelTables) -> None:
     holidays = good.sales.filter(pl.col("holiday") == 1)
     assert set(holidays[n.SERIES_STORE]) == {1} and set(holidays[n.PERIOD]) == {dt.date.fromisoformat(week(HOLIDAY_WEEK))}
     assert good.future is not None and good.future["holiday"].null_count() == 0
+
+
+EVENTS_SPEC = """\
+events:
+  - {name: easter_before, date: easter, days: [-7, -1]}
+  - {name: easter_after, date: easter, days: [0, 6]}
+  - {name: late_may, date: "05-27"}
+"""
+
+
+def test_events_are_dated_in_the_history_and_the_future_and_encoded_as_they_are(tmp_path: Path) -> None:
+    # The fixture's weeks are Fridays labelling the week they end; Easter 2024 is Sunday March 31.
+    labelled = SPEC.replace("  period: week\n  store: shop", "  period: week\n  period_label: end\n  store: shop", 1)
+    tables = read(tmp_path, Panel(spec=labelled + EVENTS_SPEC))
+    assert tables.sales.columns[tables.sales.columns.index("holiday") :][:4] == ["holiday", "easter_before", "easter_after", "late_may"]
+    by_week = tables.sales.group_by(n.PERIOD).agg(pl.col("easter_before", "easter_after").first()).sort(n.PERIOD)
+    shares = {d.isoformat(): (round(7 * b), round(7 * a)) for d, b, a in by_week.filter(pl.col("easter_before") + pl.col("easter_after") > 0).iter_rows()}
+    assert shares == {"2024-03-29": (6, 0), "2024-04-05": (1, 6), "2024-04-12": (0, 1)}  # days of 7
+    assert tables.future is not None and set(tables.sales["late_may"]) == {0.0}
+    assert tables.future.group_by(n.PERIOD).agg(pl.col("late_may").first()).sort(n.PERIOD)["late_may"].to_list() == pytest.approx(
+        [0, 1 / 7, 0, 0]  # May 27 is in the week Saturday May 25 to Friday May 31
+    )
+    encoded = encode_panel(tables)
+    column = encoded.encoding.series_names(tables.spec).index("easter_before")
+    s = encoded.encoding.series.index((0, 0))
+    t = (dt.date(2024, 3, 29) - FIRST_WEEK).days // 7
+    assert encoded.history.x_series[s, t, column] == pytest.approx(6 / 7)
 
 
 def test_future_and_dimensions_are_canonical(good: PanelTables) -> None:

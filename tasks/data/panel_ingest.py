@@ -22,6 +22,7 @@ import polars as pl
 from tasks import names as n
 from tasks.data import ingest
 from tasks.data import panel_rules as r
+from tasks.data.events import with_event_columns
 from tasks.data.panel_rules import ColumnPlan, FileCheck
 from tasks.data.spec import (
     Covariate,
@@ -320,8 +321,8 @@ def _columns_complete(checks: dict[FileRole, FileCheck]) -> bool:
 def _series_frames(
     spec: PanelSpec, frames: dict[FileRole, pl.DataFrame], products: Sequence[object], checks: dict[FileRole, FileCheck]
 ) -> dict[FileRole, pl.DataFrame]:
-    """Canonical sales and future frames with the calendar joined (its gaps recorded as failures);
-    empty when a file lacks columns, since then there is nothing to join on."""
+    """Canonical sales and future frames with the calendar joined (its gaps recorded as failures) and the
+    events' shares added; empty when a file lacks columns, since then there is nothing to join on."""
     if not _columns_complete(checks):
         return {}
     series = {role: _canonical_series(spec, frames[role], products, role is FileRole.SALES)
@@ -329,6 +330,8 @@ def _series_frames(
     if spec.calendar is not None and FileRole.CALENDAR in frames:
         for role, frame in series.items():
             series[role] = _join_calendar(spec, frame, frames[FileRole.CALENDAR], frames.get(FileRole.STORES), checks[role])
+    series = {role: with_event_columns(frame, n.PERIOD, spec.events, spec.period_days, spec.sales.period_label)
+              for role, frame in series.items()}
     return {role: frame.select(_series_columns(spec, products, role is FileRole.SALES)) for role, frame in series.items()}
 
 

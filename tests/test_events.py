@@ -1,0 +1,122 @@
+"""Holidays the package dates itself: Easter's computus, the share of a period's days in an event's window,
+and the spec's ``events``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import textwrap
+
+import polars as pl
+import pytest
+
+from tasks.data.events import easter_sunday, event_days, period_shares, with_event_columns
+from tasks.data.spec import Event, SpecError, builtin_spec, parse_spec
+
+# Western Easter Sundays from published tables, the earliest (March 22) and latest (April 25) possible among them.
+EASTERS = {1818: "03-22", 1943: "04-25", 1991: "03-31", 1992: "04-19", 2010: "04-04", 2011: "04-24", 2012: "04-08",
+           2013: "03-31", 2019: "04-21", 2024: "03-31", 2025: "04-20", 2038: "04-25", 2285: "03-22"}
+
+
+@pytest.mark.parametrize(("year", "day"), sorted(EASTERS.items()))
+def test_easter_sunday_matches_the_tables(year: int, day: str) -> None:
+    easter = easter_sunday(year)
+    assert easter.isoformat() == f"{year}-{day}" and easter.weekday() == 6
+
+
+def test_easter_before_the_gregorian_calendar_is_refused() -> None:
+    with pytest.raises(ValueError, match="1500"):
+        easter_sunday(1500)
+
+
+def test_weekly_shares_count_the_weeks_days_from_its_label() -> None:
+    # Easter 2012 is Sunday April 8; walmart's weeks are labelled by their last day, a Friday.
+    fridays = [dt.date(2012, 3, 30) + dt.timedelta(weeks=k) for k in range(4)]
+    before = period_shares(fridays, "easter", -7, -1, 7, "end")
+    after = period_shares(fridays, "easter", 0, 6, 7, "end")
+    assert list(before.values()) == pytest.approx([0, 6 / 7, 1 / 7, 0])  # Apr 1-6, then Saturday Apr 7
+    assert list(after.values()) == pytest.approx([0, 0, 6 / 7, 1 / 7])
+    # The same Fridays as the first days of their weeks: Friday Apr 6 to Thursday Apr 12 holds Apr 6 and 7.
+    assert list(period_shares(fridays, "easter", -7, -1, 7, "start").values()) == pytest.approx([5 / 7, 2 / 7, 0, 0])
+
+
+def test_daily_shares_are_flags_and_a_window_may_cross_new_year() -> None:
+    days = [dt.date(2023, 12, 27) + dt.timedelta(days=k) for k in range(10)]
+    shares = period_shares(days, "01-01", -3, 2, 1, "start")
+    inside = [day for day, share in shares.items() if share == 1.0]
+    assert inside == [dt.date(2023, 12, 29) + dt.timedelta(days=k) for k in range(6)]
+    assert set(shares.values()) == {0.0, 1.0}
+
+
+def test_windows_and_dates_are_checked() -> None:
+    with pytest.raises(ValueError, match="first <= last"):
+        event_days("easter", 3, 1, [2024])
+    with pytest.raises(ValueError, match="02-29"):
+        period_shares([dt.date(2024, 1, 1)], "02-29", 0, 0, 1, "start")
+    with pytest.raises(ValueError, match="period label 'middle'"):
+        period_shares([dt.date(2024, 1, 1)], "easter", 0, 0, 1, "middle")
+
+
+def test_event_columns_follow_the_frames_rows() -> None:
+    frame = pl.DataFrame({"period": [dt.date(2012, 4, 13), dt.date(2012, 4, 6), dt.date(2012, 4, 13)], "y": [1, 2, 3]})
+    events = (Event(name="easter_after", date="easter", days=(0, 6)),)
+    out = with_event_columns(frame, "period", events, 7, "end")
+    assert out.columns == ["period", "y", "easter_after"]
+    assert out["easter_after"].to_list() == pytest.approx([6 / 7, 0, 6 / 7])
+    assert with_event_columns(frame, "period", (), 7, "end") is frame
+
+
+SPEC = """\
+name: tiny
+frequency: week
+target_kind: units
+sales: {file: sales.csv, period: week, period_label: end, store: store, target: units,
+        covariates: [{name: promo, column: promo}]}
+"""
+
+
+def _spec(extra: str):
+    return parse_spec(SPEC + textwrap.dedent(extra), "tiny.yaml")
+
+
+def test_events_become_covariates_after_the_files_own() -> None:
+    spec = _spec("""\
+        events:
+          - {name: easter_before, date: easter, days: [-7, -1]}
+          - {name: new_year, date: "01-01", pooled: false}
+        pooling: {easter_before: [store]}
+        dispersion_covariates: [new_year]
+        """)
+    assert [(c.name, c.kind, c.pooled) for c in spec.covariates] == [
+        ("promo", "flag", True), ("easter_before", "flag", True), ("new_year", "flag", False)
+    ]
+    assert spec.pooled_through("easter_before") == ("store",)
+    assert spec.events[1].days == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("events: [{name: xmas, date: christmas}]\n", "date 'christmas' is neither 'easter' nor a day of the year"),
+        ("events: [{name: leap, date: '02-29'}]\n", "date '02-29'"),
+        ("events: [{name: late, date: '13-01'}]\n", "date '13-01'"),
+        ("events: [{name: back, date: easter, days: [3, 1]}]\n", "days [3, 1]: need first <= last"),
+        ("events: [{name: far, date: easter, days: [-200, 0]}]\n", "within 180 days"),
+        ("events: [{name: promo, date: easter}]\n", "covariate names are not unique"),
+        ("events: [{name: e, date: easter, when: 1}]\n", "when: Extra inputs are not permitted"),
+    ],
+)
+def test_broken_events_name_the_field_and_the_rule(extra: str, message: str) -> None:
+    with pytest.raises(SpecError) as err:
+        _spec(extra)
+    assert "tiny.yaml" in str(err.value) and message in str(err.value)
+
+
+def test_a_period_label_other_than_start_or_end_is_refused() -> None:
+    with pytest.raises(SpecError, match="period_label"):
+        parse_spec(SPEC.replace("period_label: end", "period_label: middle"), "tiny.yaml")
+
+
+def test_walmart_dates_easter_on_the_weeks_it_labels_by_their_last_day() -> None:
+    spec = builtin_spec("walmart")
+    assert spec.sales.period_label == "end"
+    assert {e.name: (e.date, e.days) for e in spec.events} == {"easter_before": ("easter", (-7, -1)), "easter_after": ("easter", (0, 6))}
