@@ -4,6 +4,7 @@ panels with planted structure, and the metrics against hand-computed values."""
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -153,6 +154,21 @@ def test_loglog_regression_intervals_cover_at_their_nominal_rate_when_the_model_
     assert 0.85 <= pm.coverage(future, *pm.interval(fc.quantiles.reshape(5, -1), LEVELS, 0.9)) <= 0.95
     assert 0.43 <= pm.coverage(future, *pm.interval(fc.quantiles.reshape(5, -1), LEVELS, 0.5)) <= 0.57
     assert np.median(fc.extras["sigma"]) == pytest.approx(0.1, rel=0.15)
+
+
+def test_loglog_regression_leaves_the_specs_dated_events_out() -> None:
+    history, _ = simulated_panel(seed=9, n_series=6, missing=0.0)
+    plain = pb.loglog_price_regression(history, HORIZON, LEVELS)
+    # An event on one row of each series' history: fitted alone, its coefficient would be anything at all.
+    spike = np.zeros((history.n_series, history.n_periods + HORIZON))
+    spike[:, [history.n_periods - 3, history.n_periods + 2]] = [1 / 7, 6 / 7]
+    with_event = replace(history, covariates={**history.covariates, "easter": spike}, events=("easter",))
+    fc = pb.loglog_price_regression(with_event, HORIZON, LEVELS)
+    assert "coef_easter" not in fc.extras
+    np.testing.assert_allclose(fc.quantiles, plain.quantiles)
+    assert "coef_easter" in pb.loglog_price_regression(replace(with_event, events=()), HORIZON, LEVELS).extras
+    with pytest.raises(ValueError, match=r"events \['promo'\] are not covariates"):
+        replace(history, events=("promo",))
 
 
 def test_loglog_regression_clips_non_positive_values_instead_of_taking_their_log() -> None:

@@ -103,6 +103,7 @@ def series_history(encoded: EncodedPanelData, spec: PanelSpec) -> PanelHistory:
         covariates=covariates,
         store=encoded.dims.series_store.astype(np.int64),
         product=encoded.dims.series_product.astype(np.int64),
+        events=tuple(e.name for e in spec.events),
     )
 
 
@@ -117,7 +118,7 @@ def _aggregate_history(history: PanelHistory, level: AggregateLevel) -> PanelHis
         covariates[name] = summed / np.maximum(counts, 1)
     return PanelHistory(
         y=y, periods=history.periods, season_length=history.season_length, covariates=covariates,
-        store=np.arange(n_groups, dtype=np.int64), product=np.zeros(n_groups, dtype=np.int64),
+        store=np.arange(n_groups, dtype=np.int64), product=np.zeros(n_groups, dtype=np.int64), events=history.events,
     )
 
 

@@ -66,6 +66,7 @@ class PanelHistory:
     covariates: dict[str, np.ndarray]  # name -> float [S, T + H]
     store: np.ndarray  # int [S], 0..n_stores-1
     product: np.ndarray  # int [S], 0..n_products-1
+    events: tuple[str, ...] = ()  # covariates that are the spec's dated events (the log-log regression leaves them out)
 
     def __post_init__(self) -> None:
         y = np.asarray(self.y)
@@ -90,6 +91,8 @@ class PanelHistory:
                 raise ValueError(f"{name} must be int [S] = [{n_series}], got shape {codes.shape} and dtype {codes.dtype}")
             if codes.size and codes.min() < 0:
                 raise ValueError(f"{name} codes must be >= 0, got {codes.min()}")
+        if unknown := sorted(set(self.events) - set(self.covariates)):
+            raise ValueError(f"events {unknown} are not covariates {sorted(self.covariates)}")
         for name, values in self.covariates.items():
             values = np.asarray(values)
             if values.ndim != 2 or values.shape[0] != n_series or values.shape[1] < n_periods:
@@ -595,7 +598,10 @@ def loglog_price_regression(history: PanelHistory, horizon: int, levels: tuple[f
     (the second term is the uncertainty of the coefficients); quantiles exp(x b + z_q sd), mean
     exp(x b + sd^2 / 2). Series with fewer than (columns + 2) usable rows: the mean of log y and its sd (a
     series with no residual degree of freedom takes the median residual sd of the others). Covariates constant
-    over a series' rows are dropped from its fit. Non-positive y (walmart's returns, zeros) are clipped at
+    over a series' rows are dropped from its fit. The spec's dated events (``history.events``) are left out: a
+    series fitted alone sees an event on two or three rows a year, often only one of its shares, and its
+    coefficient there extrapolates without bound (walmart's Easter weeks sent a sparse series' mean to 1e37).
+    Non-positive y (walmart's returns, zeros) are clipped at
     LOG_FLOOR_SHARE (1%) of the series' median positive value before the log. A series without any
     observation gets NaN. ``extras``: ``coef_<name>`` [S] per column (``coef_intercept`` first; 0 for a
     dropped column) and ``sigma`` [S].
@@ -603,7 +609,8 @@ def loglog_price_regression(history: PanelHistory, horizon: int, levels: tuple[f
     levels = _check_request(history, horizon, levels)
     y = np.asarray(history.y, dtype=float)
     n_series, n_periods = y.shape
-    names = (["log_price"] if "log_price" in history.covariates else []) + sorted(c for c in history.covariates if c != "log_price")
+    others = sorted(c for c in history.covariates if c != "log_price" and c not in history.events)
+    names = (["log_price"] if "log_price" in history.covariates else []) + others
     x = np.stack([np.ones((n_series, n_periods + horizon))] + [np.asarray(history.covariates[c], float) for c in names], axis=2)
     fits: list[dict | None] = []
     for s in range(n_series):
