@@ -5,11 +5,19 @@ from __future__ import annotations
 
 import datetime as dt
 import textwrap
+from dataclasses import replace
 
+import jax
+import numpy as np
 import polars as pl
 import pytest
 
+from tasks import names as n
+from tasks import panel_pipeline as pp
+from tasks.config import ForecastConfig, PanelFitConfig
 from tasks.data.events import easter_sunday, event_days, period_shares, with_event_columns
+from tasks.data.panel_demo import generate_panel_demo
+from tasks.data.panel_encode import encode_panel
 from tasks.data.spec import Event, SpecError, builtin_spec, parse_spec
 
 # Western Easter Sundays from published tables, the earliest (March 22) and latest (April 25) possible among them.
@@ -120,3 +128,34 @@ def test_walmart_dates_easter_on_the_weeks_it_labels_by_their_last_day() -> None
     spec = builtin_spec("walmart")
     assert spec.sales.period_label == "end"
     assert {e.name: (e.date, e.days) for e in spec.events} == {"easter_before": ("easter", (-7, -1)), "easter_after": ("easter", (0, 6))}
+
+
+@pytest.mark.slow  # two fits of 16 series x 114 weeks: ~30 s on 2 cores
+def test_a_lift_before_easter_is_forecast_in_the_weeks_easter_falls_in_that_year() -> None:
+    # History: Easter 2022-04-17 and 2023-04-09; the horizon from 2024-03-14 holds Easter 2024-03-31, weeks earlier
+    # in the year than either: a yearly profile cannot put the lift there, the dated event does.
+    demo = generate_panel_demo(seed=5, n_stores=4, n_departments=2, products_per_department=2, n_weeks=114, horizon=13)
+    tables = demo.tables()
+    event = Event(name="easter_before", date="easter", days=(-7, -1))
+    lift = np.log(3.0)
+    sales = with_event_columns(tables.sales, n.PERIOD, [event], 7, "start")
+    sales = sales.with_columns((pl.col(n.TARGET) * (lift * pl.col(event.name)).exp()).round())
+    future = with_event_columns(tables.future, n.PERIOD, [event], 7, "start")
+    share = future.group_by(n.PERIOD).agg(pl.col(event.name).first()).sort(n.PERIOD)[event.name].to_numpy()
+    assert share[1:3] == pytest.approx([4 / 7, 3 / 7])  # the Thursday-to-Wednesday weeks of March 21 and 28
+    true_total = demo.truth.future_mean.sum(axis=(0, 1)) * np.exp(lift * share)
+
+    def forecast_total(spec) -> np.ndarray:
+        panel = replace(tables, spec=spec, sales=sales, future=future)
+        encoded = encode_panel(panel)
+        config = PanelFitConfig(max_steps=1500, chunk_steps=100)
+        fitted, _ = pp.fit_encoded(encoded, spec, config, jax.random.key(0), on_progress=lambda p: None)
+        arrays = pp.forecast_encoded(fitted, encoded, (), ForecastConfig(num_draws=200), jax.random.key(1))
+        return arrays.mean.sum(axis=0)
+
+    dated = forecast_total(tables.spec.model_copy(update={"events": (event,)}))
+    undated = forecast_total(tables.spec)
+    easter_weeks, others = [1, 2], [0, *range(3, 13)]
+    assert dated[easter_weeks] / true_total[easter_weeks] == pytest.approx([1.0, 1.0], abs=0.2)
+    assert (undated[easter_weeks] / true_total[easter_weeks] < 0.8).all()
+    assert np.median(dated[others] / true_total[others]) == pytest.approx(1.0, abs=0.1)
