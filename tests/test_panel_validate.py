@@ -258,6 +258,13 @@ def test_events_are_dated_in_the_history_and_the_future_and_encoded_as_they_are(
     assert encoded.history.x_series[s, t, column] == pytest.approx(6 / 7)
 
 
+def test_with_events_a_period_that_is_no_date_is_still_reported_as_such(tmp_path: Path) -> None:
+    panel = Panel(spec=SPEC + EVENTS_SPEC)
+    panel.set(SALES, 5, "week", "2024-02-30")
+    report = failing(tmp_path, panel)
+    assert find(report, S, "week", r.RULE_PARSE_DATE).rows == (5,)
+
+
 def test_future_and_dimensions_are_canonical(good: PanelTables) -> None:
     assert good.future is not None
     assert n.TARGET not in good.future.columns

@@ -91,7 +91,7 @@ def with_event_columns(frame: pl.DataFrame, period: str, events: Iterable, perio
     events = tuple(events)
     if not events:
         return frame
-    periods = frame[period].unique().to_list()
+    periods = frame[period].drop_nulls().unique().to_list()  # a blank or unparsed period is validation's to report
     columns = []
     for event in events:
         shares = period_shares(periods, event.date, event.days[0], event.days[1], period_days, label)
