@@ -146,6 +146,19 @@ def _goals(overall: dict, curve) -> list[str]:
     return ["| goal | status | measured |", "|---|---|---|", *lines]
 
 
+def _kept_sections(path: Path) -> str:
+    """What a regeneration of ``path`` keeps after its generated part; exits when the file has content but not
+    the generated part's last heading, whose measured sections it would otherwise overwrite."""
+    existing = path.read_text() if path.exists() else ""
+    kept = report.measured_sections(existing, GOALS_HEADING)
+    if kept is None and existing.strip():
+        raise SystemExit(
+            f"{path} has no line {GOALS_HEADING!r}, so its measured sections cannot be told from the generated part: "
+            f"refusing to overwrite its {len(existing.splitlines()):,} lines (restore the heading, or move the file aside)"
+        )
+    return kept or ""
+
+
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0], repeats=None, fit=False)
     p.add_argument("--write", type=Path, default=common.REPO / "EVALUATION.md", help="file to write")
@@ -154,6 +167,7 @@ def main() -> None:
     p.add_argument("--cold-start-stores", type=int, default=100)
     p.add_argument("--max-steps", type=int, default=None, help="cap the fits (smoke runs only)")
     args = p.parse_args()
+    _kept_sections(args.write)  # before hours of backtests: a file this script cannot regenerate stops it now
     common.setup(args)
     machine = common.machine_info()
     common.print_machine(machine)
@@ -234,7 +248,7 @@ def main() -> None:
         + (["## Cold start", "", COLD_START_PROTOCOL, report.cold_start_table(curve), *_largest_errors(curve), *_error_parts(curve)] if curve is not None else [])
         + [GOALS_HEADING, "", *_goals(suite.overall, curve), ""]
     )
-    kept = report.measured_sections(args.write.read_text(), GOALS_HEADING) if args.write.exists() else ""
+    kept = _kept_sections(args.write)  # read again: the file may have changed while the backtests ran
     write_file(args.write, lambda tmp: tmp.write_text(text + ("\n" + kept if kept else "")))
     print(f"wrote {args.write}" + (f" (kept its {len(kept.splitlines()):,} lines of measured sections)" if kept else ""))
 

@@ -4,6 +4,8 @@ cases; PIT and CRPS from draws; baselines on the same rows; champion gates."""
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -240,14 +242,24 @@ def test_baselines_are_scored_on_the_same_rows_as_the_model(inputs) -> None:
     assert all(k == keys[0] for k in keys)
 
 
+def test_the_evaluation_script_refuses_a_file_it_cannot_tell_apart_before_running_anything(tmp_path: Path) -> None:
+    report = tmp_path / "EVALUATION.md"
+    report.write_text("# Notes\n\nmeasured by hand\n")
+    script = Path(__file__).resolve().parents[1] / "bench" / "evaluation.py"
+    done = subprocess.run([sys.executable, str(script), "--write", str(report), "--data", str(tmp_path / "absent")],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode != 0 and "has no line '## Goals (issue 5)'" in done.stderr and "3 lines" in done.stderr
+    assert report.read_text() == "# Notes\n\nmeasured by hand\n"
+
+
 def test_regenerating_the_evaluation_keeps_the_measured_sections_after_it() -> None:
     goals = "## Goals (issue 5)"
     generated = f"# Evaluation\n\n## Backtest\n\n| a |\n\n{goals}\n\n- met\n"
     measured = "## Any retailer's data\n\nwalmart 0.0180\n\n### OJ\n\n## Replenishment\n\n0.943\n"
     assert measured_sections(generated + "\n" + measured, goals) == measured
     assert generated.endswith(goals + "\n\n- met\n") and measured_sections(generated, goals) == ""
-    # a file without the generated part's last heading has nothing to keep: no guess at where it ends
-    assert measured_sections(measured, goals) == ""
+    # a file without the generated part's last heading: no guess at where it ends (the script refuses to write)
+    assert measured_sections(measured, goals) is None
     # the real file: the measured sections are its tail, the Rossmann through the year onwards
     text = (Path(__file__).resolve().parents[1] / "EVALUATION.md").read_text()
     kept = measured_sections(text, goals)

@@ -119,13 +119,14 @@ def cold_start_table(curve: ColdStartCurve) -> str:
     return "\n".join(lines) + "\n"
 
 
-def measured_sections(text: str, last_generated_heading: str) -> str:
+def measured_sections(text: str, last_generated_heading: str) -> str | None:
     """The part of a report after its generated one: from the first level-2 heading after
     ``last_generated_heading`` to the end ("" when there is none). EVALUATION.md keeps there the measurements
-    of other commands (the panel data sets, replenishment, the M5 shape), which a regeneration must not lose."""
+    of other commands (the panel data sets, replenishment, the M5 shape), which a regeneration must not lose.
+    None when the text lacks the heading: then nothing tells the generated part from the rest."""
     lines = text.splitlines(keepends=True)
     heading = next((i for i, line in enumerate(lines) if line.rstrip("\r\n") == last_generated_heading), None)
     if heading is None:
-        return ""
+        return None
     start = next((i for i in range(heading + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
     return "".join(lines[start:])
