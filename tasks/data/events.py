@@ -54,10 +54,15 @@ def event_date(date: str, year: int) -> dt.date:
     return dt.date(year, month, day)
 
 
+def check_window(first: int, last: int) -> None:
+    """A ValueError naming the window unless it runs forwards and stays within MAX_WINDOW_DAYS of its date."""
+    if not -MAX_WINDOW_DAYS <= first <= last <= MAX_WINDOW_DAYS:
+        raise ValueError(f"days [{first}, {last}]: need first <= last, each within {MAX_WINDOW_DAYS} days of the date")
+
+
 def event_days(date: str, first: int, last: int, years: Iterable[int]) -> set[dt.date]:
     """Every day of the window [date + first, date + last] of each of ``years``."""
-    if not -MAX_WINDOW_DAYS <= first <= last <= MAX_WINDOW_DAYS:
-        raise ValueError(f"window days ({first}, {last}): need -{MAX_WINDOW_DAYS} <= first <= last <= {MAX_WINDOW_DAYS}")
+    check_window(first, last)
     days = set()
     for year in years:
         anchor = event_date(date, year)

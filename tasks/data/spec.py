@@ -21,7 +21,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tasks.data.events import EASTER, MAX_WINDOW_DAYS, parse_month_day
+from tasks.data.events import check_window, event_date
 
 # An identifier a spec gives to a covariate, a hierarchy level or an aggregate: it becomes a feature
 # name, an MLflow parameter and a column value, so keep it plain.
@@ -105,19 +105,16 @@ class Event(_Strict):
     @field_validator("date")
     @classmethod
     def _known_date(cls, value: str) -> str:
-        if value != EASTER:
-            try:
-                parse_month_day(value)
-            except ValueError as err:
-                raise ValueError(f"date {value!r} is neither 'easter' nor a day of the year as MM-DD") from err
+        try:
+            event_date(value, 2001)
+        except ValueError as err:
+            raise ValueError(f"date {value!r} is neither 'easter' nor a day of the year as MM-DD") from err
         return value
 
     @field_validator("days")
     @classmethod
     def _window(cls, value: tuple[int, int]) -> tuple[int, int]:
-        first, last = value
-        if not -MAX_WINDOW_DAYS <= first <= last <= MAX_WINDOW_DAYS:
-            raise ValueError(f"days {list(value)}: need first <= last, each within {MAX_WINDOW_DAYS} days of the date")
+        check_window(*value)
         return value
 
     @property

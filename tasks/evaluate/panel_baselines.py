@@ -601,9 +601,8 @@ def loglog_price_regression(history: PanelHistory, horizon: int, levels: tuple[f
     over a series' rows are dropped from its fit. The spec's dated events (``history.events``) are left out: a
     series fitted alone sees an event on two or three rows a year, often only one of its shares, and its
     coefficient there extrapolates without bound (walmart's Easter weeks sent a sparse series' mean to 1e37).
-    Non-positive y (walmart's returns, zeros) are clipped at
-    LOG_FLOOR_SHARE (1%) of the series' median positive value before the log. A series without any
-    observation gets NaN. ``extras``: ``coef_<name>`` [S] per column (``coef_intercept`` first; 0 for a
+    Non-positive y (walmart's returns, zeros) are clipped at LOG_FLOOR_SHARE (1%) of the series' median positive
+    value before the log. A series without any observation gets NaN. ``extras``: ``coef_<name>`` [S] per column (``coef_intercept`` first; 0 for a
     dropped column) and ``sigma`` [S].
     """
     levels = _check_request(history, horizon, levels)
