@@ -212,6 +212,7 @@ def main() -> None:
     p.add_argument("--block-periods", type=int, default=None, help="periods per level-walk step (default: the fit config's)")
     p.add_argument("--recency-half-life", type=int, default=None, help="periods; 0: off (default: the spec's)")
     p.add_argument("--shock-scales", choices=("auto", "moments", "fit"), default="auto", help="the period shocks' scales ahead (PanelFitConfig)")
+    p.add_argument("--walk-scale", choices=("auto", "moments", "fit"), default="auto", help="the series' walk scale ahead (PanelFitConfig)")
     p.add_argument("--num-draws", type=int, default=500)
     p.add_argument("--chance", type=int, default=200, help="draws of the model's own taken as the truth for the coverage by chance (0: none)")
     p.add_argument("--seed", type=int, default=0)
@@ -244,6 +245,7 @@ def main() -> None:
         block_periods=args.block_periods,
         recency_half_life=args.recency_half_life,
         shock_scales_ahead=args.shock_scales,
+        walk_scale_ahead=args.walk_scale,
     )
     if args.spec is not None:
         tables = read_panel(load_spec(args.spec), args.data)

@@ -91,7 +91,7 @@ def panel(config: PanelRunConfig) -> PanelRunResult:
         if tracker is not None:
             t = time.perf_counter()
             record_config(tracker, config, {"model_version": fitted.model_version})
-            panel_recording.record_panel_fit(tracker, fit, encoded.encoding.n_series, n_masked, fitted.info.get("shock_scales_ahead"))
+            panel_recording.record_panel_fit(tracker, fit, encoded.encoding.n_series, n_masked, fitted.info)
             panel_recording.record_panel_files(tracker, out, fitted_dir)
             record_elasticities(tracker, fitted, encoded.dims, tables.stores, tables.products, spec, keys)
             timings["track"] = time.perf_counter() - t

@@ -42,7 +42,7 @@ def panel_train(config: PanelTrainConfig) -> PanelTrainResult:
         fitted_dir = panel_stages.save_model(fitted, config.state_dir)
         if tracker is not None:
             record_config(tracker, config, {"model_version": fitted.model_version})
-            panel_recording.record_panel_fit(tracker, fit, encoded.encoding.n_series, encoded.n_masked, fitted.info.get("shock_scales_ahead"))
+            panel_recording.record_panel_fit(tracker, fit, encoded.encoding.n_series, encoded.n_masked, fitted.info)
             panel_recording.record_panel_files(tracker, None, fitted_dir)
             record_elasticities(tracker, fitted, encoded.dims, tables.stores, tables.products, spec, keys)
     return PanelTrainResult(fitted_dir, fit, encoded.encoding.n_series, tracker.link if tracker else None)
@@ -61,7 +61,7 @@ def _train_from_blocks(config: PanelTrainConfig, spec: PanelSpec, keys: RunKeys)
         fitted_dir = panel_stages.save_model(fitted, config.state_dir)
         if tracker is not None:
             record_config(tracker, config, {"model_version": fitted.model_version})
-            panel_recording.record_panel_fit(tracker, fit, blocks.encoding.n_series, blocks.totals.n_masked, fitted.info.get("shock_scales_ahead"))
+            panel_recording.record_panel_fit(tracker, fit, blocks.encoding.n_series, blocks.totals.n_masked, fitted.info)
             panel_recording.record_panel_files(tracker, None, fitted_dir)
             record_elasticities(tracker, fitted, blocks.dims, blocks.stores, blocks.products, spec, keys)
     return PanelTrainResult(fitted_dir, fit, blocks.encoding.n_series, tracker.link if tracker else None)

@@ -307,6 +307,19 @@ class PanelFitConfig(BaseModel):
         " units, the fit's for amounts",
     )
 
+    walk_scale_ahead: Literal["auto", "moments", "fit"] = Field(
+        "auto",
+        description="the scale the forecast draws each series' own level-walk steps at: 'moments' estimates it after the"
+        " fit from the history's block-to-block changes (tasks.model.walk_scales); 'fit' takes the fit's own; 'auto':"
+        " moments for amounts, the fit's for units",
+    )
+
+    def moment_walk_scale(self, target_kind: str) -> bool:
+        """Whether a fit of a ``target_kind`` target estimates its series' walk scale ahead from the history's
+        block-to-block changes. 'auto' does for amounts, where it was measured (walmart, EVALUATION.md); the unit
+        data sets' (OJ, Rossmann's shape, the M5 shape) intervals were tuned with the fit's and keep it."""
+        return self.walk_scale_ahead == "moments" or (self.walk_scale_ahead == "auto" and target_kind == "amount")
+
     def moment_shock_scales(self, target_kind: str) -> bool:
         """Whether a fit of a ``target_kind`` target ('units' or 'amount') estimates its shocks' scales ahead from
         the moments. 'auto' does for units only: on walmart's dollars (issue 10's backtest, 4 origins) the log

@@ -25,7 +25,7 @@ from tasks.model.panel import PanelInputs, PanelStructure, recency_weights, shoc
 from tasks.model.panel_state import FittedPanel
 from tasks.model.panel_stream import block_inputs, fit_panel_streamed, scan_blocks
 from tasks.model.shock_scales import SeriesBatch
-from tasks.panel_pipeline import fitted_panel, structure_of, with_moment_shock_scales
+from tasks.panel_pipeline import fitted_panel, structure_of, with_moment_shock_scales, with_moment_walk_scale
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,8 @@ def fit_blocks(
     result = fit_panel_streamed(series_blocks, shared, scan, structure, config.settings(), key, blocks_per_pool, on_progress)
     if config.moment_shock_scales(blocks.spec.target_kind):
         result = with_moment_shock_scales(result, structure, block_batches(series_blocks, shared), recency_weights(shared, structure))
+    if config.moment_walk_scale(blocks.spec.target_kind):
+        result = with_moment_walk_scale(result, structure, block_batches(series_blocks, shared))
     return fitted_panel(result, structure, blocks.encoding, blocks.dims, blocks.spec, basis, scan.counts > 0, info)
 
 

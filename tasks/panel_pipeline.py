@@ -39,6 +39,7 @@ from tasks.model.censored import MAX_CENSORED_UNITS, survival_terms
 from tasks.model.inference import FitProgress, FitResult, log_progress
 from tasks.model.panel import (
     INTERCEPT,
+    LEVEL_SCALE_AHEAD,
     SHOCK_KINDS,
     SHOCK_SCALES_AHEAD,
     PanelInputs,
@@ -58,6 +59,7 @@ from tasks.model.shock_scales import (
     shock_scales_ahead,
     with_shock_scales_ahead,
 )
+from tasks.model.walk_scales import fitted_walk_scale, walk_scale_ahead, with_walk_scale_ahead
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +232,8 @@ def fit_encoded(
     result = fit_panel(inputs, structure, config.settings(), key, on_progress)
     if config.moment_shock_scales(spec.target_kind):
         result = with_moment_shock_scales(result, structure, in_memory_batches(inputs), recency_weights(inputs, structure))
+    if config.moment_walk_scale(spec.target_kind):
+        result = with_moment_walk_scale(result, structure, in_memory_batches(inputs))
     return fitted_panel(result, structure, encoded.encoding, encoded.dims, spec, basis, history.observed.any(axis=1), info)
 
 
@@ -247,6 +251,21 @@ def with_moment_shock_scales(
             time.perf_counter() - t0,
         )
     return replace(result, params=with_shock_scales_ahead(result.params, scales))
+
+
+def with_moment_walk_scale(result: FitResult, structure: PanelStructure, batches: Iterable[SeriesBatch]) -> FitResult:
+    """``result`` whose parameters carry the moment estimate of the series' walk scale ahead (``tasks.model.walk_scales``);
+    as it is when the history holds too few full blocks to tell."""
+    t0 = time.perf_counter()
+    scale = walk_scale_ahead(result.params, structure, batches)
+    if scale is None:
+        log.info("scale of the series' walks ahead: the fit's %.4f (the history has under three full blocks)", fitted_walk_scale(result.params, structure))
+    else:
+        log.info(
+            "scale of the series' walks ahead (the history's block-to-block changes; the fit's in brackets): %.4f (%.4f); %.1fs",
+            scale, fitted_walk_scale(result.params, structure), time.perf_counter() - t0,
+        )  # fmt: skip
+    return replace(result, params=with_walk_scale_ahead(result.params, scale))
 
 
 def fitted_panel(
@@ -268,6 +287,8 @@ def fitted_panel(
     if SHOCK_SCALES_AHEAD in params:
         ahead = params[SHOCK_SCALES_AHEAD]
         fit_info["shock_scales_ahead"] = {kind: float(v) for kind, v in zip(SHOCK_KINDS, ahead, strict=True) if kind in structure.shocks}
+    if LEVEL_SCALE_AHEAD in params:
+        fit_info["level_scale_ahead"] = float(params[LEVEL_SCALE_AHEAD])
     fitted = FittedPanel(params=params, structure=structure, encoding=encoding, spec=spec, shock_basis=basis, info={**(info or {}), **fit_info})
     return fitted, replace(result, params=params)
 

@@ -144,19 +144,21 @@ def generate_panel_demo(
     chain_growth: float = 0.0,
     lift_drift: float = 0.0,
     store_shock: float = 0.0,
+    series_drift: float = 0.0,
 ) -> PanelDemo:
     """``promo_concentration``: the NB concentration of promotion weeks (default ``concentration``): lower
     makes a promotion's sales noisier than a regular week's. ``store_drift``: the sd of a step, every 13 weeks,
     of a walk of each store's level that all its products share (0: none). ``chain_growth``: a steady growth of
     every series, in log per year (0.1: about 10% a year). ``lift_drift``: a steady change of every promotion's
     lift, in log per year, that the horizon continues. ``store_shock``: the sd of a shock of each store and week (in
-    log) that all its products share, the store's traffic that week (0: none)."""
+    log) that all its products share, the store's traffic that week (0: none). ``series_drift``: the sd of a step,
+    every 13 weeks, of a walk of each series' own level (0: none)."""
     if min(n_stores, n_regions, n_departments, products_per_department, n_weeks, horizon) < 1:
         raise ValueError("every count of the panel demo must be >= 1")
     if concentration <= 0 or (promo_concentration is not None and promo_concentration <= 0):
         raise ValueError(f"concentrations must be > 0, got {concentration!r} and {promo_concentration!r}")
-    if store_drift < 0 or store_shock < 0:
-        raise ValueError(f"store_drift and store_shock must be >= 0, got {store_drift!r} and {store_shock!r}")
+    if min(store_drift, store_shock, series_drift) < 0:
+        raise ValueError(f"store_drift, store_shock and series_drift must be >= 0, got {store_drift!r}, {store_shock!r} and {series_drift!r}")
     if not 0.0 <= stockout_share < 0.5:
         raise ValueError(f"stockout_share must lie in [0, 0.5), got {stockout_share!r}")
     rng = np.random.default_rng(seed)
@@ -205,6 +207,10 @@ def generate_panel_demo(
         steps = np.random.default_rng([seed, 2]).normal(0.0, store_drift, (n_stores, n_total // 13 + 1))
         steps[:, 0] = 0.0
         log_mu = log_mu + np.cumsum(steps, axis=1)[:, np.arange(n_total) // 13][:, None, :]
+    if series_drift > 0:
+        steps = np.random.default_rng([seed, 4]).normal(0.0, series_drift, (n_stores, n_products, n_total // 13 + 1))
+        steps[..., 0] = 0.0
+        log_mu = log_mu + np.cumsum(steps, axis=2)[..., np.arange(n_total) // 13]
     if store_shock > 0:
         log_mu = log_mu + np.random.default_rng([seed, 3]).normal(0.0, store_shock, (n_stores, 1, n_total))
     log_mu = log_mu + chain_growth * np.arange(n_total) / 52.0

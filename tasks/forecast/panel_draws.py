@@ -21,6 +21,7 @@ from tasks.forecast.draws import DEFAULT_QUANTILES, ChunkPlan, quantiles_of_draw
 from tasks.model.inference import Params
 from tasks.model.negbin import draw_counts, mixture_concentration, mixture_concentration_and_uniform
 from tasks.model.panel import (
+    LEVEL_SCALE_AHEAD,
     SHOCK_KINDS,
     SHOCK_SCALES_AHEAD,
     SHOCK_SITES,
@@ -74,6 +75,8 @@ def _draw_globals(params: Params, key: jax.Array, structure: PanelStructure, num
         params[f"{PanelSite.SCALES}.loc"] + params[f"{PanelSite.SCALES}.scale"] * jax.random.normal(key_positive, (num_draws, positive.size))
     )
     latent = {**real.unpack(values), **positive.unpack(scales)}
+    if LEVEL_SCALE_AHEAD in params:  # the history's level steps never reach the periods ahead: only theirs take it
+        latent[PanelSite.LEVEL_SCALE] = jnp.broadcast_to(params[LEVEL_SCALE_AHEAD], (num_draws,))
     shapes = shock_shapes(structure, n_periods)
     shocks = []
     for i, (k, kind) in enumerate(zip(jax.random.split(key_shocks, len(SHOCK_KINDS)), SHOCK_KINDS, strict=True)):

@@ -129,6 +129,9 @@ SHOCK_SITES = {
 # A fitted model's scales of the shocks ahead, one per SHOCK_KINDS (0 for a kind the model lacks), estimated after
 # the fit (``tasks.model.shock_scales``); a model without it draws them at its guide's scales.
 SHOCK_SCALES_AHEAD = "shock_scales_ahead"
+# A fitted model's scale of the series' own level walk ahead, estimated after the fit (``tasks.model.walk_scales``);
+# a model without it draws the walk's steps ahead at its guide's scale.
+LEVEL_SCALE_AHEAD = "level_scale_ahead"
 
 # Level walks shared by the series of the chain, of a store or of a product: side -> (steps site, scale site)
 WALK_SITES = {

@@ -148,17 +148,20 @@ def estimate_shock_scales(
     return {k: float(np.sqrt(v)) for k, v in zip(kinds, variances, strict=True)}
 
 
-def centre_latents(params: Params, structure: PanelStructure) -> tuple[dict[str, jnp.ndarray], dict[str, jnp.ndarray]]:
-    """Every global latent at its guide's centre with the period shocks' scales at 0, and the series' latents
-    ([N, ...]) at theirs."""
+def guide_centres(params: Params, structure: PanelStructure) -> tuple[dict[str, jnp.ndarray], dict[str, jnp.ndarray]]:
+    """Every global latent at its guide's centre, and the series' latents ([N, ...]) at theirs."""
     real, positive, series = layouts(structure)
     latent = {
         **real.unpack(jnp.asarray(params[f"{PanelSite.GLOBALS}.loc"])),
         **positive.unpack(jnp.exp(jnp.asarray(params[f"{PanelSite.SCALES}.loc"]))),
     }
-    for kind in structure.shocks:
-        latent[SHOCK_SITES[kind][1]] = jnp.zeros(())
     return latent, series.unpack(jnp.asarray(params[f"{PanelSite.SERIES}.loc"]))
+
+
+def centre_latents(params: Params, structure: PanelStructure) -> tuple[dict[str, jnp.ndarray], dict[str, jnp.ndarray]]:
+    """``guide_centres`` with the period shocks' scales at 0."""
+    latent, series = guide_centres(params, structure)
+    return {**latent, **{SHOCK_SITES[kind][1]: jnp.zeros(()) for kind in structure.shocks}}, series
 
 
 @partial(jax.jit, static_argnames=("structure",))

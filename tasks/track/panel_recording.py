@@ -16,10 +16,10 @@ ELBO_KEY = "elbo_panel"
 
 
 def record_panel_fit(
-    tracker: Tracker, fit: FitResult, n_series: int, n_masked: int, shock_scales_ahead: dict[str, float] | None = None
+    tracker: Tracker, fit: FitResult, n_series: int, n_masked: int, fitted_info: dict | None = None
 ) -> dict[str, float]:
-    """The fit's summary metrics, its ELBO trace and plot; ``shock_scales_ahead``: the scales the forecast draws the
-    shocks ahead at, when estimated after the fit (``FittedPanel.info``)."""
+    """The fit's summary metrics, its ELBO trace and plot; ``fitted_info`` (``FittedPanel.info``): the scales the
+    forecast draws the shocks and the series' walk steps ahead at, when estimated after the fit."""
     metrics = {
         "panel_steps": fit.n_steps,
         "panel_converged": 1.0 if fit.converged else 0.0,
@@ -29,7 +29,10 @@ def record_panel_fit(
         "n_series": n_series,
         "n_masked_cells": n_masked,
     }
-    metrics |= {f"panel_shock_scale_ahead_{kind}": value for kind, value in (shock_scales_ahead or {}).items()}
+    info = fitted_info or {}
+    metrics |= {f"panel_shock_scale_ahead_{kind}": value for kind, value in info.get("shock_scales_ahead", {}).items()}
+    if "level_scale_ahead" in info:
+        metrics["panel_level_scale_ahead"] = info["level_scale_ahead"]
     tracking.log_metrics(tracker.client, tracker.run_id, metrics)
     tracking.log_loss_trace(tracker.client, tracker.run_id, ELBO_KEY, fit.losses)
     tracking.log_figure(tracker.client, tracker.run_id, plots.elbo_curve(fit.losses, "panel fit"), "elbo_panel")
