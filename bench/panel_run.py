@@ -26,6 +26,7 @@ FIELDS = [
     ("encode_s", "encode", ".2f"),
     ("fit_compile_s", "fit compile s", ".1f"),
     ("fit_run_s", "fit run s", ".1f"),
+    ("after_fit_s", "after fit s", ".1f"),
     ("fit_steps", "steps", ".0f"),
     ("converged", "converged", ""),
     ("forecast_s", "forecast s", ".1f"),
@@ -45,8 +46,10 @@ def child(args) -> dict:
     encoded = encode_tables(as_of)
     encode_s = time.perf_counter() - t
     key_fit, key_forecast = jax.random.split(jax.random.key(args.seed))
-    fit_config = PanelFitConfig() if args.max_steps is None else PanelFitConfig(max_steps=args.max_steps)
+    fit_config = PanelFitConfig(walk_scale_ahead=args.walk_scale, **({} if args.max_steps is None else {"max_steps": args.max_steps}))
+    t = time.perf_counter()
     fitted, fit = fit_encoded(encoded, spec, fit_config, key_fit, on_progress=common.progress(args))
+    fit_wall_s = time.perf_counter() - t
     t = time.perf_counter()
     aggregates = aggregate_levels(as_of, encoded)
     arrays = forecast_encoded(fitted, encoded, aggregates, ForecastConfig(num_draws=args.num_draws), key_forecast)
@@ -57,6 +60,7 @@ def child(args) -> dict:
         "encode_s": encode_s,
         "fit_compile_s": fit.compile_seconds,
         "fit_run_s": fit.run_seconds,
+        "after_fit_s": fit_wall_s - fit.compile_seconds - fit.run_seconds,  # the scales ahead estimated after the fit, the structure's set-up
         "fit_steps": fit.n_steps,
         "converged": fit.converged,
         "forecast_s": forecast_s,
@@ -71,6 +75,7 @@ def main() -> None:
     p = common.parser(__doc__.splitlines()[0], repeats=3, seed=True, draws=True)
     p.set_defaults(data=SHARED)
     p.add_argument("--dataset", choices=("walmart", "dominicks_oj"), default="walmart")
+    p.add_argument("--walk-scale", choices=("auto", "moments", "fit"), default="auto", help="the series' walk scale ahead (PanelFitConfig)")
     p.add_argument("--horizon", type=int, default=None, help="periods of the future table (default: the issue's, 13 weeks walmart, 12 OJ)")
     args = p.parse_args()
     args.data = Path(args.data)

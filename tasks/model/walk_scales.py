@@ -53,11 +53,15 @@ def series_block_residuals(params: Params, structure: PanelStructure, batches: I
         n_blocks = structure.n_past_blocks + 1
         in_block = block[:, None] == np.arange(n_blocks)[None, :]  # [T, B]
         full = in_block.sum(axis=0) == structure.block_periods
-        idx = jnp.asarray(batch.idx)
-        terms = cell_terms(latent, {k: v[batch.rows] for k, v in series.items()}, inputs, idx, structure)
-        counted = np.asarray(inputs.observed[idx])
+        n_series = len(batch.idx)
+        # Padded to a power of two by repeating the last series: a few compiled shapes for any batch sizes
+        padding = np.full(padded_size(n_series) - n_series, -1)
+        idx = jnp.asarray(np.concatenate([batch.idx, np.asarray(batch.idx)[padding]]))
+        series_rows = np.concatenate([batch.rows, np.asarray(batch.rows)[padding]])
+        terms = [t[:n_series] for t in cell_terms(latent, {k: v[series_rows] for k, v in series.items()}, inputs, idx, structure)]
+        counted = np.asarray(inputs.observed[idx[:n_series]])
         if inputs.censored is not None:
-            counted = counted & ~np.asarray(inputs.censored[idx])
+            counted = counted & ~np.asarray(inputs.censored[idx[:n_series]])
         weight, weighted = (np.where(counted, np.asarray(t, np.float64), 0.0) @ in_block for t in terms[:2])
         with np.errstate(invalid="ignore", divide="ignore"):
             residual = np.where((weight > 0) & full[None, :], weighted / weight, np.nan)
@@ -66,6 +70,11 @@ def series_block_residuals(params: Params, structure: PanelStructure, batches: I
     if not residuals:
         raise ValueError("series_block_residuals needs at least one batch of series")
     return np.concatenate(residuals), np.concatenate(rows)
+
+
+def padded_size(n: int) -> int:
+    """The power of two at or above ``n`` (at least 64)."""
+    return max(64, 1 << (int(n) - 1).bit_length())
 
 
 def robust_variogram(residuals: np.ndarray, max_lag: int = 2) -> tuple[np.ndarray, np.ndarray]:
