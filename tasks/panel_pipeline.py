@@ -257,13 +257,13 @@ def with_moment_walk_scale(result: FitResult, structure: PanelStructure, batches
     """``result`` whose parameters carry the moment estimate of the series' walk scale ahead (``tasks.model.walk_scales``);
     as it is when the history holds too few full blocks to tell."""
     t0 = time.perf_counter()
-    scale = walk_scale_ahead(result.params, structure, batches)
+    scale, fitted = walk_scale_ahead(result.params, structure, batches), fitted_walk_scale(result.params, structure)
     if scale is None:
-        log.info("scale of the series' walks ahead: the fit's %.4f (the history has under three full blocks)", fitted_walk_scale(result.params, structure))
+        log.info("scale of the series' walks ahead: the fit's %.4f (the history has under three full blocks)", fitted)
     else:
         log.info(
             "scale of the series' walks ahead (the history's block-to-block changes; the fit's in brackets): %.4f (%.4f); %.1fs",
-            scale, fitted_walk_scale(result.params, structure), time.perf_counter() - t0,
+            scale, fitted, time.perf_counter() - t0,
         )  # fmt: skip
     return replace(result, params=with_walk_scale_ahead(result.params, scale))
 

@@ -211,6 +211,30 @@ def in_memory_batches(inputs: PanelInputs, batch_size: int = SERIES_PER_BATCH) -
         yield SeriesBatch(inputs, rows, rows)
 
 
+def padded_size(n: int) -> int:
+    """The power of two at or above ``n`` (at least 64)."""
+    return max(64, 1 << (int(n) - 1).bit_length())
+
+
+def batch_cell_terms(
+    latent: dict[str, jnp.ndarray], series: dict[str, jnp.ndarray], batch: SeriesBatch, structure: PanelStructure
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``cell_terms`` of the batch's series ([s, T] each; ``series``: the fit's per-series latents, all rows) and
+    which of their cells count (observed, not censored). The batch runs padded to a power of two by repeating its
+    last series, so that batches of any sizes (an in-memory panel's last one, blocks read from disk) compile a few
+    shapes, not one each."""
+    n_series = len(batch.idx)
+    padding = np.full(padded_size(n_series) - n_series, -1)
+    idx = np.concatenate([batch.idx, np.asarray(batch.idx)[padding]])
+    rows = np.concatenate([batch.rows, np.asarray(batch.rows)[padding]])
+    terms = cell_terms(latent, {k: v[rows] for k, v in series.items()}, batch.inputs, jnp.asarray(idx), structure)
+    idx = idx[:n_series]
+    counted = np.asarray(batch.inputs.observed[idx])  # the batch's rows only: an in-memory panel's arrays are whole
+    if batch.inputs.censored is not None:
+        counted = counted & ~np.asarray(batch.inputs.censored[idx])
+    return (*(np.asarray(t[:n_series]) for t in terms), counted)
+
+
 def shock_scales_ahead(
     params: Params, structure: PanelStructure, batches: Iterable[SeriesBatch], period_weights: np.ndarray | None = None
 ) -> dict[str, float]:
@@ -221,14 +245,10 @@ def shock_scales_ahead(
     latent, series = centre_latents(params, structure)
     sums = None
     for batch in batches:
-        idx = jnp.asarray(batch.idx)
-        inputs = batch.inputs
-        terms = cell_terms(latent, {k: v[batch.rows] for k, v in series.items()}, inputs, idx, structure)
-        counted = np.asarray(inputs.observed[idx])  # the batch's rows only: an in-memory panel's arrays are whole
-        if inputs.censored is not None:
-            counted = counted & ~np.asarray(inputs.censored[idx])
+        idx = batch.idx
         part = group_period_sums(
-            *(np.asarray(t) for t in terms), counted, np.asarray(inputs.series_store[idx]), np.asarray(inputs.series_product[idx]),
+            *batch_cell_terms(latent, series, batch, structure),
+            np.asarray(batch.inputs.series_store[idx]), np.asarray(batch.inputs.series_product[idx]),
             structure.n_stores, structure.n_products, kinds,
         )  # fmt: skip
         sums = add_sums(sums, part)
@@ -237,11 +257,15 @@ def shock_scales_ahead(
     return estimate_shock_scales(sums, kinds, fitted_shock_scales(params, structure), period_weights, relative=structure.likelihood == "nb")
 
 
+def guide_median(params: Params, structure: PanelStructure, scale_site: str) -> float:
+    """The fit's own value of a positive global (a scale; its guide's median)."""
+    start = layouts(structure)[1].slice(scale_site)[0]
+    return float(np.exp(np.asarray(params[f"{PanelSite.SCALES}.loc"])[start]))
+
+
 def fitted_shock_scales(params: Params, structure: PanelStructure) -> dict[str, float]:
-    """The fit's own scale of each period shock (its guide's median), by kind."""
-    positive = layouts(structure)[1]
-    loc = np.asarray(params[f"{PanelSite.SCALES}.loc"])
-    return {k: float(np.exp(loc[positive.slice(SHOCK_SITES[k][1])[0]])) for k in SHOCK_KINDS if k in structure.shocks}
+    """The fit's own scale of each period shock, by kind."""
+    return {k: guide_median(params, structure, SHOCK_SITES[k][1]) for k in SHOCK_KINDS if k in structure.shocks}
 
 
 def with_shock_scales_ahead(params: Params, scales: dict[str, float]) -> Params:

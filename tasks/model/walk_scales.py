@@ -33,8 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from tasks.model.inference import Params
-from tasks.model.panel import LEVEL_SCALE_AHEAD, PanelSite, PanelStructure, layouts
-from tasks.model.shock_scales import SeriesBatch, cell_terms, guide_centres
+from tasks.model.panel import LEVEL_SCALE_AHEAD, PanelInputs, PanelSite, PanelStructure
+from tasks.model.shock_scales import SeriesBatch, batch_cell_terms, guide_centres, guide_median
 
 CHI2_1_MEDIAN = 0.454936  # the median of a chi-square with one degree of freedom: of z^2, z standard normal
 MIN_PAIRS = 30  # differences at each of lags 1 and 2 below which the estimate is left to the fit
@@ -48,33 +48,23 @@ def series_block_residuals(params: Params, structure: PanelStructure, batches: I
     latent = {**latent, PanelSite.LEVEL_SCALE: jnp.zeros(())}
     residuals, rows = [], []
     for batch in batches:
-        inputs = batch.inputs
-        block = np.where(np.asarray(inputs.history_index) >= 0, -np.asarray(inputs.block), -1)
-        n_blocks = structure.n_past_blocks + 1
-        in_block = block[:, None] == np.arange(n_blocks)[None, :]  # [T, B]
-        full = in_block.sum(axis=0) == structure.block_periods
-        n_series = len(batch.idx)
-        # Padded to a power of two by repeating the last series: a few compiled shapes for any batch sizes
-        padding = np.full(padded_size(n_series) - n_series, -1)
-        idx = jnp.asarray(np.concatenate([batch.idx, np.asarray(batch.idx)[padding]]))
-        series_rows = np.concatenate([batch.rows, np.asarray(batch.rows)[padding]])
-        terms = [t[:n_series] for t in cell_terms(latent, {k: v[series_rows] for k, v in series.items()}, inputs, idx, structure)]
-        counted = np.asarray(inputs.observed[idx[:n_series]])
-        if inputs.censored is not None:
-            counted = counted & ~np.asarray(inputs.censored[idx[:n_series]])
-        weight, weighted = (np.where(counted, np.asarray(t, np.float64), 0.0) @ in_block for t in terms[:2])
+        in_block, full = history_blocks(batch.inputs, structure)
+        weight, weighted, _, counted = batch_cell_terms(latent, series, batch, structure)
+        weight, weighted = (np.where(counted, t.astype(np.float64), 0.0) @ in_block for t in (weight, weighted))
         with np.errstate(invalid="ignore", divide="ignore"):
-            residual = np.where((weight > 0) & full[None, :], weighted / weight, np.nan)
-        residuals.append(residual)
+            residuals.append(np.where((weight > 0) & full[None, :], weighted / weight, np.nan))
         rows.append(np.asarray(batch.rows))
     if not residuals:
         raise ValueError("series_block_residuals needs at least one batch of series")
     return np.concatenate(residuals), np.concatenate(rows)
 
 
-def padded_size(n: int) -> int:
-    """The power of two at or above ``n`` (at least 64)."""
-    return max(64, 1 << (int(n) - 1).bit_length())
+def history_blocks(inputs: PanelInputs, structure: PanelStructure) -> tuple[np.ndarray, np.ndarray]:
+    """Which history periods lie in each block back from the anchor's (bool [T, B]; column b: b blocks back), and
+    which blocks are full (every period of the block in the history, [B])."""
+    back = np.where(np.asarray(inputs.history_index) >= 0, -np.asarray(inputs.block), -1)
+    in_block = back[:, None] == np.arange(structure.n_past_blocks + 1)[None, :]
+    return in_block, in_block.sum(axis=0) == structure.block_periods
 
 
 def robust_variogram(residuals: np.ndarray, max_lag: int = 2) -> tuple[np.ndarray, np.ndarray]:
@@ -104,9 +94,8 @@ def walk_scale_ahead(params: Params, structure: PanelStructure, batches: Iterabl
 
 
 def fitted_walk_scale(params: Params, structure: PanelStructure) -> float:
-    """The fit's own scale of the series' walks (its guide's median)."""
-    start, _, _ = layouts(structure)[1].slice(PanelSite.LEVEL_SCALE)
-    return float(np.exp(np.asarray(params[f"{PanelSite.SCALES}.loc"])[start]))
+    """The fit's own scale of the series' walks."""
+    return guide_median(params, structure, PanelSite.LEVEL_SCALE)
 
 
 def with_walk_scale_ahead(params: Params, scale: float | None) -> Params:
