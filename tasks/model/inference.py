@@ -50,7 +50,8 @@ class FitSettings:
     Convergence: after each chunk, the slope of the loss over the last
     ``window_chunks`` chunks (least squares, robust to the step-to-step noise
     of a one-sample ELBO) predicts the relative improvement of one more chunk;
-    the fit stops once that stays below ``tolerance`` for ``patience`` checks.
+    the fit stops once that stays below ``tolerance`` for ``patience`` checks,
+    and a loss that rises beyond both ``tolerance`` and its noise (``LossTrend.rising``) is not calm.
     """
 
     learning_rate: float = 0.02
@@ -130,14 +131,53 @@ def log_progress(progress: FitProgress) -> None:
     )
 
 
+# A loss trend that rises by more than this many standard errors of its slope is the loss going up,
+# not the ELBO's noise around a plateau: the fit is not called converged on it. On noise alone, 4 is
+# passed in under 0.2% of checks (tests/test_convergence.py), so a plateau's fit stops as it did.
+RISE_STANDARD_ERRORS = 4.0
+
+
+@dataclass(frozen=True)
+class LossTrend:
+    """The least-squares trend of the last ``window`` steps' losses, per chunk of steps and relative to their mean."""
+
+    improvement: float  # the predicted relative decrease over one more chunk; inf before a full window
+    standard_error: float  # of ``improvement``; inf before a full window
+
+    def rising(self, tolerance: float) -> bool:
+        """The loss goes up by more than ``tolerance`` a chunk, and by more than its noise can explain."""
+        rise = -self.improvement
+        return rise > tolerance and rise > RISE_STANDARD_ERRORS * self.standard_error
+
+
+def loss_trend(losses: np.ndarray, window: int, chunk: int) -> LossTrend:
+    """The trend of the last ``window`` of ``losses``, read over ``chunk`` steps.
+
+    The slope's standard error is the larger of two: with each step's noise independent (a fit held in
+    memory draws every step afresh), and with each chunk of steps as one cluster (a sandwich estimate),
+    since a streamed fit's chunk takes all its steps from one pool of series, whose loss sits above or
+    below the others' for the whole chunk.
+    """
+    n_chunks = -(-window // chunk)
+    if losses.size < window or n_chunks < 2:
+        return LossTrend(float("inf"), float("inf"))
+    recent = losses[-window:].astype(np.float64)
+    steps = np.arange(window, dtype=np.float64)
+    centred = steps - steps.mean()
+    weights = centred / float(centred @ centred)
+    slope = float(weights @ recent)
+    residuals = recent - recent.mean() - slope * centred
+    independent_var = float(residuals @ residuals) / (window - 2) * float(weights @ weights)
+    per_chunk_terms = np.add.reduceat(weights * residuals, np.arange(0, window, chunk))
+    clustered_var = n_chunks / (n_chunks - 1) * float(per_chunk_terms @ per_chunk_terms)
+    slope_se = np.sqrt(max(independent_var, clustered_var))
+    relative = chunk / max(abs(float(recent.mean())), 1e-12)
+    return LossTrend(-slope * relative, float(slope_se * relative))
+
+
 def relative_improvement(losses: np.ndarray, window: int, chunk: int) -> float:
     """Relative loss decrease over the next ``chunk`` steps, from the slope over the last ``window`` steps."""
-    if losses.size < window:
-        return float("inf")
-    recent = losses[-window:]
-    steps = np.arange(window, dtype=np.float64)
-    slope = np.polyfit(steps, recent.astype(np.float64), 1)[0]
-    return float(-slope * chunk / max(abs(float(recent.mean())), 1e-12))
+    return loss_trend(losses, window, chunk).improvement
 
 
 # --- the variational family -----------------------------------------------
@@ -348,6 +388,7 @@ def drive_svi(program: ChunkProgram, init: Params, n_observed: int, settings: Fi
     window = settings.window_chunks * settings.chunk_steps
     calm = 0
     converged = False
+    warned_rising = False
     while len(chunks) * settings.chunk_steps < settings.max_steps:
         state, losses = program.run(state, scale)
         losses = np.asarray(losses)
@@ -356,8 +397,17 @@ def drive_svi(program: ChunkProgram, init: Params, n_observed: int, settings: Fi
         if not np.all(np.isfinite(losses)):
             bad = step - settings.chunk_steps + int(np.argmin(np.isfinite(losses)))
             raise FitDivergedError(f"the ELBO became non-finite at step {bad}; refusing to use this fit")
-        improvement = relative_improvement(np.concatenate(chunks[-settings.window_chunks :]), window, settings.chunk_steps)
-        calm = calm + 1 if improvement < settings.tolerance else 0
+        trend = loss_trend(np.concatenate(chunks[-settings.window_chunks :]), window, settings.chunk_steps)
+        improvement = trend.improvement
+        rising = trend.rising(settings.tolerance)
+        if rising and not warned_rising:
+            log.warning(
+                "the loss is rising at step %d (%.2e a chunk, %.1f standard errors): not converged while it does; "
+                "a lower learning rate may help",
+                step, -improvement, -improvement / trend.standard_error if trend.standard_error > 0 else float("inf"),
+            )
+            warned_rising = True
+        calm = calm + 1 if improvement < settings.tolerance and not rising else 0
         converged = calm >= settings.patience and step >= min_steps
         stop = "converged" if converged else "max_steps" if step >= settings.max_steps else None
         seconds = time.perf_counter() - t0
