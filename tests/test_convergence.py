@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tasks.model.inference import FitSettings, LossTrend, drive_svi, loss_trend, relative_improvement
+from tasks.model.inference import FitSettings, LossTrend, drive_svi, loss_trend
 
 CHUNK = 100
 SETTINGS = FitSettings(max_steps=3000, chunk_steps=CHUNK, tolerance=1e-4, patience=2, window_chunks=5)
@@ -61,7 +61,7 @@ def test_the_trends_standard_error_is_the_spread_of_its_estimate_over_noise() ->
     improvements, standard_errors, rising = _trends(SETTINGS.window_chunks, 0.0)
     assert np.std(improvements) == pytest.approx(np.mean(standard_errors), rel=0.1)
     assert rising.mean() < 0.002  # a plateau's noise is not a rise
-    assert relative_improvement(8.0 + np.zeros(WINDOW), WINDOW, CHUNK) == pytest.approx(0.0)
+    assert loss_trend(8.0 + np.zeros(WINDOW), WINDOW, CHUNK).improvement == pytest.approx(0.0)
     assert loss_trend(np.ones(WINDOW - 1), WINDOW, CHUNK) == LossTrend(float("inf"), float("inf"))
 
 

@@ -30,8 +30,8 @@ from tasks.model.inference import (
     FitDivergedError,
     FitSettings,
     fit_global,
+    loss_trend,
     point_estimate,
-    relative_improvement,
     store_coefficients,
 )
 from tasks.model.negbin import INVERSION_MAX_MEAN, INVERSION_MORE_TERMS, INVERSION_TERMS, NegativeBinomialLogMean, draw_counts
@@ -152,9 +152,9 @@ def test_relative_improvement_reads_the_trend_not_the_noise() -> None:
     rng = np.random.default_rng(0)
     flat = 8.0 + 0.01 * rng.normal(size=500)
     falling = np.linspace(9.0, 8.0, 500) + 0.01 * rng.normal(size=500)
-    assert abs(relative_improvement(flat, 500, 100)) < 1e-4
-    assert relative_improvement(falling, 500, 100) == pytest.approx(0.2 / 8.5, rel=0.05)
-    assert relative_improvement(falling[:100], 500, 100) == float("inf")
+    assert abs(loss_trend(flat, 500, 100).improvement) < 1e-4
+    assert loss_trend(falling, 500, 100).improvement == pytest.approx(0.2 / 8.5, rel=0.05)
+    assert loss_trend(falling[:100], 500, 100).improvement == float("inf")
 
 
 def test_settings_reject_bad_values() -> None:

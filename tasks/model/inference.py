@@ -176,11 +176,6 @@ def loss_trend(losses: np.ndarray, window: int, chunk: int) -> LossTrend:
     return LossTrend(-slope * relative, float(slope_se * relative))
 
 
-def relative_improvement(losses: np.ndarray, window: int, chunk: int) -> float:
-    """Relative loss decrease over the next ``chunk`` steps, from the slope over the last ``window`` steps."""
-    return loss_trend(losses, window, chunk).improvement
-
-
 # --- the variational family -----------------------------------------------
 
 
@@ -399,21 +394,20 @@ def drive_svi(program: ChunkProgram, init: Params, n_observed: int, settings: Fi
             bad = step - settings.chunk_steps + int(np.argmin(np.isfinite(losses)))
             raise FitDivergedError(f"the ELBO became non-finite at step {bad}; refusing to use this fit")
         trend = loss_trend(np.concatenate(chunks[-settings.window_chunks :]), window, settings.chunk_steps)
-        improvement = trend.improvement
         rising = trend.rising(settings.tolerance)
         if rising and not warned_rising:
             log.warning(
-                "the loss is rising at step %d (%.2e a chunk, %.1f standard errors): not converged while it does; "
+                "the loss is rising at step %d (%.2e a chunk, standard error %.1e): not converged while it does; "
                 "a lower learning rate may help",
-                step, -improvement, -improvement / trend.standard_error if trend.standard_error > 0 else float("inf"),
-            )
+                step, -trend.improvement, trend.standard_error,
+            )  # fmt: skip
             warned_rising = True
-        calm = calm + 1 if improvement < settings.tolerance and not rising else 0
+        calm = calm + 1 if trend.improvement < settings.tolerance and not rising else 0
         converged = calm >= settings.patience and step >= min_steps
         stop = "converged" if converged else "max_steps" if step >= settings.max_steps else None
         seconds = time.perf_counter() - t0
         on_progress(
-            FitProgress(step, settings.max_steps, float(losses.mean()), improvement, seconds, series_per_step, stop, program.blocks_read())
+            FitProgress(step, settings.max_steps, float(losses.mean()), trend.improvement, seconds, series_per_step, stop, program.blocks_read())
         )
         if converged:
             break
