@@ -54,6 +54,13 @@ class FitConfig(BaseModel):
     )
     block_days: int = Field(28, ge=7, le=366, description="days per step of each store's level random walk")
     short_history_days: int = Field(28, ge=1, description="stores with fewer observed days are fitted locally")
+    history_bucket_days: int = Field(
+        56,
+        ge=1,
+        le=366,
+        description="a fit's history is padded with empty days to a multiple of this many, so that histories a few days "
+        "apart (consecutive nightly runs, nearby backtest origins) share compiled programs; 1: no padding",
+    )
     pooling: Literal["partial", "complete", "none", "seed_like"] = Field(
         "partial", description="store-level pooling: the model (partial), or the evaluation's comparisons"
     )

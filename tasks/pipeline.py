@@ -72,6 +72,7 @@ def panel_inputs(
         np.datetime64(anchor, "D"),
         structure.block_days,
         structure.n_history_days,
+        structure.log_offset,
         day_basis,
         panel_shock_covariates(panel),
         history_shock_x,
@@ -99,6 +100,19 @@ def _crop_to_observed(panel: EncodedPanel) -> EncodedPanel:
         present=panel.present[:, first:],
         open=panel.open[:, first:],
     )
+
+
+def bucketed_days(n_days: int, bucket_days: int) -> int:
+    """``n_days`` rounded up to a multiple of ``bucket_days``: the history length a fit compiles for, so that
+    the histories of consecutive nightly runs (and a backtest's nearby origins) share their programs."""
+    if n_days < 1 or bucket_days < 1:
+        raise ValueError(f"n_days and bucket_days must be >= 1, got {n_days} and {bucket_days}")
+    return -(-n_days // bucket_days) * bucket_days
+
+
+def _rows_before(rows: np.ndarray, n_days: int) -> np.ndarray:
+    """Day rows [T, K] preceded by zero rows up to ``n_days``."""
+    return np.pad(rows, [(n_days - rows.shape[0], 0), (0, 0)])
 
 
 def prior_store_params(n_stores: int, structure: ModelStructure) -> Params:
@@ -139,6 +153,7 @@ def fit_new_stores(
     if panel.dates[-1].astype(dt.date) != fitted.anchor:
         raise ValueError(f"panel ends {panel.dates[-1]}, the fitted model's history ends {fitted.anchor}")
     cropped = _crop_to_observed(panel)
+    cropped = cropped.padded_to(min(bucketed_days(cropped.n_days, config.history_bucket_days), fitted.structure.n_history_days))
     inputs = panel_inputs(cropped, fitted.anchor, fitted.structure, True, fitted.day_basis, fitted.history_shock_x)
     return fit_local(inputs, fitted.structure, fitted.params, config.settings(local=True), key, on_progress)
 
@@ -164,6 +179,48 @@ def with_prior_stores(fitted: state.FittedModel, store_ids: np.ndarray) -> state
     return with_stores(fitted, missing, prior_store_params(missing.size, fitted.structure))
 
 
+@dataclass(frozen=True)
+class GlobalFitSetup:
+    """What the global fit sees: its structure, the history padded to the structure's days, and the calendar
+    arrays of those days (zero rows on the padding: its day shocks are prior draws that touch no sales)."""
+
+    structure: ModelStructure
+    anchor: dt.date
+    history: EncodedPanel  # padded to structure.n_history_days
+    day_basis: np.ndarray
+    history_shock_x: np.ndarray
+    global_positions: np.ndarray  # stores with at least short_history_days observed days
+    local_positions: np.ndarray
+
+    def global_inputs(self) -> ModelInputs:
+        panel = self.history.select_stores(self.global_positions)
+        return panel_inputs(panel, self.anchor, self.structure, True, self.day_basis, self.history_shock_x)
+
+
+def global_fit_setup(encoded: EncodedData, config: FitConfig) -> GlobalFitSetup:
+    """The global fit's structure and inputs: a history of ``n`` days is fitted as one of
+    ``bucketed_days(n, config.history_bucket_days)`` days, the earliest of them empty."""
+    history = encoded.history
+    n_observed = history.observed.sum(axis=1)
+    global_pos = np.flatnonzero(n_observed >= config.short_history_days)
+    if not global_pos.size:
+        raise ValueError(
+            f"no store has {config.short_history_days} or more observed days: the global fit needs some "
+            f"(most observed days of any store: {int(n_observed.max(initial=0))})"
+        )
+    log_offset = float(np.log(history.sales[history.observed].mean()))
+    n_days = bucketed_days(history.n_days, config.history_bucket_days)
+    return GlobalFitSetup(
+        structure=ModelStructure.from_features(encoded.spec.features, n_days, config.block_days, log_offset, config.pooling),
+        anchor=history.dates[-1].astype(dt.date),
+        history=history.padded_to(n_days),
+        day_basis=_rows_before(calendar_basis(history.date_x, history.store_day_x, history.observed), n_days),
+        history_shock_x=_rows_before(panel_shock_covariates(history), n_days),
+        global_positions=global_pos,
+        local_positions=np.flatnonzero(n_observed < config.short_history_days),
+    )
+
+
 def fit_history(
     encoded: EncodedData,
     config: FitConfig,
@@ -180,41 +237,22 @@ def fit_history(
     prior: their forecast is that of a store with their attributes.
     """
     t0 = time.perf_counter()
-    history = encoded.history
+    setup = global_fit_setup(encoded, config)
+    history, structure, anchor = setup.history, setup.structure, setup.anchor
+    global_pos, local_pos = setup.global_positions, setup.local_positions
     n_observed = history.observed.sum(axis=1)
-    global_pos = np.flatnonzero(n_observed >= config.short_history_days)
-    local_pos = np.flatnonzero(n_observed < config.short_history_days)
-    if not global_pos.size:
-        raise ValueError(
-            f"no store has {config.short_history_days} or more observed days: the global fit needs some "
-            f"(most observed days of any store: {int(n_observed.max(initial=0))})"
-        )
-    anchor = history.dates[-1].astype(dt.date)
-    log_offset = float(np.log(history.sales[history.observed].mean()))
-    structure = ModelStructure.from_features(
-        encoded.spec.features, history.n_days, config.block_days, log_offset, config.pooling
-    )
     key_global, key_local = jax.random.split(key)
-    basis = calendar_basis(history.date_x, history.store_day_x, history.observed)
-    history_shock_x = panel_shock_covariates(history)
 
     log.info("global fit: %d stores, %d observed days", global_pos.size, int(n_observed[global_pos].sum()))
-    global_panel = history.select_stores(global_pos)
-    global_fit = fit_global(
-        panel_inputs(global_panel, anchor, structure, True, basis, history_shock_x),
-        structure,
-        config.settings(),
-        key_global,
-        on_progress,
-    )
+    global_fit = fit_global(setup.global_inputs(), structure, config.settings(), key_global, on_progress)
     fitted = state.FittedModel(
         params=global_fit.params,
-        store_ids=global_panel.stores.astype(np.int32),
+        store_ids=history.stores[global_pos].astype(np.int32),
         structure=structure,
         spec=encoded.spec,
         anchor=anchor,
-        day_basis=basis,
-        history_shock_x=history_shock_x,
+        day_basis=setup.day_basis,
+        history_shock_x=setup.history_shock_x,
     )
 
     local_fit = None

@@ -257,7 +257,8 @@ def test_backtest_flow_scores_every_method_and_records_them(
     tiny_demo_files: dict[str, Path], bhm_home: Path, client: MlflowClient, tmp_path: Path
 ) -> None:
     last = pl.read_csv(tiny_demo_files["train"], try_parse_dates=True)[n.DATE].max()
-    origins = (last - dt.timedelta(days=13), last - dt.timedelta(days=6))
+    # 99 and 106 days of history: one bucket of history_bucket_days, so both origins' fits share their programs.
+    origins = (last - dt.timedelta(days=20), last - dt.timedelta(days=13))
     config = BacktestRunConfig(
         train=tiny_demo_files["train"],
         stores=tiny_demo_files["stores"],

@@ -142,10 +142,10 @@ def test_time_blocks_count_from_the_anchor() -> None:
 def test_model_inputs_index_history_days_and_refuse_older_days() -> None:
     anchor = np.datetime64("2024-01-10")
     dates = np.arange(np.datetime64("2024-01-08"), np.datetime64("2024-01-13"))
-    inputs = model_inputs(dates, np.zeros((5, 1)), np.zeros((1, 5, 1)), np.zeros((1, 1)), np.ones((1, 5), bool), None, anchor, 7, 10)
+    inputs = model_inputs(dates, np.zeros((5, 1)), np.zeros((1, 5, 1)), np.zeros((1, 1)), np.ones((1, 5), bool), None, anchor, 7, 10, 8.0)
     np.testing.assert_array_equal(np.asarray(inputs.day), [7, 8, 9, -1, -1])
     with pytest.raises(ValueError, match="before the 2-day history"):
-        model_inputs(dates, np.zeros((5, 1)), np.zeros((1, 5, 1)), np.zeros((1, 1)), np.ones((1, 5), bool), None, anchor, 7, 2)
+        model_inputs(dates, np.zeros((5, 1)), np.zeros((1, 5, 1)), np.zeros((1, 1)), np.ones((1, 5), bool), None, anchor, 7, 2, 8.0)
 
 
 def test_relative_improvement_reads_the_trend_not_the_noise() -> None:

@@ -293,6 +293,32 @@ class EncodedPanel:
             raise ValueError(f"stores not in this panel: {missing[:10]}{' ...' if len(missing) > 10 else ''}")
         return np.array([lookup[int(s)] for s in store_ids], dtype=np.int32)
 
+    def padded_to(self, n_days: int) -> EncodedPanel:
+        """The panel with days before its first prepended up to ``n_days`` days: no store has a row on them
+        (unobserved, absent, closed, features 0), so that they add nothing to a fit's likelihood."""
+        extra = n_days - self.n_days
+        if extra < 0:
+            raise ValueError(f"cannot pad a panel of {self.n_days} days to {n_days}")
+        if extra == 0:
+            return self
+
+        def before(a: np.ndarray, axis: int) -> np.ndarray:
+            widths = [(0, 0)] * a.ndim
+            widths[axis] = (extra, 0)
+            return np.pad(a, widths)
+
+        return EncodedPanel(
+            stores=self.stores,
+            dates=np.concatenate([self.dates[0] - np.arange(extra, 0, -1), self.dates]),
+            date_x=before(self.date_x, 0),
+            store_day_x=before(self.store_day_x, 1),
+            store_z=self.store_z,
+            sales=before(self.sales, 1),
+            observed=before(self.observed, 1),
+            present=before(self.present, 1),
+            open=before(self.open, 1),
+        )
+
     def select_stores(self, positions: np.ndarray) -> EncodedPanel:
         return EncodedPanel(
             stores=self.stores[positions],

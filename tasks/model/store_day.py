@@ -124,7 +124,7 @@ class ModelStructure:
     n_past_blocks: int
     n_history_days: int
     block_days: int
-    log_offset: float
+    log_offset: float  # the model reads it from ModelInputs.log_offset: a constant in a program would change with each night's data
     n_future_blocks: int
     pooled_names: tuple[str, ...]
     global_names: tuple[str, ...]
@@ -204,7 +204,8 @@ class ModelInputs(NamedTuple):
     ``block_days`` days of history, -1 for the block before, 1 for the first
     block after the anchor. ``day`` is each day's index among the history
     days (0 = first history day), -1 for days after the anchor. ``sales`` is
-    None when predicting.
+    None when predicting. ``log_offset`` is the structure's, passed as data
+    so that histories of one shape share one compiled program.
     """
 
     date_x: jnp.ndarray  # [T, F_date]
@@ -215,6 +216,7 @@ class ModelInputs(NamedTuple):
     day_basis: jnp.ndarray | None  # [n_history_days, K] orthonormal; None when no history day is modelled
     observed: jnp.ndarray  # bool [S, T]
     sales: jnp.ndarray | None  # float32 [S, T]
+    log_offset: jnp.ndarray  # float32 scalar
     shock_x: jnp.ndarray | None = None  # [T, SHOCK_COVARIATES]: each day's shock-scale covariates (read after the anchor)
     history_shock_x: jnp.ndarray | None = None  # [n_history_days, SHOCK_COVARIATES]: the same for every history day
 
@@ -368,7 +370,7 @@ def model(inputs: ModelInputs, structure: ModelStructure, subsample_size: int | 
                 coef = coef + pooled_scale * pooled_raw[:, 0, :]
         n_dp = len(st.date_pooled)
         log_mu = (
-            st.log_offset
+            inputs.log_offset
             + coef[:, :1]
             + coef[:, 1 : 1 + n_dp] @ date_x[:, np.array(st.date_pooled, dtype=np.int32)].T
             + jnp.einsum("stf,sf->st", store_day_x[..., np.array(st.store_day_pooled, dtype=np.int32)], coef[:, 1 + n_dp :])
@@ -401,6 +403,7 @@ def model_inputs(
     anchor: np.datetime64,
     block_days: int,
     n_history_days: int,
+    log_offset: float,
     day_basis: np.ndarray | None = None,
     shock_x: np.ndarray | None = None,
     history_shock_x: np.ndarray | None = None,
@@ -425,6 +428,7 @@ def model_inputs(
         day_basis=None if day_basis is None else jnp.asarray(day_basis, jnp.float32),
         observed=jnp.asarray(observed, bool),
         sales=None if sales is None else jnp.asarray(sales, jnp.float32),
+        log_offset=jnp.asarray(log_offset, jnp.float32),
         shock_x=None if shock_x is None else jnp.asarray(shock_x, jnp.float32),
         history_shock_x=None if history_shock_x is None else jnp.asarray(history_shock_x, jnp.float32),
     )
@@ -436,10 +440,15 @@ def calendar_basis(date_x: np.ndarray, store_day_x: np.ndarray, observed: np.nda
     Columns: a constant, the date features, and each store-day feature's
     mean over the stores observed that day (promo and holidays fall on the
     same dates for most stores). Day shocks are kept orthogonal to it.
+    K is the design's column count whatever its rank (columns past the rank
+    are zero), so that histories whose calendars differ in rank (a holiday
+    that falls inside one window only) have one shape.
     """
     weight = observed.astype(np.float64)
     per_day = (store_day_x * weight[..., None]).sum(axis=0) / np.maximum(weight.sum(axis=0), 1.0)[:, None]
     design = np.concatenate([np.ones((date_x.shape[0], 1)), date_x, per_day], axis=1)
     u, singular, _ = np.linalg.svd(design, full_matrices=False)
     rank = int((singular > singular[0] * 1e-6).sum())
-    return u[:, :rank].astype(np.float32)
+    basis = np.zeros(design.shape, np.float32)
+    basis[:, :rank] = u[:, :rank]
+    return basis

@@ -88,10 +88,17 @@ def warm_start(inputs: ModelInputs, st: ModelStructure, init_scale: float) -> di
     block_n = weight @ one_hot
     shrink = 5.0  # pseudo-days: a block with few observations stays near its neighbours' level
     level = block_sum / (block_n + shrink)
+    # Before a store's first observed block (it opened later, or the history was padded) the walk touches no
+    # sales: the level stays flat there, and those steps start at their prior and count for no scale.
+    first_seen = np.where(block_n.any(axis=1), np.argmax(block_n > 0, axis=1), n_blocks - 1)
+    before_first = np.arange(n_blocks)[None, :] < first_seen[:, None]
+    level = np.where(before_first, np.take_along_axis(level, first_seen[:, None], axis=1), level)
     level = level - level[:, -1:]
     store_coef[:, 0] += block_sum[:, -1] / (block_n[:, -1] + shrink)
     steps = np.diff(level, axis=1)  # steps_past[j] moves block j to j+1
-    level_scale = float(max(np.sqrt(np.mean(steps[:, :] ** 2)) if steps.size else MIN_SCALE, MIN_SCALE))
+    untouched_steps = before_first[:, :-1]  # step j moves only blocks <= j
+    touched = steps[~untouched_steps]
+    level_scale = float(max(np.sqrt(np.mean(touched**2)) if touched.size else MIN_SCALE, MIN_SCALE))
 
     # 4. Shocks shared by all stores on a day: the day's mean residual, shrunk,
     #    without what the calendar features explain.
@@ -118,6 +125,12 @@ def warm_start(inputs: ModelInputs, st: ModelStructure, init_scale: float) -> di
     else:
         day_scale, shock_coef = float(max(day_effect[seen].std() if seen.any() else 0.0, MIN_SCALE)), np.zeros(n_cov)
     day_raw = np.zeros(st.n_history_days)
+    # A history day no store was observed on, and that no calendar basis row ties to the others (the padding of
+    # a bucketed history), is a prior draw: it starts at its prior.
+    untouched_days = np.ones(st.n_history_days, bool)
+    untouched_days[day_pos[seen]] = False
+    if inputs.day_basis is not None:
+        untouched_days &= ~np.asarray(inputs.day_basis).any(axis=1)
     scale_of_day = day_scale * np.exp(history_x @ shock_coef)
     day_raw[day_pos[in_history]] = day_effect[in_history] / scale_of_day[day_pos[in_history]]
 
@@ -166,4 +179,6 @@ def warm_start(inputs: ModelInputs, st: ModelStructure, init_scale: float) -> di
         # Globals are pinned down by all stores at once: a wide start only adds noise.
         scale = init_scale if site in Site.STORE else GLOBAL_INIT_SCALE
         params[f"{site}.scale"] = np.full(loc.shape, scale, np.float32)
+    params[f"{Site.DAY_RAW}.scale"][untouched_days] = 1.0
+    params[f"{Site.LEVEL_STEPS_PAST}.scale"][:, 0, :][untouched_steps] = 1.0
     return params
