@@ -148,12 +148,16 @@ def fit_new_stores(
     """Local fit of the panel's stores against the fitted model's fixed globals, in one program.
 
     The panel must share the fitted model's history calendar (same anchor);
-    it is cropped to its first observed day.
+    it is cropped to its first observed day, then padded to a bucket of days
+    (no further back than the fitted history), so that new stores opened a
+    few days apart share one compiled program.
     """
     if panel.dates[-1].astype(dt.date) != fitted.anchor:
         raise ValueError(f"panel ends {panel.dates[-1]}, the fitted model's history ends {fitted.anchor}")
     cropped = _crop_to_observed(panel)
-    cropped = cropped.padded_to(min(bucketed_days(cropped.n_days, config.history_bucket_days), fitted.structure.n_history_days))
+    bucket = min(bucketed_days(cropped.n_days, config.history_bucket_days), fitted.structure.n_history_days)
+    # A panel reaching past the fitted history stays as it is: model_inputs names the days it lacks.
+    cropped = cropped.padded_to(max(cropped.n_days, bucket))
     inputs = panel_inputs(cropped, fitted.anchor, fitted.structure, True, fitted.day_basis, fitted.history_shock_x)
     return fit_local(inputs, fitted.structure, fitted.params, config.settings(local=True), key, on_progress)
 
