@@ -21,7 +21,7 @@ import polars as pl
 from tasks import names as n
 from tasks.config import FitConfig, ForecastConfig, RunConfig
 from tasks.data import features as fx
-from tasks.data.encode import EncodedData, EncodedPanel, build_spec, encode, encode_future
+from tasks.data.encode import EncodedData, EncodedPanel, build_spec, days_before, encode, encode_future
 from tasks.data.summary import DataSummary, summarize
 from tasks.data.validate import ValidatedInputs, read_validated
 from tasks.forecast.draws import forecast, select_store_params
@@ -108,11 +108,6 @@ def bucketed_days(n_days: int, bucket_days: int) -> int:
     if n_days < 1 or bucket_days < 1:
         raise ValueError(f"n_days and bucket_days must be >= 1, got {n_days} and {bucket_days}")
     return -(-n_days // bucket_days) * bucket_days
-
-
-def _rows_before(rows: np.ndarray, n_days: int) -> np.ndarray:
-    """Day rows [T, K] preceded by zero rows up to ``n_days``."""
-    return np.pad(rows, [(n_days - rows.shape[0], 0), (0, 0)])
 
 
 def prior_store_params(n_stores: int, structure: ModelStructure) -> Params:
@@ -218,8 +213,8 @@ def global_fit_setup(encoded: EncodedData, config: FitConfig) -> GlobalFitSetup:
         structure=ModelStructure.from_features(encoded.spec.features, n_days, config.block_days, log_offset, config.pooling),
         anchor=history.dates[-1].astype(dt.date),
         history=history.padded_to(n_days),
-        day_basis=_rows_before(calendar_basis(history.date_x, history.store_day_x, history.observed), n_days),
-        history_shock_x=_rows_before(panel_shock_covariates(history), n_days),
+        day_basis=days_before(calendar_basis(history.date_x, history.store_day_x, history.observed), n_days),
+        history_shock_x=days_before(panel_shock_covariates(history), n_days),
         global_positions=global_pos,
         local_positions=np.flatnonzero(n_observed < config.short_history_days),
     )
@@ -244,10 +239,9 @@ def fit_history(
     setup = global_fit_setup(encoded, config)
     history, structure, anchor = setup.history, setup.structure, setup.anchor
     global_pos, local_pos = setup.global_positions, setup.local_positions
-    n_observed = history.observed.sum(axis=1)
     key_global, key_local = jax.random.split(key)
 
-    log.info("global fit: %d stores, %d observed days", global_pos.size, int(n_observed[global_pos].sum()))
+    log.info("global fit: %d stores, %d observed days", global_pos.size, int(history.observed[global_pos].sum()))
     global_fit = fit_global(setup.global_inputs(), structure, config.settings(), key_global, on_progress)
     fitted = state.FittedModel(
         params=global_fit.params,

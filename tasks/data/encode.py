@@ -258,6 +258,13 @@ def store_features(stores: pl.LazyFrame, spec: EncodingSpec) -> pl.LazyFrame:
 # --- arrays ---------------------------------------------------------------
 
 
+def days_before(a: np.ndarray, n_days: int, axis: int = 0) -> np.ndarray:
+    """``a`` with zero days prepended on its day ``axis`` up to ``n_days`` days."""
+    widths = [(0, 0)] * a.ndim
+    widths[axis] = (n_days - a.shape[axis], 0)
+    return np.pad(a, widths)
+
+
 @dataclass(frozen=True)
 class EncodedPanel:
     """Compact arrays for the model, indexed [store position, calendar day].
@@ -301,22 +308,16 @@ class EncodedPanel:
             raise ValueError(f"cannot pad a panel of {self.n_days} days to {n_days}")
         if extra == 0:
             return self
-
-        def before(a: np.ndarray, axis: int) -> np.ndarray:
-            widths = [(0, 0)] * a.ndim
-            widths[axis] = (extra, 0)
-            return np.pad(a, widths)
-
         return EncodedPanel(
             stores=self.stores,
             dates=np.concatenate([self.dates[0] - np.arange(extra, 0, -1), self.dates]),
-            date_x=before(self.date_x, 0),
-            store_day_x=before(self.store_day_x, 1),
+            date_x=days_before(self.date_x, n_days, 0),
+            store_day_x=days_before(self.store_day_x, n_days, 1),
             store_z=self.store_z,
-            sales=before(self.sales, 1),
-            observed=before(self.observed, 1),
-            present=before(self.present, 1),
-            open=before(self.open, 1),
+            sales=days_before(self.sales, n_days, 1),
+            observed=days_before(self.observed, n_days, 1),
+            present=days_before(self.present, n_days, 1),
+            open=days_before(self.open, n_days, 1),
         )
 
     def select_stores(self, positions: np.ndarray) -> EncodedPanel:
