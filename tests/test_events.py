@@ -15,7 +15,7 @@ import pytest
 from tasks import names as n
 from tasks import panel_pipeline as pp
 from tasks.config import ForecastConfig, PanelFitConfig
-from tasks.data.events import easter_sunday, event_days, period_shares, with_event_columns
+from tasks.data.events import easter_sunday, event_date, event_days, period_shares, weekday_of_month, with_event_columns
 from tasks.data.panel_demo import generate_panel_demo
 from tasks.data.panel_encode import encode_panel
 from tasks.data.spec import Event, SpecError, builtin_spec, parse_spec
@@ -34,6 +34,34 @@ def test_easter_sunday_matches_the_tables(year: int, day: str) -> None:
 def test_easter_before_the_gregorian_calendar_is_refused() -> None:
     with pytest.raises(ValueError, match="1500"):
         easter_sunday(1500)
+
+
+# US holidays on a weekday of a month, from published calendars: Thanksgiving, Labor Day, Memorial Day (the
+# last Monday of May) and the Super Bowl (the first Sunday of February until 2021).
+WEEKDAY_HOLIDAYS = [
+    ("11-thu#4", {2010: "11-25", 2011: "11-24", 2012: "11-22", 2013: "11-28", 2018: "11-22", 2024: "11-28"}),
+    ("09-mon#1", {2010: "09-06", 2011: "09-05", 2012: "09-03", 2013: "09-02", 2024: "09-02"}),
+    ("05-mon#-1", {2010: "05-31", 2011: "05-30", 2012: "05-28", 2021: "05-31", 2024: "05-27"}),
+    ("02-sun#1", {2010: "02-07", 2011: "02-06", 2012: "02-05", 2013: "02-03"}),
+]
+
+
+@pytest.mark.parametrize(("date", "days"), WEEKDAY_HOLIDAYS)
+def test_a_weekday_of_a_month_matches_the_calendars(date: str, days: dict[int, str]) -> None:
+    assert {year: event_date(date, year).isoformat() for year in days} == {year: f"{year}-{day}" for year, day in days.items()}
+
+
+def test_the_nth_and_the_last_weekday_of_every_month_of_a_leap_cycle() -> None:
+    for year in range(2020, 2024):
+        for month in range(1, 13):
+            days = [dt.date(year, month, 1) + dt.timedelta(days=k) for k in range(31)]
+            days = [day for day in days if day.month == month]
+            for weekday in range(7):
+                matching = [day for day in days if day.weekday() == weekday]
+                found = [weekday_of_month(year, month, weekday, nth) for nth in (1, 2, 3, 4, -1)]
+                assert found == [*matching[:4], matching[-1]]
+    with pytest.raises(ValueError, match="nth 1-4 or -1"):
+        weekday_of_month(2024, 1, 0, 5)
 
 
 def test_weekly_shares_count_the_weeks_days_from_its_label() -> None:
@@ -104,7 +132,10 @@ def test_events_become_covariates_after_the_files_own() -> None:
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ("events: [{name: xmas, date: christmas}]\n", "date 'christmas' is neither 'easter' nor a day of the year"),
+        ("events: [{name: xmas, date: christmas}]\n", "date 'christmas' is neither 'easter', a day of the year as MM-DD, nor a weekday"),
+        ("events: [{name: fifth, date: '11-thu#5'}]\n", "date '11-thu#5'"),
+        ("events: [{name: day, date: '11-thursday#4'}]\n", "www one of mon, tue, wed, thu, fri, sat, sun"),
+        ("events: [{name: month, date: '13-mon#1'}]\n", "month 13 is not 01-12"),
         ("events: [{name: leap, date: '02-29'}]\n", "date '02-29'"),
         ("events: [{name: late, date: '13-01'}]\n", "date '13-01'"),
         ("events: [{name: back, date: easter, days: [3, 1]}]\n", "days [3, 1]: need first <= last"),

@@ -1,6 +1,8 @@
 """Holidays the package dates itself, so that a spec can name a moving holiday without a calendar file.
 
-An event (``PanelSpec.events``) is Easter or a fixed day of the year, with a window of days around it. Its
+An event (``PanelSpec.events``) is Easter, a fixed day of the year (``MM-DD``) or a weekday of a month
+(``MM-www#n``: ``11-thu#4`` is the fourth Thursday of November, US Thanksgiving; ``05-mon#-1`` the last Monday
+of May), with a window of days around it. Its
 covariate in a period is the share of the period's days that fall inside the window of some year: 1 or 0 for
 daily data; for weekly data the share of the 7 days from the period's date (``sales.period_label: start``) or
 up to it (``end``). Easter moves by up to five weeks between years, so a yearly profile fitted on two years
@@ -10,11 +12,15 @@ puts its lift in the wrong week; a share of the week follows it exactly.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterable
 
 import polars as pl
 
 EASTER = "easter"
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+# The nth (1 to 4, or -1: the last) weekday of a month exists in every month of every year; a fifth does not.
+_WEEKDAY_OF_MONTH = re.compile(rf"(\d\d)-({'|'.join(WEEKDAYS)})#(-1|[1-4])")
 # A window reaches at most this far from its date, so that only the neighbouring years' dates can touch a day.
 MAX_WINDOW_DAYS = 180
 
@@ -46,10 +52,26 @@ def parse_month_day(text: str) -> tuple[int, int]:
     return month, day
 
 
+def weekday_of_month(year: int, month: int, weekday: int, nth: int) -> dt.date:
+    """The ``nth`` (1 to 4; -1: the last) ``weekday`` (0: Monday) of ``month`` in ``year``."""
+    if not (0 <= weekday <= 6 and nth in (-1, 1, 2, 3, 4)):
+        raise ValueError(f"weekday {weekday} #{nth}: need a weekday 0-6 (Monday 0) and nth 1-4 or -1 (the last)")
+    if nth > 0:
+        first = dt.date(year, month, 1)
+        return first + dt.timedelta(days=(weekday - first.weekday()) % 7 + 7 * (nth - 1))
+    last = dt.date(year + month // 12, month % 12 + 1, 1) - dt.timedelta(days=1)
+    return last - dt.timedelta(days=(last.weekday() - weekday) % 7)
+
+
 def event_date(date: str, year: int) -> dt.date:
-    """The event's date in ``year``: ``easter`` or a fixed ``MM-DD``."""
+    """The event's date in ``year``: ``easter``, a fixed ``MM-DD``, or a weekday of a month ``MM-www#n``."""
     if date == EASTER:
         return easter_sunday(year)
+    if match := _WEEKDAY_OF_MONTH.fullmatch(date):
+        month, weekday, nth = int(match[1]), WEEKDAYS.index(match[2]), int(match[3])
+        if not 1 <= month <= 12:
+            raise ValueError(f"{date!r}: month {month} is not 01-12")
+        return weekday_of_month(year, month, weekday, nth)
     month, day = parse_month_day(date)
     return dt.date(year, month, day)
 

@@ -21,7 +21,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tasks.data.events import check_window, event_date
+from tasks.data.events import WEEKDAYS, check_window, event_date
 
 # An identifier a spec gives to a covariate, a hierarchy level or an aggregate: it becomes a feature
 # name, an MLflow parameter and a column value, so keep it plain.
@@ -98,7 +98,10 @@ class Event(_Strict):
     in a period is the share of the period's days inside the window ``days`` around each year's ``date``."""
 
     name: Name
-    date: str = Field(description="'easter' (Western Easter Sunday) or a fixed day of the year 'MM-DD'")
+    date: str = Field(
+        description="'easter' (Western Easter Sunday), a fixed day of the year 'MM-DD', or a weekday of a month 'MM-www#n' "
+        "('11-thu#4': the fourth Thursday of November; n is 1 to 4, or -1 for the last)"
+    )
     days: tuple[int, int] = Field((0, 0), description="the window's first and last day relative to the date, inclusive")
     pooled: bool = Field(True, description="a coefficient per series, pooled through the hierarchies; else one shared")
 
@@ -108,7 +111,10 @@ class Event(_Strict):
         try:
             event_date(value, 2001)
         except ValueError as err:
-            raise ValueError(f"date {value!r} is neither 'easter' nor a day of the year as MM-DD") from err
+            raise ValueError(
+                f"date {value!r} is neither 'easter', a day of the year as MM-DD, nor a weekday of a month as MM-www#n "
+                f"(www one of {', '.join(WEEKDAYS)}; n 1 to 4, or -1 for the last): {err}"
+            ) from err
         return value
 
     @field_validator("days")
