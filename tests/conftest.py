@@ -15,17 +15,23 @@ from tasks.data.demo import DemoData, generate_demo
 from tasks.ops import compile_cache
 
 _SESSION_CACHE: dict[str, str] = {}
+SESSION_CACHE_ENV = "BHM_TEST_SESSION_JAX_CACHE"
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Every program compiled in the session, in process or in the flow processes that tests start
     (they inherit the variables), goes to one new cache folder, whatever the developer's own cache:
-    a test compiles what an earlier one did not. All programs are kept, not only those that take a
-    second to compile: a run's many small ones add up."""
+    a test compiles what an earlier one did not. The xdist workers inherit the controller's folder
+    (they start after it is configured), so a program one worker compiled the other loads; JAX locks
+    the folder. All programs are kept, not only those that take a second to compile: a run's many
+    small ones add up."""
     import jax
 
-    folder = tempfile.mkdtemp(prefix="bhm-test-jax-cache-")
-    _SESSION_CACHE["folder"] = folder
+    folder = os.environ.get(SESSION_CACHE_ENV) if os.environ.get("PYTEST_XDIST_WORKER") else None
+    if folder is None:
+        folder = tempfile.mkdtemp(prefix="bhm-test-jax-cache-")
+        _SESSION_CACHE["folder"] = folder  # removed by the process that made it
+        os.environ[SESSION_CACHE_ENV] = folder
     os.environ[compile_cache.JAX_CACHE_DIR_ENV] = folder
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
@@ -35,6 +41,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     if "folder" in _SESSION_CACHE:
         shutil.rmtree(_SESSION_CACHE.pop("folder"), ignore_errors=True)
+        os.environ.pop(SESSION_CACHE_ENV, None)
 
 
 # Small enough that a whole run (validate, fit, forecast) takes seconds on 2 cores.
