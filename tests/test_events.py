@@ -158,7 +158,17 @@ def test_a_period_label_other_than_start_or_end_is_refused() -> None:
 def test_walmart_dates_easter_on_the_weeks_it_labels_by_their_last_day() -> None:
     spec = builtin_spec("walmart")
     assert spec.sales.period_label == "end"
-    assert {e.name: (e.date, e.days) for e in spec.events} == {"easter_before": ("easter", (-7, -1)), "easter_after": ("easter", (0, 6))}
+    assert {e.name: (e.date, e.days) for e in spec.events} == {
+        "easter_before": ("easter", (-7, -1)), "easter_after": ("easter", (0, 6)), "christmas": ("12-25", (0, 6))
+    }
+    assert spec.pooled_through("christmas") == ("store", "product")
+    # Kaggle's holiday weeks after Christmas end on Fridays 2010-12-31 and 2011-12-30; the second holds Christmas Eve.
+    christmas = next(event for event in spec.events if event.name == "christmas")
+    fridays = [dt.date(2010, 12, 17) + dt.timedelta(weeks=k) for k in range(56)]
+    shares = period_shares(fridays, christmas.date, *christmas.days, 7, spec.sales.period_label)
+    assert {day.isoformat(): round(7 * share) for day, share in shares.items() if share} == {
+        "2010-12-31": 7, "2011-12-30": 6, "2012-01-06": 1
+    }
 
 
 @pytest.mark.slow  # two fits of 16 series x 114 weeks: ~30 s on 2 cores
