@@ -133,7 +133,7 @@ def test_events_become_covariates_after_the_files_own() -> None:
     ("extra", "message"),
     [
         ("events: [{name: xmas, date: christmas}]\n", "date 'christmas' is neither 'easter', a day of the year as MM-DD, nor a weekday"),
-        ("events: [{name: fifth, date: '11-thu#5'}]\n", "date '11-thu#5'"),
+        ("events: [{name: fifth, date: '11-thu#5'}]\n", "'11-thu#5' is no weekday of a month as MM-www#n (a fifth one"),
         ("events: [{name: day, date: '11-thursday#4'}]\n", "www one of mon, tue, wed, thu, fri, sat, sun"),
         ("events: [{name: month, date: '13-mon#1'}]\n", "month 13 is not 01-12"),
         ("events: [{name: leap, date: '02-29'}]\n", "date '02-29'"),

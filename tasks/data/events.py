@@ -2,11 +2,10 @@
 
 An event (``PanelSpec.events``) is Easter, a fixed day of the year (``MM-DD``) or a weekday of a month
 (``MM-www#n``: ``11-thu#4`` is the fourth Thursday of November, US Thanksgiving; ``05-mon#-1`` the last Monday
-of May), with a window of days around it. Its
-covariate in a period is the share of the period's days that fall inside the window of some year: 1 or 0 for
-daily data; for weekly data the share of the 7 days from the period's date (``sales.period_label: start``) or
-up to it (``end``). Easter moves by up to five weeks between years, so a yearly profile fitted on two years
-puts its lift in the wrong week; a share of the week follows it exactly.
+of May), with a window of days around it. Its covariate in a period is the share of the period's days that fall
+inside the window of some year: 1 or 0 for daily data; for weekly data the share of the 7 days from the period's
+date (``sales.period_label: start``) or up to it (``end``). Easter moves by up to five weeks between years, so a
+yearly profile fitted on two years puts its lift in the wrong week; a share of the week follows it exactly.
 """
 
 from __future__ import annotations
@@ -72,6 +71,8 @@ def event_date(date: str, year: int) -> dt.date:
         if not 1 <= month <= 12:
             raise ValueError(f"{date!r}: month {month} is not 01-12")
         return weekday_of_month(year, month, weekday, nth)
+    if "#" in date:
+        raise ValueError(f"{date!r} is no weekday of a month as MM-www#n (a fifth one is not in every month)")
     month, day = parse_month_day(date)
     return dt.date(year, month, day)
 
