@@ -53,6 +53,8 @@ def parse_month_day(text: str) -> tuple[int, int]:
 
 def weekday_of_month(year: int, month: int, weekday: int, nth: int) -> dt.date:
     """The ``nth`` (1 to 4; -1: the last) ``weekday`` (0: Monday) of ``month`` in ``year``."""
+    if not 1 <= month <= 12:
+        raise ValueError(f"month {month} is not 01-12")
     if not (0 <= weekday <= 6 and nth in (-1, 1, 2, 3, 4)):
         raise ValueError(f"weekday {weekday} #{nth}: need a weekday 0-6 (Monday 0) and nth 1-4 or -1 (the last)")
     if nth > 0:
@@ -67,10 +69,7 @@ def event_date(date: str, year: int) -> dt.date:
     if date == EASTER:
         return easter_sunday(year)
     if match := _WEEKDAY_OF_MONTH.fullmatch(date):
-        month, weekday, nth = int(match[1]), WEEKDAYS.index(match[2]), int(match[3])
-        if not 1 <= month <= 12:
-            raise ValueError(f"{date!r}: month {month} is not 01-12")
-        return weekday_of_month(year, month, weekday, nth)
+        return weekday_of_month(year, int(match[1]), WEEKDAYS.index(match[2]), int(match[3]))
     if "#" in date:
         raise ValueError(f"{date!r} is no weekday of a month as MM-www#n (a fifth one is not in every month)")
     month, day = parse_month_day(date)
