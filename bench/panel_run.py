@@ -40,7 +40,7 @@ def child(args) -> dict:
     t0 = time.perf_counter()
     tables = read_panel(spec, args.data / args.dataset)
     read_s = time.perf_counter() - t0
-    origin = sorted(tables.sales["period"].unique())[-args.horizon]
+    origin = sorted(tables.sales["period"].unique())[-args.horizon - args.periods_earlier]
     as_of, _ = split(tables, origin, args.horizon)
     t = time.perf_counter()
     encoded = encode_tables(as_of)
@@ -77,6 +77,7 @@ def main() -> None:
     p.add_argument("--dataset", choices=("walmart", "dominicks_oj"), default="walmart")
     p.add_argument("--walk-scale", choices=("auto", "moments", "fit"), default="auto", help="the series' walk scale ahead (PanelFitConfig)")
     p.add_argument("--horizon", type=int, default=None, help="periods of the future table (default: the issue's, 13 weeks walmart, 12 OJ)")
+    p.add_argument("--periods-earlier", type=int, default=0, help="end the history this many periods before the last horizon's start")
     args = p.parse_args()
     args.data = Path(args.data)
     args.horizon = args.horizon or ISSUE_HORIZON.get(args.dataset) or default_horizon(builtin_spec(args.dataset))

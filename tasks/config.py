@@ -295,6 +295,15 @@ class PanelFitConfig(BaseModel):
     block_periods: int | None = Field(
         None, ge=1, le=366, description="periods per step of each series' level walk (default: 13 weeks, 28 days)"
     )
+    history_bucket_days: int = Field(
+        56,
+        ge=1,
+        le=366,
+        description="a fit's history is padded with empty periods to a multiple of this many days (8 weeks, 56 days by "
+        "default), and its series with empty series to a multiple of a 64th to a 32nd of their number, so that histories "
+        "a few periods apart or with a new series (consecutive nightly runs, nearby backtest origins) share compiled "
+        "programs; 1: no padding",
+    )
     shocks: tuple[Literal["chain", "store", "product"], ...] | None = Field(
         None, description="period shocks the model has (chain, store, product); None: the dataset spec's `shocks`"
     )

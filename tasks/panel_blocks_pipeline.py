@@ -21,7 +21,15 @@ from tasks.data.panel_blocks import PanelBlocks, encode_to_blocks
 from tasks.data.series_blocks import SeriesBlocks
 from tasks.data.spec import PRODUCT_SIDE, PanelSpec
 from tasks.model.inference import FitProgress, FitResult, log_progress
-from tasks.model.panel import PanelInputs, PanelStructure, recency_weights, shock_basis_from_sums, time_blocks
+from tasks.model.panel import (
+    PanelInputs,
+    PanelStructure,
+    pad_history,
+    padded_basis,
+    recency_weights,
+    shock_basis_from_sums,
+    time_blocks,
+)
 from tasks.model.panel_state import FittedPanel
 from tasks.model.panel_stream import block_inputs, fit_panel_streamed, scan_blocks
 from tasks.model.shock_scales import SeriesBatch
@@ -43,11 +51,12 @@ def structure_for_blocks(blocks: PanelBlocks, config: PanelFitConfig) -> PanelSt
 
 
 def shared_inputs(blocks: PanelBlocks, structure: PanelStructure, basis: np.ndarray) -> PanelInputs:
-    """The model's inputs every series shares; its series fields are empty (each pool brings its own)."""
+    """The model's inputs every series shares, padded to the structure's history (``pad_history``); its series
+    fields are empty (each pool brings its own, which ``block_inputs`` pads alike)."""
     n_periods, n_features = blocks.meta.n_periods, blocks.meta.n_features
     offsets = np.arange(n_periods) - (n_periods - 1)  # the history ends at the anchor
     dims = blocks.dims
-    return PanelInputs(
+    inputs = PanelInputs(
         x_time=jnp.asarray(blocks.x_time),
         x_series=jnp.zeros((0, n_periods, n_features), jnp.float32),
         observed=jnp.zeros((0, n_periods), bool),
@@ -59,9 +68,11 @@ def shared_inputs(blocks: PanelBlocks, structure: PanelStructure, basis: np.ndar
         store_attributes=jnp.asarray(dims.store_attributes),
         product_attributes=jnp.asarray(dims.product_attributes),
         block=jnp.asarray(time_blocks(offsets, structure.block_periods)),
-        history_index=jnp.arange(n_periods, dtype=jnp.int32),
-        shock_basis=jnp.asarray(basis),
+        history_index=jnp.asarray(structure.n_history - 1 + offsets, jnp.int32),
+        shock_basis=jnp.asarray(padded_basis(basis, structure.n_history)),
+        log_offset=jnp.float32(structure.log_offset),
     )
+    return pad_history(inputs, structure.n_history)
 
 
 def block_batches(series_blocks: SeriesBlocks, shared: PanelInputs) -> Iterator[SeriesBatch]:
@@ -84,7 +95,7 @@ def fit_blocks(
     series_blocks = SeriesBlocks(blocks.directory)
     by_product = PRODUCT_SIDE in structure.shocks
     scan = scan_blocks(series_blocks, structure.likelihood, structure.n_products if by_product else None)
-    basis = shock_basis_from_sums(blocks.x_time, scan.sums, structure.block_periods)
+    basis = padded_basis(shock_basis_from_sums(blocks.x_time, scan.sums, structure.block_periods), structure.n_history)
     log.info(
         "panel fit from %d series blocks on disk: %d series (%d with data), %d periods, %d observed cells, %d coefficients",
         blocks.meta.n_blocks, blocks.meta.n_series, int((scan.counts > 0).sum()), blocks.meta.n_periods, blocks.meta.n_observed, structure.n_coef,

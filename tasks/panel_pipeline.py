@@ -46,11 +46,15 @@ from tasks.model.panel import (
     PanelSite,
     PanelStructure,
     censored_periods,
+    history_periods,
+    pad_history,
+    padded_basis,
     recency_weights,
+    series_rows,
     shock_basis,
     time_blocks,
 )
-from tasks.model.panel_inference import fit_panel, prior_params
+from tasks.model.panel_inference import first_series, fit_panel, prior_params
 from tasks.model.panel_state import FittedPanel
 from tasks.model.shock_scales import (
     SeriesBatch,
@@ -94,8 +98,9 @@ def structure_of(
     encoding: PanelEncoding, dims: Dimensions, spec: PanelSpec, config: PanelFitConfig, n_history: int, log_offset: float,
     largest_censored: float | None,
 ) -> PanelStructure:
-    """``structure_for`` from what it needs of the history: its periods, the log offset (log mean of the
-    observed units, mean log of the amounts) and the largest stocked-out target (None: none)."""
+    """``structure_for`` from what it needs of the history: its periods (which the structure rounds up to the
+    config's bucket), the log offset (log mean of the observed units, mean log of the amounts) and the largest
+    stocked-out target (None: none)."""
     coef_names = (INTERCEPT, *encoding.time_names, *encoding.series_names(spec))
     shared = {c.name for c in spec.covariates if not c.pooled}
     store_pooled, product_pooled, varies = [], [], []
@@ -118,7 +123,7 @@ def structure_of(
         product_level_sizes=tuple(int(g.max(initial=-1)) + 1 for g in dims.product_groups),
         n_store_attributes=dims.store_attributes.shape[1],
         n_product_attributes=dims.product_attributes.shape[1],
-        n_history=n_history,
+        n_history=history_periods(n_history, max(1, config.history_bucket_days // spec.period_days)),
         block_periods=config.block_periods or BLOCK_PERIODS.get(spec.period_days, 13),
         likelihood=likelihood,
         log_offset=log_offset,
@@ -175,7 +180,8 @@ def model_inputs(encoded: EncodedPanelData, arrays: PanelArrays, structure: Pane
         product_attributes=jnp.asarray(dims.product_attributes),
         block=jnp.asarray(time_blocks(offsets, structure.block_periods)),
         history_index=jnp.asarray(history_index),
-        shock_basis=jnp.asarray(basis),
+        shock_basis=jnp.asarray(padded_basis(np.asarray(basis), structure.n_history)),
+        log_offset=jnp.float32(structure.log_offset),
         **_censoring(arrays if with_target else None),
     )
 
@@ -219,7 +225,10 @@ def fit_encoded(
         encoded.dims.series_product if by_product else None, len(encoded.encoding.product_keys) if by_product else 0,
         structure.block_periods,
     )  # fmt: skip
+    basis = padded_basis(basis, structure.n_history)
+    n_series = encoded.encoding.n_series
     inputs = model_inputs(encoded, history, structure, basis, with_target=True)
+    inputs = pad_history(inputs, structure.n_history, series_rows(n_series) if config.history_bucket_days > 1 else n_series)
     log.info(
         "panel fit: %d series (%d with data), %d periods, %d observed cells (%d stocked out), %d coefficients",
         encoded.encoding.n_series,
@@ -234,6 +243,7 @@ def fit_encoded(
         result = with_moment_shock_scales(result, structure, in_memory_batches(inputs), recency_weights(inputs, structure))
     if config.moment_walk_scale(spec.target_kind):
         result = with_moment_walk_scale(result, structure, in_memory_batches(inputs))
+    result = replace(result, params=first_series(result.params, n_series))
     return fitted_panel(result, structure, encoded.encoding, encoded.dims, spec, basis, history.observed.any(axis=1), info)
 
 

@@ -138,7 +138,10 @@ def test_mixture_survivals_match_weighted_scipy_and_their_gradients_differences(
 
 def test_censored_periods_list_each_series_periods_padded() -> None:
     mask = np.array([[0, 1, 0, 1], [0, 0, 0, 0], [1, 1, 1, 0]], bool)
-    assert censored_periods(mask).tolist() == [[1, 3, -1], [-1, -1, -1], [0, 1, 2]]
+    assert censored_periods(mask).tolist() == [[1, 3, -1, -1], [-1, -1, -1, -1], [0, 1, 2, -1]]
+    assert censored_periods(mask, width=3).tolist() == [[1, 3, -1], [-1, -1, -1], [0, 1, 2]]
+    with pytest.raises(ValueError, match="3 censored periods, more than the width 2"):
+        censored_periods(mask, width=2)
     assert censored_periods(np.zeros((2, 3), bool)).shape == (2, 0)
 
 

@@ -157,8 +157,8 @@ def test_a_recency_half_life_weighs_each_history_period_by_its_age_in_the_likeli
     basis = shock_basis(encoded.history.x_time, encoded.history.x_series, encoded.history.observed)
     inputs = pp.model_inputs(encoded, encoded.history, structure, basis, with_target=True)
     weights = np.asarray(recency_weights(inputs, structure))
-    last = structure.n_history - 1
-    assert weights.shape == (structure.n_history,)
+    last = encoded.history.n_periods - 1
+    assert weights.shape == (encoded.history.n_periods,)
     np.testing.assert_allclose(weights[[last, last - 10, last - 20]], [1.0, 0.5, 0.25], rtol=1e-6)
     assert np.all(np.diff(weights) > 0)
 

@@ -63,6 +63,7 @@ def _inputs(structure: PanelStructure, rng: np.random.Generator) -> PanelInputs:
         block=jnp.asarray((offsets - 1) // structure.block_periods + 1, jnp.int32),
         history_index=jnp.full(N_FUTURE, -1, jnp.int32),
         shock_basis=jnp.zeros((1, structure.n_history, 1), jnp.float32),
+        log_offset=jnp.float32(structure.log_offset),
     )
 
 

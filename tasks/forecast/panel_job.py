@@ -27,7 +27,7 @@ from tasks.ops.atomic import write_file
 
 JOB_FILE = "job.json"
 ARRAYS_FILE = "job.npz"
-JOB_VERSION = 1
+JOB_VERSION = 2  # 2: the inputs carry the log offset
 _PARAM, _INPUT, _CODES = "param/", "input/", "aggregate/"
 
 

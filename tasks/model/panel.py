@@ -26,6 +26,9 @@ product in a known store from its store's and department's effects. Everything i
   that they cannot absorb a season or promotion effect, and to the anchor block's mean, which is the
   level's to carry; after the anchor they are drawn from their prior. They carry the correlation
   between series that aggregate intervals need.
+- padding: a fit's history is padded at its start to a bucket of periods, and its series to a bucket of
+  rows (``pad_history``): the padding's shocks, level steps and series touch no target, and the next
+  night's fit (a period more, a new series) has the same shapes, so it loads tonight's compiled programs.
 - likelihood: units: a scale mixture of negative binomials with a common mean (``tasks.model.negbin``);
   amounts (money): a scale mixture of log-normals with a common mean. Each series has its own dispersion,
   which moves linearly (in log) with the covariates the spec names in ``dispersion_covariates``. Unobserved cells (absent rows,
@@ -157,10 +160,10 @@ class PanelStructure:
     product_level_sizes: tuple[int, ...]
     n_store_attributes: int
     n_product_attributes: int
-    n_history: int
+    n_history: int  # periods the history's latents (shocks, level steps) span: the history's, rounded up to a bucket
     block_periods: int
     likelihood: Literal["nb", "lognormal"]
-    log_offset: float
+    log_offset: float  # the model reads it from PanelInputs.log_offset: a constant in a program would change with each night's data
     shocks: tuple[str, ...] = ("chain", "store")  # which period shocks the model has: chain, store, product
     n_future_blocks: int = 0
     n_future: int = 0
@@ -200,7 +203,8 @@ class PanelStructure:
 
 
 class PanelInputs(NamedTuple):
-    """Arrays the model sees (a pytree). History periods have ``history_index`` >= 0; future ones -1."""
+    """Arrays the model sees (a pytree). History periods have ``history_index`` >= 0 (their position among the
+    structure's ``n_history``); future periods and a padded history's empty periods (``pad_history``) -1."""
 
     x_time: jnp.ndarray  # [T, Pt]
     x_series: jnp.ndarray  # [S, T, Ps]
@@ -215,6 +219,7 @@ class PanelInputs(NamedTuple):
     block: jnp.ndarray  # int32 [T]: level block relative to the anchor's (0)
     history_index: jnp.ndarray  # int32 [T]
     shock_basis: jnp.ndarray  # [1 + n_products or 1, n_history, K] orthonormal columns (see shock_basis)
+    log_offset: jnp.ndarray  # float32 scalar: the structure's log_offset, passed as data
     # Stock-outs (None: no censored cell): bool [S, T], observed cells whose target is a lower bound of
     # demand; and each series' censored periods, int32 [S, C], padded with -1 (the survival runs on
     # these C cells per series only, not on every cell).
@@ -314,7 +319,7 @@ def log_mean(
     n_time = structure.n_time
     x_series = inputs.x_series[idx]
     value = (
-        structure.log_offset
+        inputs.log_offset
         + theta[:, :1]
         + theta[:, 1 : 1 + n_time] @ inputs.x_time.T
         + jnp.einsum("stf,sf->st", x_series, theta[:, 1 + n_time :])
@@ -374,7 +379,7 @@ def log_mean_ahead(
 
     n_time = structure.n_time
     value = (
-        structure.log_offset
+        inputs.log_offset
         + theta[:, :1]
         + jnp.einsum("tp,spd->std", inputs.x_time, theta[:, 1 : 1 + n_time])
         + jnp.einsum("stf,sfd->std", inputs.x_series[idx], theta[:, 1 + n_time :])
@@ -682,15 +687,93 @@ def model(
 # --- inputs --------------------------------------------------------------------------------------
 
 
-def censored_periods(censored: np.ndarray) -> np.ndarray:
-    """Each series' censored periods, int32 [S, C] (C: the most any series has), padded with -1."""
+def history_periods(n_periods: int, bucket_periods: int) -> int:
+    """``n_periods`` rounded up to a multiple of ``bucket_periods``: the history length a fit compiles for, so that
+    the next night's history (a period longer) runs tonight's programs."""
+    if n_periods < 1 or bucket_periods < 1:
+        raise ValueError(f"n_periods and bucket_periods must be >= 1, got {n_periods} and {bucket_periods}")
+    return -(-n_periods // bucket_periods) * bucket_periods
+
+
+def series_rows(n_series: int) -> int:
+    """``n_series`` rounded up to a multiple of 1/64th to 1/32nd of it (a power of two; 1 below 64 series): the
+    series a fit compiles for, so that a night with a new series (a product's first sale in a store) runs
+    tonight's programs, for at most 3% more rows."""
+    if n_series < 1:
+        raise ValueError(f"n_series must be >= 1, got {n_series}")
+    granule = 1 << max(0, n_series.bit_length() - 6)
+    return -(-n_series // granule) * granule
+
+
+def censored_width(n_cells: int) -> int:
+    """The columns of ``censored_periods`` for series with up to ``n_cells`` censored cells: the power of two at or
+    above it (0 for none), so that a night with one stock-out more compiles nothing new."""
+    return 0 if n_cells <= 0 else 1 << (int(n_cells) - 1).bit_length()
+
+
+def censored_periods(censored: np.ndarray, width: int | None = None) -> np.ndarray:
+    """Each series' censored periods, int32 [S, C], padded with -1; C: ``width``, by default ``censored_width``
+    of the most any series has."""
     censored = np.asarray(censored, bool)
     counts = censored.sum(axis=1)
-    out = np.full((censored.shape[0], int(counts.max(initial=0))), -1, np.int32)
+    most = int(counts.max(initial=0))
+    width = censored_width(most) if width is None else width
+    if width < most:
+        raise ValueError(f"a series has {most} censored periods, more than the width {width}")
+    out = np.full((censored.shape[0], width), -1, np.int32)
     rows, periods = np.nonzero(censored)
     slot = np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts, counts)
     out[rows, slot] = periods
     return out
+
+
+def pad_history(inputs: PanelInputs, n_periods: int, n_series: int | None = None) -> PanelInputs:
+    """``inputs`` over ``n_periods`` periods: empty periods put before the history's, unobserved, outside the
+    history (``history_index`` -1: no shock, no recency weight, in no block of the walk's estimate), with zero
+    covariates, so that a fit's arrays keep one shape while the history grows night by night. A period's shock and
+    level step that only the padding would reach stay prior draws that touch no target. ``n_series``: also empty
+    series after the panel's (no cell, of the first store and product; ``series_rows``), whose latents stay prior
+    draws too."""
+    n_pad = n_periods - inputs.x_time.shape[0]
+    n_more = 0 if n_series is None else n_series - inputs.observed.shape[0]
+    if n_pad < 0 or n_more < 0:
+        n_had, t_had = inputs.observed.shape
+        raise ValueError(f"cannot pad inputs of {n_had} series x {t_had} periods to {n_had if n_series is None else n_series} x {n_periods}")
+    if n_pad == 0 and n_more == 0:
+        return inputs
+
+    def before(array: jnp.ndarray | None, fill, over_periods: int | None = 1, over_series: bool = True) -> jnp.ndarray | None:
+        if array is None:
+            return None
+        widths = [(0, 0)] * array.ndim
+        if over_series:
+            widths[0] = (0, n_more)
+        if over_periods is not None:
+            widths[over_periods] = (n_pad, 0)
+        return jnp.pad(array, widths, constant_values=fill)
+
+    periods = inputs.censored_periods
+    return inputs._replace(
+        x_time=before(inputs.x_time, 0.0, over_periods=0, over_series=False),
+        x_series=before(inputs.x_series, 0.0),
+        observed=before(inputs.observed, False),
+        y=before(inputs.y, 0.0),
+        series_store=before(inputs.series_store, 0, over_periods=None),
+        series_product=before(inputs.series_product, 0, over_periods=None),
+        block=before(inputs.block, inputs.block[0], over_periods=0, over_series=False),  # any block: no target sees these periods
+        history_index=before(inputs.history_index, -1, over_periods=0, over_series=False),
+        censored=before(inputs.censored, False),
+        censored_periods=None if periods is None else before(jnp.where(periods >= 0, periods + n_pad, -1), -1, over_periods=None),
+    )
+
+
+def padded_basis(basis: np.ndarray, n_history: int) -> np.ndarray:
+    """A shock basis over the history's periods with zero rows put before them up to ``n_history`` (the padding's
+    shocks, which no target sees, are kept off nothing)."""
+    n_pad = n_history - basis.shape[1]
+    if n_pad < 0:
+        raise ValueError(f"cannot pad a shock basis of {basis.shape[1]} periods to {n_history}")
+    return np.pad(basis, ((0, 0), (n_pad, 0), (0, 0))) if n_pad else basis
 
 
 def time_blocks(offsets: np.ndarray, block_periods: int) -> np.ndarray:
@@ -758,7 +841,8 @@ def shock_basis_from_sums(x_time: np.ndarray, sums: PeriodSums, anchor_block_per
     if sums.product is not None:
         counts = np.maximum(sums.product_count, 1.0)[..., None]
         bases += [_orthonormal(x_time, per_period) for per_period in sums.product / counts]
-    width = max(b.shape[1] for b in bases)
+    # as wide as the design whatever its rank (a covariate constant over the history adds no rank): one shape a night
+    width = 1 + x_time.shape[1] + sums.chain.shape[1]
     return np.stack([np.pad(b, ((0, 0), (0, width - b.shape[1]))) for b in bases]).astype(np.float32)
 
 

@@ -39,6 +39,7 @@ from tasks.model.panel import (
     layouts,
     log_mean,
     model,
+    pad_history,
     pool_weighted,
 )
 
@@ -79,9 +80,51 @@ def series_log_levels(y: np.ndarray, observed: np.ndarray, likelihood: str) -> t
 
 def warm_start(inputs: PanelInputs, structure: PanelStructure, init_scale: float) -> Params:
     """Start values: priors' centres for the globals, each series' mean level split into a store effect, a
-    product effect and its own deviation."""
+    product effect and its own deviation; the latents no history period reaches at their prior."""
     level, counts = series_log_levels(np.asarray(inputs.y), np.asarray(inputs.observed), structure.likelihood)
-    return warm_start_from(level, counts, np.asarray(inputs.series_store), np.asarray(inputs.series_product), structure, init_scale)
+    start = warm_start_from(level, counts, np.asarray(inputs.series_store), np.asarray(inputs.series_product), structure, init_scale)
+    return with_unreached_at_prior(start, inputs, structure, empty_series=counts == 0)
+
+
+def unreached_history_latents(inputs: PanelInputs, structure: PanelStructure) -> tuple[np.ndarray, np.ndarray]:
+    """Which history positions' shocks (bool [n_history]) and which past level steps (bool [n_past_blocks]) no
+    history period of ``inputs`` reaches: those of a padded history's empty periods (``pad_history``)."""
+    index, block = np.asarray(inputs.history_index), np.asarray(inputs.block)
+    in_history = index >= 0
+    shocks = np.ones(structure.n_history, bool)
+    shocks[index[in_history]] = False
+    # a period b blocks back takes the steps n_past - b ... n_past - 1 (``_level_path``): the earliest it reaches
+    furthest_back = int(-block[in_history].min(initial=0))
+    steps = np.arange(structure.n_past_blocks) < structure.n_past_blocks - furthest_back
+    return shocks, steps
+
+
+def with_unreached_at_prior(params: Params, inputs: PanelInputs, structure: PanelStructure, empty_series: np.ndarray | None = None) -> Params:
+    """``params`` whose latents no target reaches start at their prior, loc 0 and scale 1 (nothing pulls them
+    elsewhere): those only a padded history's empty periods reach (``unreached_history_latents``: their shocks, the level
+    steps before the first period's block), and the series of ``empty_series`` (bool [N]: a padded panel's empty
+    rows, a series without a cell); with none, ``params`` as they are."""
+    shocks, steps = unreached_history_latents(inputs, structure)
+    empty = np.zeros(0, bool) if empty_series is None else np.asarray(empty_series, bool)
+    if not shocks.any() and not steps.any() and not empty.any():
+        return params
+    real, _, series = layouts(structure)
+    out = {k: np.array(v) for k, v in params.items()}
+    for suffix, value in (("loc", 0.0), ("scale", 1.0)):
+        out[f"{PanelSite.SERIES}.{suffix}"][empty] = value
+
+    def at_prior(site: str, layout, entries: str, unused: np.ndarray) -> None:
+        start, stop, shape = layout.slice(entries)
+        mask = np.broadcast_to(unused, shape).reshape(-1)
+        for suffix, value in (("loc", 0.0), ("scale", 1.0)):
+            out[f"{site}.{suffix}"][..., start:stop][..., mask] = value
+
+    for kind in structure.shocks:
+        at_prior(PanelSite.GLOBALS, real, SHOCK_SITES[kind][0], shocks)
+    for side in structure.level_walks:
+        at_prior(PanelSite.GLOBALS, real, WALK_SITES[side][0], steps)
+    at_prior(PanelSite.SERIES, series, PanelSite.LEVEL_STEPS, steps)
+    return out
 
 
 def warm_start_from(
@@ -147,6 +190,12 @@ def warm_start_from(
     }
 
 
+def first_series(params: Params, n_series: int) -> Params:
+    """``params`` of a fit over a panel padded with empty series (``tasks.model.panel.pad_history``) for the
+    panel's own ``n_series``."""
+    return {k: v[:n_series] if k in (f"{PanelSite.SERIES}.loc", f"{PanelSite.SERIES}.scale") else v for k, v in params.items()}
+
+
 @lru_cache(maxsize=8)
 def _program(structure: PanelStructure, settings: FitSettings, subsample_size: int | None):
     return compiled_svi(
@@ -167,7 +216,9 @@ def clipped_per_cell(settings: FitSettings, n_observed: int) -> FitSettings:
     series' 28-day forecast 9% high for the lowest-selling tenth, 3% low for the highest; each state's daily
     total 0.7-1.1% low, against 50% intervals 2.5-2.7% wide). Bounded per cell, the clip only guards against
     an overflow."""
-    return replace(settings, clip_norm=settings.clip_norm * max(int(n_observed), 1))
+    # the cells rounded up to a power of two: the clip is a constant of the compiled program, which the next night's
+    # history (a few more cells) then shares
+    return replace(settings, clip_norm=settings.clip_norm * float(1 << (max(int(n_observed), 1) - 1).bit_length()))
 
 
 def fit_panel(
@@ -180,6 +231,7 @@ def fit_panel(
     """Fit every latent variable of the panel model to the history in ``inputs``."""
     if inputs.y is None:
         raise ValueError("fit_panel needs the target; got inputs without it")
+    inputs = pad_history(inputs, structure.n_history)
     n_series = inputs.observed.shape[0]
     subsample = settings.subsample_size if settings.subsample_size and settings.subsample_size < n_series else None
     init = warm_start(inputs, structure, settings.init_scale)

@@ -49,11 +49,12 @@ from tasks.model.panel import (
     PeriodSums,
     add_period_sums,
     censored_periods,
+    censored_width,
     layouts,
     model,
     period_sums,
 )
-from tasks.model.panel_inference import clipped_per_cell, guide, series_log_levels, warm_start_from
+from tasks.model.panel_inference import clipped_per_cell, guide, series_log_levels, warm_start_from, with_unreached_at_prior
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +101,16 @@ class PoolReader:
     equal numbers of blocks, so that every series is fitted once per epoch. Reads the next pool on a
     thread while the caller fits this one."""
 
-    def __init__(self, blocks: SeriesBlocks, blocks_per_pool: int, seed: int) -> None:
+    def __init__(self, blocks: SeriesBlocks, blocks_per_pool: int, seed: int, n_periods: int | None = None) -> None:
+        """``n_periods``: pools padded at their start to this many periods (``tasks.model.panel.pad_history``), on
+        the reader's thread; None: the blocks' own."""
         if blocks_per_pool < 1:
             raise ValueError(f"blocks_per_pool must be >= 1, got {blocks_per_pool}")
         n_blocks = blocks.meta.n_blocks
         self._blocks = blocks
+        self._n_pad = 0 if n_periods is None else n_periods - blocks.meta.n_periods
+        if self._n_pad < 0:
+            raise ValueError(f"cannot pad blocks of {blocks.meta.n_periods} periods to {n_periods}")
         self.pools_per_epoch = -(-n_blocks // min(blocks_per_pool, n_blocks))
         self.blocks_per_pool = -(-n_blocks // self.pools_per_epoch)  # the largest pool's
         self.pool_rows = self.blocks_per_pool * blocks.meta.block_size
@@ -121,21 +127,31 @@ class PoolReader:
 
     def _read(self, chosen: np.ndarray) -> Pool:
         parts = [self._blocks.read(int(i)) for i in chosen]
-        pad = self.pool_rows - sum(p.size for p in parts)
 
-        def stack(field: str, fill: float | bool) -> np.ndarray:
+        def stack(field: str, fill: float | bool, over_periods: bool = False) -> np.ndarray:
+            """The blocks' rows, then padding rows; a field over periods also gets the empty periods before its own."""
             arrays = [getattr(p, field) for p in parts]
-            padding = np.full((pad, *arrays[0].shape[1:]), fill, arrays[0].dtype)
-            return np.concatenate([*arrays, padding])
+            shape = list(arrays[0].shape)
+            shape[0] = self.pool_rows
+            n_pad = self._n_pad if over_periods else 0
+            if over_periods:
+                shape[1] += n_pad
+            out = np.full(shape, fill, arrays[0].dtype)
+            start = 0
+            for array in arrays:
+                rows = slice(start, start + array.shape[0])
+                out[(rows, slice(n_pad, None)) if over_periods else rows] = array
+                start += array.shape[0]
+            return out
 
         block = SeriesBlock(
             series=stack("series", -1),
             store=stack("store", 0),
             product=stack("product", 0),
-            y=stack("y", 0.0),
-            observed=stack("observed", False),
-            x_series=stack("x_series", 0.0),
-            censored=stack("censored", False) if self._blocks.has_censored else None,
+            y=stack("y", 0.0, over_periods=True),
+            observed=stack("observed", False, over_periods=True),
+            x_series=stack("x_series", 0.0, over_periods=True),
+            censored=stack("censored", False, over_periods=True) if self._blocks.has_censored else None,
         )
         return Pool(block.series, block, len(parts))
 
@@ -169,16 +185,25 @@ class PoolReader:
 
 def block_inputs(shared: PanelInputs, b: SeriesBlock, max_censored: int) -> PanelInputs:
     """``shared`` (the arrays every series shares) with a block's (or a pool's) series arrays; its stock-outs
-    when the panel has any (``max_censored`` > 0: the most censored cells of a series)."""
+    when the panel has any (``max_censored`` > 0: the most censored cells of a series). A padded ``shared``
+    (``pad_history``) gets the block's arrays padded to its periods the same way."""
+    n_pad = shared.x_time.shape[0] - b.x_series.shape[1]
+    if n_pad < 0:
+        raise ValueError(f"a block of {b.x_series.shape[1]} periods does not fit shared inputs of {shared.x_time.shape[0]}")
+
+    def before(array: np.ndarray, fill) -> jnp.ndarray:
+        widths = [(0, 0)] * array.ndim
+        widths[1] = (n_pad, 0)
+        return jnp.asarray(np.pad(array, widths, constant_values=fill) if n_pad else array)
+
     censoring = {}
     if b.censored is not None and max_censored > 0:
-        periods = censored_periods(b.censored)
-        periods = np.pad(periods, ((0, 0), (0, max_censored - periods.shape[1])), constant_values=-1)
-        censoring = {"censored": jnp.asarray(b.censored), "censored_periods": jnp.asarray(periods)}
+        periods = censored_periods(b.censored, censored_width(max_censored))
+        censoring = {"censored": before(b.censored, False), "censored_periods": jnp.asarray(np.where(periods >= 0, periods + n_pad, -1))}
     return shared._replace(
-        x_series=jnp.asarray(b.x_series),
-        observed=jnp.asarray(b.observed),
-        y=jnp.asarray(b.y),
+        x_series=before(b.x_series, 0.0),
+        observed=before(b.observed, False),
+        y=before(b.y, 0.0),
         series_store=jnp.asarray(b.store),
         series_product=jnp.asarray(b.product),
         **censoring,
@@ -392,10 +417,11 @@ def fit_panel_streamed(
         raise ValueError(f"{blocks.directory}: no observed cell: nothing to fit")
     settings = clipped_per_cell(settings, meta.n_observed)
     key_blocks, key_fit = jax.random.split(key)
-    reader = PoolReader(blocks, blocks_per_pool, int(jax.random.randint(key_blocks, (), 0, 2**31 - 1)))
+    reader = PoolReader(blocks, blocks_per_pool, int(jax.random.randint(key_blocks, (), 0, 2**31 - 1)), n_periods=shared.x_time.shape[0])
     try:
         program = StreamedChunks(reader, shared, structure, settings, meta.n_series, meta.max_censored)
         init = warm_start_from(scan.level, scan.counts, scan.store, scan.product, structure, settings.init_scale)
+        init = with_unreached_at_prior(init, shared, structure, empty_series=scan.counts == 0)
         # a fit that stops before every pool of an epoch has had its chunk leaves series at their warm start
         epoch_steps = reader.pools_per_epoch * settings.chunk_steps
         # Each chunk's loss is its own pool's: the pools' differences are noise to the loss trend, which a
