@@ -230,13 +230,16 @@ def fit_encoded(
     inputs = model_inputs(encoded, history, structure, basis, with_target=True)
     inputs = pad_history(inputs, structure.n_history, series_rows(n_series) if config.history_bucket_days > 1 else n_series)
     log.info(
-        "panel fit: %d series (%d with data), %d periods, %d observed cells (%d stocked out), %d coefficients",
+        "panel fit: %d series (%d with data), %d periods, %d observed cells (%d stocked out), %d coefficients; "
+        "padded to %d series x %d periods (history_bucket_days %d)",
         encoded.encoding.n_series,
         int(history.observed.any(axis=1).sum()),
         history.n_periods,
         int(history.observed.sum()),
         0 if history.censored is None else int(history.censored.sum()),
         structure.n_coef,
+        *inputs.observed.shape,
+        config.history_bucket_days,
     )
     result = fit_panel(inputs, structure, config.settings(), key, on_progress)
     if config.moment_shock_scales(spec.target_kind):
