@@ -26,6 +26,7 @@ from tasks.data.summary import DataSummary, summarize
 from tasks.data.validate import ValidatedInputs, read_validated
 from tasks.forecast.draws import forecast, select_store_params
 from tasks.model import state
+from tasks.model.buckets import round_up
 from tasks.model.inference import FitProgress, FitResult, Params, fit_global, fit_local, log_progress
 from tasks.model.store_day import ModelInputs, ModelStructure, Site, calendar_basis, model_inputs, shock_covariates
 from tasks.names import FileRole
@@ -107,7 +108,7 @@ def bucketed_days(n_days: int, bucket_days: int) -> int:
     the histories of consecutive nightly runs (and a backtest's nearby origins) share their programs."""
     if n_days < 1 or bucket_days < 1:
         raise ValueError(f"n_days and bucket_days must be >= 1, got {n_days} and {bucket_days}")
-    return -(-n_days // bucket_days) * bucket_days
+    return round_up(n_days, bucket_days)
 
 
 def prior_store_params(n_stores: int, structure: ModelStructure) -> Params:

@@ -56,6 +56,7 @@ from numpyro import handlers
 from numpyro.distributions import constraints
 from numpyro.distributions.util import promote_shapes
 
+from tasks.model.buckets import power_of_two, round_up
 from tasks.model.censored import lognormal_mixture_log_survival, nb_mixture_log_survival
 from tasks.model.negbin import NegativeBinomialScaleMixture
 
@@ -692,7 +693,7 @@ def history_periods(n_periods: int, bucket_periods: int) -> int:
     the next night's history (a period longer) runs tonight's programs."""
     if n_periods < 1 or bucket_periods < 1:
         raise ValueError(f"n_periods and bucket_periods must be >= 1, got {n_periods} and {bucket_periods}")
-    return -(-n_periods // bucket_periods) * bucket_periods
+    return round_up(n_periods, bucket_periods)
 
 
 def series_rows(n_series: int) -> int:
@@ -701,14 +702,13 @@ def series_rows(n_series: int) -> int:
     tonight's programs, for at most 3% more rows."""
     if n_series < 1:
         raise ValueError(f"n_series must be >= 1, got {n_series}")
-    granule = 1 << max(0, n_series.bit_length() - 6)
-    return -(-n_series // granule) * granule
+    return round_up(n_series, 1 << max(0, n_series.bit_length() - 6))
 
 
 def censored_width(n_cells: int) -> int:
     """The columns of ``censored_periods`` for series with up to ``n_cells`` censored cells: the power of two at or
     above it (0 for none), so that a night with one stock-out more compiles nothing new."""
-    return 0 if n_cells <= 0 else 1 << (int(n_cells) - 1).bit_length()
+    return 0 if n_cells <= 0 else power_of_two(n_cells)
 
 
 def censored_periods(censored: np.ndarray, width: int | None = None) -> np.ndarray:

@@ -22,6 +22,7 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
+from tasks.model.buckets import power_of_two
 from tasks.model.inference import FitProgress, FitResult, FitSettings, Params, SVIChunks, compiled_svi, drive_svi, log_progress
 from tasks.model.panel import (
     MIXTURE_COMPONENTS,
@@ -218,7 +219,7 @@ def clipped_per_cell(settings: FitSettings, n_observed: int) -> FitSettings:
     an overflow."""
     # the cells rounded up to a power of two: the clip is a constant of the compiled program, which the next night's
     # history (a few more cells) then shares
-    return replace(settings, clip_norm=settings.clip_norm * float(1 << (max(int(n_observed), 1) - 1).bit_length()))
+    return replace(settings, clip_norm=settings.clip_norm * float(power_of_two(n_observed)))
 
 
 def fit_panel(
