@@ -83,7 +83,9 @@ def main() -> None:
     ]
     seconds = time.perf_counter() - start
     print(f"run time {seconds:.0f}s")
-    common.result("censoring.py", args, machine, goals=goals, seeds=rows, seconds=seconds)
+    # the figures only: a fitted model's repr (every array) is no part of a result line
+    figures = [{k: ({f: v for f, v in r[k].items() if f != "fitted"} if k in ("censored", "uncensored") else r[k]) for k in r} for r in rows]
+    common.result("censoring.py", args, machine, goals=goals, seeds=figures, seconds=seconds)
 
 
 if __name__ == "__main__":

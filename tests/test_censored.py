@@ -72,6 +72,15 @@ def test_nb_survival_in_float32_is_close_in_the_body_and_the_far_tail() -> None:
     assert got == pytest.approx(expected, rel=2e-4, abs=2e-4)
 
 
+def test_nb_survival_in_float32_stays_close_on_the_largest_grid() -> None:
+    """Values in the thousands: the pmf's concentration part summed over 4,096 grid points in float32 (a plain
+    running sum of log(r + j) less log-gammas missed by 1.9e-3 here; the log-gammas themselves by 6.2e-4)."""
+    cases = [(1000, 800.0, 5.0), (2000, 1500.0, 5.0), (1900, 1500.0, 400.0), (1200, 1500.0, 400.0), (2048, 2000.0, 50.0), (500, 1800.0, 2.0)]
+    values, means, concentrations = (jnp.array(column, jnp.float32) for column in zip(*cases, strict=True))
+    got = np.asarray(nb_log_survival(values, jnp.log(means), jnp.log(concentrations), MAX_CENSORED_UNITS))
+    assert got == pytest.approx(np.array([_scipy_logsf(*case) for case in cases]), rel=5e-4, abs=5e-4)
+
+
 @pytest.mark.parametrize("case", [(3, 20.0, 15.0), (30, 20.0, 15.0), (60, 20.0, 15.0), (100, 20.0, 0.5), (7, 0.3, 0.2)])
 def test_nb_survival_gradient_matches_central_differences(case) -> None:
     """Both arguments: the log mean and the log concentration (the one betainc has no gradient in)."""

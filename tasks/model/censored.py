@@ -24,8 +24,11 @@ Limits, each a stated behaviour:
   grid's next n_terms or more values, plus the rest as a geometric series at the last term's ratio.
   Tested against scipy to ~1e-10 relative in float64, ~2e-4 in float32, from the body to survivals
   of ~1e-16; gradients against central differences.
-- cost: two logsumexps over 2 * n_terms per censored cell and mixture component; the log-gammas
-  depend on the concentration only and are computed once per concentration (per series in the model).
+- cost: two logsumexps over 2 * n_terms per censored cell and mixture component. The concentration's
+  part of the pmf is a running sum of log(r + j), not log-gammas of every grid point (whose gradients
+  are digammas): 17.8 ms instead of 44.0 ms for a value and gradient of 36 x 32 cells, 3 components and
+  256 terms (``bench/censored_survival.py``); computed once per concentration (per series, or per cell
+  where the dispersion moves with covariates).
 
 Amounts (the log-normal scale mixture): log P(Y >= y) = logsumexp_k(log w_k + log Phi(-z_k)), with
 ``log_ndtr``: exact, no grid, differentiable everywhere.
@@ -39,7 +42,7 @@ import math
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import gammaln, log_ndtr
+from jax.scipy.special import log_ndtr
 
 # The largest censored count the grid covers: a store x product period's sales are usually small, but
 # can be hundreds; beyond this the cost (terms per censored cell) would grow with one odd value.
@@ -81,8 +84,11 @@ def nb_log_survival(value: jnp.ndarray, log_mean: jnp.ndarray, log_r: jnp.ndarra
     r = jnp.exp(log_r)
     log_r_plus_mu = jnp.logaddexp(log_r, log_mean)
     log_p = log_mean - log_r_plus_mu
-    # log pmf(k) = [lgamma(k + r) - lgamma(r) - lgamma(k + 1)] + r log(r / (r + mu)) + k log p
-    by_r = gammaln(k + r[..., None]) - gammaln(r[..., None]) - gammaln(k + 1.0)
+    # log pmf(k) = [lgamma(k + r) - lgamma(r) - lgamma(k + 1)] + r log(r / (r + mu)) + k log p, where the
+    # bracket is sum_{j < k} log((r + j) / (j + 1)): a running sum of small terms, where the log-gammas'
+    # difference cancels large ones, and cheaper than log-gammas and their digammas at every grid point.
+    steps = jnp.log1p((r[..., None] - 1.0) / (k[:-1] + 1.0))
+    by_r = jnp.concatenate([jnp.zeros_like(steps[..., :1]), jnp.cumsum(steps, axis=-1)], axis=-1)
     shape = jnp.broadcast_shapes(value.shape, log_mean.shape, log_r.shape)
     log_pmf = jnp.broadcast_to(by_r + (r * (log_r - log_r_plus_mu))[..., None] + k * log_p[..., None], (*shape, k.size))
     log_p = jnp.broadcast_to(log_p, shape)
