@@ -60,10 +60,11 @@ def test_the_padded_model_is_the_history_model_times_the_priors_of_the_padding()
     assert extra_blocks == 1
 
     inputs = exact.global_inputs()
-    values = handlers.trace(handlers.seed(model, jax.random.key(3))).get_trace(
-        inputs._replace(sales=None), exact.structure
-    )
-    latents = {name: site["value"] for name, site in values.items() if site["type"] == "sample" and not site["is_observed"]}
+    def draw(key: jax.Array) -> dict:
+        values = handlers.trace(handlers.seed(model, key)).get_trace(inputs._replace(sales=None), exact.structure)
+        return {name: site["value"] for name, site in values.items() if site["type"] == "sample" and not site["is_observed"]}
+
+    latents = jax.jit(draw)(jax.random.key(3))  # one program: op by op, the model takes seconds
     latents.pop(Site.SALES)
     key_days, key_blocks = jax.random.split(jax.random.key(4))
     pad_days = jax.random.normal(key_days, (extra_days,))
@@ -72,8 +73,8 @@ def test_the_padded_model_is_the_history_model_times_the_priors_of_the_padding()
     padded_latents[Site.DAY_RAW] = jnp.concatenate([pad_days, latents[Site.DAY_RAW]])
     padded_latents[Site.LEVEL_STEPS_PAST] = jnp.concatenate([pad_blocks, latents[Site.LEVEL_STEPS_PAST]], axis=-1)
 
-    log_exact, _ = log_density(model, (inputs, exact.structure), {}, latents)
-    log_padded, _ = log_density(model, (padded.global_inputs(), padded.structure), {}, padded_latents)
+    log_exact = jax.jit(lambda v: log_density(model, (inputs, exact.structure), {}, v)[0])(latents)
+    log_padded = jax.jit(lambda v: log_density(model, (padded.global_inputs(), padded.structure), {}, v)[0])(padded_latents)
     prior_of_padding = jax.scipy.stats.norm.logpdf(pad_days).sum() + jax.scipy.stats.norm.logpdf(pad_blocks).sum()
     assert float(log_padded) == pytest.approx(float(log_exact + prior_of_padding), rel=1e-6)
 

@@ -101,8 +101,11 @@ def test_a_padded_fit_puts_empty_periods_before_the_history_outside_it() -> None
 
 
 def _trace_latents(inputs, structure) -> dict:
-    traced = handlers.trace(handlers.seed(model, jax.random.key(3))).get_trace(inputs._replace(y=None), structure)
-    return {name: traced[name]["value"] for name in (PanelSite.GLOBALS, PanelSite.SCALES, PanelSite.SERIES)}
+    def draw(key: jax.Array) -> dict:
+        traced = handlers.trace(handlers.seed(model, key)).get_trace(inputs._replace(y=None), structure)
+        return {name: traced[name]["value"] for name in (PanelSite.GLOBALS, PanelSite.SCALES, PanelSite.SERIES)}
+
+    return jax.jit(draw)(jax.random.key(3))  # one program: op by op, the model takes seconds
 
 
 def test_the_padded_model_is_the_history_model_times_the_priors_of_the_padding() -> None:
@@ -139,8 +142,8 @@ def test_the_padded_model_is_the_history_model_times_the_priors_of_the_padding()
         PanelSite.SERIES: series_padded.pack(series, (n_series, 1)),
     }
     assert positive.size == layouts(padded)[1].size
-    log_exact, _ = log_density(model, (exact_inputs, exact), {}, latents)
-    log_padded, _ = log_density(model, (padded_inputs, padded), {}, padded_latents)
+    log_exact = jax.jit(lambda v: log_density(model, (exact_inputs, exact), {}, v)[0])(latents)
+    log_padded = jax.jit(lambda v: log_density(model, (padded_inputs, padded), {}, v)[0])(padded_latents)
     assert float(log_padded) == pytest.approx(float(log_exact) + prior_of_padding, rel=1e-6)
 
 

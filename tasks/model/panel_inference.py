@@ -265,15 +265,21 @@ def posterior_mean_demand(params: Params, structure: PanelStructure, inputs: Pan
     """E[y] = exp(log mu) [S, T] over the history periods of ``inputs``, averaged over ``num_draws`` draws
     of the guide: what the fit says mean demand was (a censored fit: demand, not sales)."""
     real, positive, series = layouts(structure)
-    keys = jax.random.split(key, 3)
+    series_shape = np.shape(params[f"{PanelSite.SERIES}.loc"])
 
-    def draws(site: str, k: jax.Array, shape: tuple[int, ...]) -> jnp.ndarray:
-        loc, scale = jnp.asarray(params[f"{site}.loc"]), jnp.asarray(params[f"{site}.scale"])
-        return loc + scale * jax.random.normal(k, (num_draws, *shape))
+    def mean_demand(params: Params, inputs: PanelInputs, key: jax.Array) -> jnp.ndarray:
+        keys = jax.random.split(key, 3)
 
-    globals_ = real.unpack(draws(PanelSite.GLOBALS, keys[0], (real.size,)))
-    globals_ |= positive.unpack(jnp.exp(draws(PanelSite.SCALES, keys[1], (positive.size,))))
-    per_series = series.unpack(draws(PanelSite.SERIES, keys[2], np.shape(params[f"{PanelSite.SERIES}.loc"])))
-    idx = jnp.arange(inputs.observed.shape[0])
-    log_mu = jax.vmap(lambda latent: log_mean(latent, inputs, structure, idx))({**globals_, **per_series})
-    return np.asarray(jnp.exp(log_mu).mean(axis=0))
+        def draws(site: str, k: jax.Array, shape: tuple[int, ...]) -> jnp.ndarray:
+            loc, scale = jnp.asarray(params[f"{site}.loc"]), jnp.asarray(params[f"{site}.scale"])
+            return loc + scale * jax.random.normal(k, (num_draws, *shape))
+
+        globals_ = real.unpack(draws(PanelSite.GLOBALS, keys[0], (real.size,)))
+        globals_ |= positive.unpack(jnp.exp(draws(PanelSite.SCALES, keys[1], (positive.size,))))
+        per_series = series.unpack(draws(PanelSite.SERIES, keys[2], series_shape))
+        idx = jnp.arange(inputs.observed.shape[0])
+        log_mu = jax.vmap(lambda latent: log_mean(latent, inputs, structure, idx))({**globals_, **per_series})
+        return jnp.exp(log_mu).mean(axis=0)
+
+    # One compiled program: op by op, the model's hundreds of operations each dispatch (and compile) alone.
+    return np.asarray(jax.jit(mean_demand)(params, inputs, key))
