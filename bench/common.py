@@ -158,6 +158,12 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB
 
 
+def compile_cache_files() -> set[str]:
+    """The files in JAX's persistent compilation cache folder (``JAX_COMPILATION_CACHE_DIR``); none when unset."""
+    folder = os.environ.get("JAX_COMPILATION_CACHE_DIR")
+    return {f.name for f in Path(folder).rglob("*") if f.is_file()} if folder else set()
+
+
 def child_done(record: dict) -> None:
     record = {**record, "load_avg_1m_end": round(os.getloadavg()[0], 2)}  # was the machine busy meanwhile?
     print(CHILD_PREFIX + json.dumps(record, default=_jsonable), flush=True)

@@ -7,12 +7,15 @@ same seed and partitions; the forecast stage's seconds are the flow's less its o
 folder comes from ``bhm train --spec`` or ``bhm run --spec`` on the same data.
 
     python bench/fan_out.py --data m5 --model-dir m5/model --workers 2    # issue 11: forecast <= 60 s
+    python bench/fan_out.py --data m5 --model-dir m5/model --engines dask --repeats 3 --compile-cache NEW_FOLDER
+        # whether the cluster's workers load the programs an earlier run compiled ("new cached programs" 0 after the first)
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import sys
 import tempfile
 import time
@@ -24,7 +27,10 @@ import common  # noqa: E402
 
 GOAL_FORECAST_SECONDS = 60.0  # issue 11's, for the M5 shape
 M5_SERIES = 30_490
-FIELDS = [("engine", "engine", "s"), ("flow_s", "flow s", ".1f"), ("forecast_s", "forecast s", ".1f"), ("peak_rss_gb", "peak RSS GB", ".2f")]
+FIELDS = [
+    ("engine", "engine", "s"), ("flow_s", "flow s", ".1f"), ("forecast_s", "forecast s", ".1f"), ("peak_rss_gb", "peak RSS GB", ".2f"),
+    ("new_cached_programs", "new cached programs", ".0f"),
+]  # fmt: skip
 
 
 def panel_forecast_series(data: Path) -> set:
@@ -61,9 +67,13 @@ def child(args: argparse.Namespace) -> dict:
         spec=args.data / "spec.yaml", data=args.data, future=args.data / "future.parquet", out=args.out, model_dir=args.model_dir,
         seed=args.seed, forecast=ForecastConfig(num_draws=args.num_draws), fan_out=fan_out, tracking=TrackingConfig(enabled=False),
     )  # fmt: skip
+    cached_before = common.compile_cache_files()
     t = time.perf_counter()
     result = panel_forecast(config)
     flow_seconds = time.perf_counter() - t
+    # programs compiled and written by this run, in this process or in the cluster's workers (they share the folder);
+    # JAX writes a program's "-cache" file beside an "-atime" one
+    new_programs = sorted(name for name in common.compile_cache_files() - cached_before if name.endswith("-cache"))
     digest = hashlib.sha256(Path(result.forecast_path).read_bytes()).hexdigest()
     return {
         "engine": args.engine,
@@ -72,6 +82,8 @@ def child(args: argparse.Namespace) -> dict:
         "peak_rss_gb": common.peak_rss_gb(),  # this process only: a LocalCluster's workers have their own
         "rows": result.n_forecast_rows + result.n_aggregate_rows,
         "sha256": digest,
+        "new_cached_programs": len(new_programs),
+        "new_programs": [name.split("-")[0] for name in new_programs],
     }
 
 
@@ -85,6 +97,11 @@ def main() -> None:
     p.add_argument(
         "--engines", default="in-process,dask", help="engines to run, comma-separated (in-process alone: the forecast's speed, M5 at full size)"
     )
+    p.add_argument(
+        "--compile-cache", type=Path, default=None,
+        help="a new folder for JAX's compilation cache, shared by every repeat and worker: the first repeat of an engine "
+        "compiles, the later ones load (default: the usual cache, whatever it holds)",
+    )  # fmt: skip
     p.add_argument("--engine", choices=("in-process", "dask"), default="in-process", help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -94,6 +111,10 @@ def main() -> None:
         return
     machine = common.machine_info()
     common.print_machine(machine)
+    if args.compile_cache is not None:
+        if args.compile_cache.exists() and any(args.compile_cache.iterdir()):
+            p.error(f"--compile-cache {args.compile_cache}: not empty; give a new folder")
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = str(args.compile_cache.resolve())  # the children inherit it
     shared = ["--data", str(args.data), "--model-dir", str(args.model_dir), "--workers", str(args.workers)]
     shared += ["--series-per-partition", str(args.series_per_partition), "--num-draws", str(args.num_draws), "--seed", str(args.seed)]
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]

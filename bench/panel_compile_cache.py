@@ -29,18 +29,13 @@ FIELDS = [
 ]
 
 
-def _cache_files() -> set[str]:
-    folder = os.environ.get("JAX_COMPILATION_CACHE_DIR")
-    return {f.name for f in Path(folder).rglob("*") if f.is_file()} if folder else set()
-
-
 def child(args) -> dict:
     from tasks.ops import compile_cache
 
     compile_cache.enable()
-    before = _cache_files()
+    before = common.compile_cache_files()
     record = panel_run.child(args)
-    new = sorted(_cache_files() - before)
+    new = sorted(common.compile_cache_files() - before)
     # JAX names an entry after its program (jit_<function>-<hash>): which programs this run compiled
     return {**record, "new_cache_files": len(new), "new_programs": [name.split("-")[0] for name in new]}
 
