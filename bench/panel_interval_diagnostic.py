@@ -4,7 +4,10 @@ covariates, optionally with chosen parts of each fitted posterior widened or the
 For each origin of the panel backtest (the seed's keys, as `bhm backtest`), prints wQL and 50%/90% coverage per
 level (means over the origins), wQL per origin, each aggregate level's mean log error per origin (actual over
 the forecast mean: a level that is off), and the series-level coverage (with the shares below the 5% and
-above the 95% quantile) by origin, by horizon step and by each --by column (a value above 0.5 counts as 1).
+above the 95% quantile) by origin, by horizon step, by each --by column (a value above 0.5 counts as 1) and by
+quintile of size (each series' mean forecast over its origin's horizon), where beside the coverage the median of the
+predicted log-scale sd ((log q95 - log q05) / 3.29) is set against the spread of the log errors (actual over the
+90% interval's geometric centre; the median absolute error over 0.6745, a normal's sd; actuals above 0).
 --widen multiplies the fitted guide's scales of the named series-level variables (``series_raw``: the series'
 coefficient deviations, ``level_steps``, ``dispersion_raw``; --columns: only these coefficients of
 ``series_raw``) by --factor before the forecast: a diagnostic for EVALUATION.md, not a calibration method (the
@@ -85,7 +88,9 @@ def series_cells(encoded, actual: pl.DataFrame, model, number: int) -> pl.DataFr
     y = actual[n.TARGET].cast(pl.Float64).fill_null(np.nan).to_numpy()
     inside = bands(y, model.quantiles, model.levels, (s, t))
     return actual.with_columns(
-        *(pl.Series(name, inside[name]) for name in ("in50", "in90", "below5", "above95")),
+        *(pl.Series(name, inside[name]) for name in ("in50", "in90", "below5", "above95", "q05", "q95")),
+        pl.Series("forecast_mean", np.asarray(model.mean)[s, t]),
+        pl.Series("series", s),
         pl.Series("step", t),
         pl.lit(number).alias("origin_number"),
     ).filter(pl.col(n.TARGET).is_not_null())
@@ -101,8 +106,8 @@ def aggregate_bands(level, s: np.ndarray, t: np.ndarray, y: np.ndarray, n_period
 
 
 def aggregate_cells(encoded, actual: pl.DataFrame, aggregates, model, number: int) -> pl.DataFrame:
-    """Each aggregate's (group, period) cells: inside the 50% and 90% intervals, the log error of the mean, and the
-    spread the model predicted for it ((log q95 - log q05) / 3.29, a normal's sd on the log scale)."""
+    """Each aggregate's (group, period) cells: inside the 50% and 90% intervals, the log error of the mean, the
+    spread the model predicted for it ((log q95 - log q05) / 3.29, a normal's sd on the log scale) and its forecast mean."""
     s, t = pb.future_cells(encoded, actual)
     y = actual[n.TARGET].cast(pl.Float64).fill_null(np.nan).to_numpy()
     frames = []
@@ -112,8 +117,8 @@ def aggregate_cells(encoded, actual: pl.DataFrame, aggregates, model, number: in
             error, spread = np.log(value / model.aggregates[level.name][0][g, tt]), np.log(inside["q95"] / inside["q05"]) / 3.29
         frames.append(
             pl.DataFrame({
-                "level": level.name, "step": tt, "origin_number": number, "in50": inside["in50"], "in90": inside["in90"],
-                "log_error": error, "predicted_sd": spread,
+                "level": level.name, "group": g, "step": tt, "origin_number": number, "in50": inside["in50"],
+                "in90": inside["in90"], "log_error": error, "predicted_sd": spread, "forecast_mean": model.aggregates[level.name][0][g, tt],
             })  # fmt: skip
         )
     return pl.concat(frames)
@@ -179,6 +184,21 @@ def print_aggregates(cells: pl.DataFrame) -> None:
             f"  {level:<14} first {first['in50'].mean():.3f} / {first['in90'].mean():.3f}  last {last['in50'].mean():.3f} / "
             f"{last['in90'].mean():.3f}  log error sd {spread[0]:.4f}, predicted {spread[1]:.4f}"
         )
+    print("aggregates by size: the smaller and the larger half of each level's groups (mean forecast over an origin's horizon)")
+    size = pl.col("forecast_mean").mean().over("level", "group", "origin_number")
+    halves = cells.with_columns(size.alias("size")).with_columns(
+        (pl.col("size") > pl.col("size").median().over("level")).alias("larger")
+    )
+    robust_sd = pl.col("log_error").filter(finite).abs().median() / 0.6745
+    table = halves.group_by("level", "larger").agg(
+        pl.col("in50").mean(), pl.col("in90").mean(), pl.col("predicted_sd").filter(finite).median(), robust_sd.alias("error_sd")
+    )
+    for level in cells["level"].unique(maintain_order=True):
+        rows = {r["larger"]: r for r in table.filter(pl.col("level") == level).iter_rows(named=True)}
+        print(f"  {level:<14}", "  ".join(
+            f"{name} {r['in50']:.3f} / {r['in90']:.3f} sd {r['predicted_sd']:.3f} / {r['error_sd']:.3f}"
+            for name, r in (("smaller", rows.get(False)), ("larger", rows.get(True))) if r is not None
+        ))  # fmt: skip
     bias = cells.filter(pl.col("log_error").is_finite()).group_by("level", "origin_number").agg(pl.col("log_error").mean())
     print("mean log error (actual over the forecast mean) by level and origin:")
     for level in cells["level"].unique(maintain_order=True):
@@ -198,6 +218,29 @@ def print_coverage(cells: pl.DataFrame, by: str) -> None:
         )
 
 
+def print_by_size(cells: pl.DataFrame, n_bins: int = 5) -> None:
+    """Series coverage by quintile of each series' mean forecast over its origin's horizon (the forecast's own size,
+    not the outcome's), and the predicted log-scale spread against the log errors' (``bands``' 90% bounds)."""
+    size = pl.col("forecast_mean").mean().over("series", "origin_number")
+    cells = cells.with_columns(size.alias("size")).with_columns(
+        (pl.col("size").rank("ordinal") * n_bins / pl.len()).ceil().clip(1, n_bins).cast(pl.Int8).alias("size_bin"),
+        ((pl.col("q95") / pl.col("q05")).log() / 3.29).alias("predicted_sd"),
+        (pl.col(n.TARGET) / (pl.col("q05") * pl.col("q95")).sqrt()).log().alias("log_error"),
+    )
+    positive = (pl.col(n.TARGET) > 0) & (pl.col("q05") > 0)
+    table = cells.group_by("size_bin").agg(
+        pl.len().alias("rows"), pl.col("size").min().alias("from"), pl.col("in50").mean(), pl.col("in90").mean(),
+        pl.col("below5").mean(), pl.col("above95").mean(), pl.col("predicted_sd").filter(positive).median(),
+        (pl.col("log_error").filter(positive).abs().median() / 0.6745).alias("error_sd"),
+    )  # fmt: skip
+    print(f"series coverage by size ({n_bins} bins of the series' mean forecast; log-scale sd predicted and realised):")
+    for row in table.sort("size_bin").iter_rows(named=True):
+        print(
+            f"  {row['size_bin']}  from {row['from']:>10,.1f}  rows {row['rows']:>7,}  50% {row['in50']:.3f}  90% {row['in90']:.3f}"
+            f"  below q05 {row['below5']:.3f}  above q95 {row['above95']:.3f}  sd {row['predicted_sd']:.3f} / {row['error_sd']:.3f}"
+        )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="dominicks_oj")
@@ -213,6 +256,10 @@ def main() -> None:
     p.add_argument("--recency-half-life", type=int, default=None, help="periods; 0: off (default: the spec's)")
     p.add_argument("--shock-scales", choices=("auto", "moments", "fit"), default="auto", help="the period shocks' scales ahead (PanelFitConfig)")
     p.add_argument("--walk-scale", choices=("auto", "moments", "fit"), default="auto", help="the series' walk scale ahead (PanelFitConfig)")
+    p.add_argument(
+        "--group-walk-scales", choices=("auto", "groups", "shared"), default="auto",
+        help="the store and product walks' scales ahead (PanelFitConfig.group_walk_scales_ahead)",
+    )  # fmt: skip
     p.add_argument("--num-draws", type=int, default=500)
     p.add_argument("--chance", type=int, default=200, help="draws of the model's own taken as the truth for the coverage by chance (0: none)")
     p.add_argument("--seed", type=int, default=0)
@@ -246,6 +293,7 @@ def main() -> None:
         recency_half_life=args.recency_half_life,
         shock_scales_ahead=args.shock_scales,
         walk_scale_ahead=args.walk_scale,
+        group_walk_scales_ahead=args.group_walk_scales,
     )
     if args.spec is not None:
         tables = read_panel(load_spec(args.spec), args.data)
@@ -279,6 +327,7 @@ def main() -> None:
     print(frame.select("origin", "level", "wql").pivot(on="level", index="origin", values="wql"))
     for by in ["origin_number", "step", *_names(args.by)]:
         print_coverage(series.with_columns((pl.col(by).cast(pl.Float64) > 0.5).cast(pl.Int8)) if by in _names(args.by) else series, by)
+    print_by_size(series)
     print_aggregates(aggregated)
 
 

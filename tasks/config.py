@@ -330,6 +330,20 @@ class PanelFitConfig(BaseModel):
         " moments for amounts, the fit's for units",
     )
 
+    group_walk_scales_ahead: Literal["auto", "groups", "shared"] = Field(
+        "auto",
+        description="the scales the forecast draws the store and product walks' steps at: 'groups' gives each store and"
+        " product its own multiple of its walk's scale, from how far its level moved in the history against the typical"
+        " group's (tasks.model.walk_scales.group_walk_multipliers); 'shared': the walk's one scale; 'auto': groups for"
+        " amounts, shared for units",
+    )
+
+    def group_walk_multipliers(self, target_kind: str) -> bool:
+        """Whether a fit of a ``target_kind`` target gives each store's and product's walk ahead its own multiple of the
+        walk's scale. 'auto' does for amounts, where it was measured (walmart, EVALUATION.md); the unit data sets keep
+        the shared scale (OJ has no store or product walks; the M5 shape's were not measured with it)."""
+        return self.group_walk_scales_ahead == "groups" or (self.group_walk_scales_ahead == "auto" and target_kind == "amount")
+
     def moment_walk_scale(self, target_kind: str) -> bool:
         """Whether a fit of a ``target_kind`` target estimates its series' walk scale ahead from the history's
         block-to-block changes. 'auto' does for amounts, where it was measured (walmart, EVALUATION.md); the unit

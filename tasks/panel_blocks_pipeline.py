@@ -106,7 +106,10 @@ def fit_blocks(
         result = with_moment_shock_scales(result, structure, block_batches(series_blocks, shared), recency_weights(shared, structure))
     if config.moment_walk_scale(blocks.spec.target_kind):
         result = with_moment_walk_scale(result, structure, block_batches(series_blocks, shared))
-    return fitted_panel(result, structure, blocks.encoding, blocks.dims, blocks.spec, basis, scan.counts > 0, info)
+    return fitted_panel(
+        result, structure, blocks.encoding, blocks.dims, blocks.spec, basis, scan.counts > 0, info,
+        config.group_walk_multipliers(blocks.spec.target_kind),
+    )  # fmt: skip
 
 
 def train_from_blocks(

@@ -63,7 +63,13 @@ from tasks.model.shock_scales import (
     shock_scales_ahead,
     with_shock_scales_ahead,
 )
-from tasks.model.walk_scales import fitted_walk_scale, walk_scale_ahead, with_walk_scale_ahead
+from tasks.model.walk_scales import (
+    fitted_walk_scale,
+    group_walk_multipliers,
+    walk_scale_ahead,
+    with_group_walk_multipliers,
+    with_walk_scale_ahead,
+)
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +200,18 @@ def _censoring(arrays: PanelArrays | None) -> dict[str, jnp.ndarray]:
     return {"censored": jnp.asarray(arrays.censored), "censored_periods": jnp.asarray(censored_periods(arrays.censored))}
 
 
+def walk_groups_with_data(dims: Dimensions, has_data: np.ndarray, structure: PanelStructure) -> dict[str, np.ndarray]:
+    """Side -> bool [G]: the stores and products with a series that has an observed cell (``has_data``)."""
+    out = {}
+    for side in (STORE_SIDE, PRODUCT_SIDE):
+        if side in structure.level_walks:
+            codes = dims.series_store if side == STORE_SIDE else dims.series_product
+            seen = np.zeros(structure.n_groups(side), bool)
+            seen[np.asarray(codes)[has_data]] = True
+            out[side] = seen
+    return out
+
+
 def unobserved_groups(dims: Dimensions, has_data: np.ndarray, structure: PanelStructure) -> dict[str, np.ndarray]:
     """Group-effect rows (per group site) of groups none of whose series has an observed cell (``has_data``)."""
     rows = {}
@@ -247,7 +265,10 @@ def fit_encoded(
     if config.moment_walk_scale(spec.target_kind):
         result = with_moment_walk_scale(result, structure, in_memory_batches(inputs))
     result = replace(result, params=first_series(result.params, n_series))
-    return fitted_panel(result, structure, encoded.encoding, encoded.dims, spec, basis, history.observed.any(axis=1), info)
+    return fitted_panel(
+        result, structure, encoded.encoding, encoded.dims, spec, basis, history.observed.any(axis=1), info,
+        config.group_walk_multipliers(spec.target_kind),
+    )  # fmt: skip
 
 
 def with_moment_shock_scales(
@@ -283,11 +304,14 @@ def with_moment_walk_scale(result: FitResult, structure: PanelStructure, batches
 
 def fitted_panel(
     result: FitResult, structure: PanelStructure, encoding: PanelEncoding, dims: Dimensions, spec: PanelSpec, basis: np.ndarray,
-    has_data: np.ndarray, info: dict | None,
+    has_data: np.ndarray, info: dict | None, group_walks: bool = False,
 ) -> tuple[FittedPanel, FitResult]:
-    """A global fit's model: series and groups without data at their prior, the fit's summary in its info."""
+    """A global fit's model: series and groups without data at their prior, the fit's summary in its info; with
+    ``group_walks``, each store's and product's multiple of its walk's scale ahead (``group_walk_multipliers``)."""
     empty_series = np.flatnonzero(~has_data)
     params = prior_params(result.params, structure, empty_series, unobserved_groups(dims, has_data, structure))
+    multipliers = group_walk_multipliers(params, structure, walk_groups_with_data(dims, has_data, structure)) if group_walks else {}
+    params = with_group_walk_multipliers(params, multipliers)
     fit_info = {
         "steps": result.n_steps,
         "converged": result.converged,
@@ -302,6 +326,10 @@ def fitted_panel(
         fit_info["shock_scales_ahead"] = {kind: float(v) for kind, v in zip(SHOCK_KINDS, ahead, strict=True) if kind in structure.shocks}
     if LEVEL_SCALE_AHEAD in params:
         fit_info["level_scale_ahead"] = float(params[LEVEL_SCALE_AHEAD])
+    for side, values in multipliers.items():
+        fit_info[f"{side}_walk_multipliers_ahead"] = {q: float(np.quantile(values, p)) for q, p in (("min", 0), ("median", 0.5), ("max", 1))}
+        log.info("%s walks ahead: each %s's multiple of the walk's scale, %.2f to %.2f (median %.2f)", side, side, *(
+            fit_info[f"{side}_walk_multipliers_ahead"][q] for q in ("min", "max", "median")))  # fmt: skip
     fitted = FittedPanel(params=params, structure=structure, encoding=encoding, spec=spec, shock_basis=basis, info={**(info or {}), **fit_info})
     return fitted, replace(result, params=params)
 

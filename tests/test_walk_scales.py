@@ -1,9 +1,12 @@
 """The scale of the series' own level walk ahead, estimated after the fit from the history's block residuals
 (``tasks.model.walk_scales``): the estimator on residuals of known law, the in-memory and streamed passes, the
 forecast's and the saved model's use of it, and (slow) a fit that recovers a walk the data has where the fit's own
-scale falls short, and finds none where there is none."""
+scale falls short, and finds none where there is none. Also each store's and product's multiple of its walk's
+scale ahead (``group_walk_multipliers``)."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import numpy as np
@@ -16,11 +19,12 @@ from tasks.data.panel_encode import encode_panel
 from tasks.data.series_blocks import SeriesBlock, SeriesBlocks, write_series_blocks
 from tasks.forecast.panel_draws import draw_globals
 from tasks.model import panel_state
-from tasks.model.panel import LEVEL_SCALE_AHEAD, PanelSite
+from tasks.model.panel import LEVEL_SCALE_AHEAD, PRODUCT_SIDE, STORE_SIDE, WALK_MULTIPLIERS_AHEAD, PanelSite, layouts
 from tasks.model.shock_scales import in_memory_batches
 from tasks.model.walk_scales import (
     estimate_walk_scale,
     fitted_walk_scale,
+    group_walk_multipliers,
     robust_variogram,
     series_block_residuals,
     walk_scale_ahead,
@@ -153,3 +157,62 @@ def test_a_fit_recovers_the_series_walk_the_data_has_and_none_where_it_has_none(
     assert estimates[0.08][0] == pytest.approx(0.08, rel=0.15), estimates
     assert estimates[0.08][1] < 0.06, estimates  # the fit's own falls short: why the estimate exists
     assert estimates[0.0][0] < 0.02, estimates
+
+
+def _with_group_walks(structure):
+    return dataclasses.replace(structure, level_walks=(STORE_SIDE, PRODUCT_SIDE))
+
+
+def test_each_group_walks_ahead_by_how_far_its_steps_moved_against_the_typical_group(fitted) -> None:
+    """Product 0's steps moved far (loc 2), product 1's are pinned near 0 (scale 0.1), product 2 has no data; the
+    stores' steps are all alike. Second moments 4.25, 0.01 and 0.25 (the others): the median product keeps 1."""
+    structure = _with_group_walks(fitted[1].structure)
+    real = layouts(structure)[0]
+    loc, scale = np.zeros(real.size), np.full(real.size, 0.5)
+    start, stop, shape = real.slice(PanelSite.PRODUCT_WALK_STEPS)
+    assert structure.n_past_blocks >= 3 and shape == (structure.n_groups(PRODUCT_SIDE), structure.n_past_blocks) and shape[0] == 6
+    steps_loc, steps_scale = loc[start:stop].reshape(shape), scale[start:stop].reshape(shape)
+    steps_loc[0], steps_scale[1] = 2.0, 0.1
+    params = {f"{PanelSite.GLOBALS}.loc": loc, f"{PanelSite.GLOBALS}.scale": scale}
+    seen = {STORE_SIDE: np.ones(structure.n_groups(STORE_SIDE), bool), PRODUCT_SIDE: np.arange(6) != 2}
+    multipliers = group_walk_multipliers(params, structure, seen)
+    np.testing.assert_allclose(multipliers[STORE_SIDE], 1.0)
+    np.testing.assert_allclose(multipliers[PRODUCT_SIDE], [np.sqrt(4.25 / 0.25), np.sqrt(0.01 / 0.25), 1.0, 1.0, 1.0, 1.0], rtol=1e-6)
+    short = dataclasses.replace(structure, n_history=2 * structure.block_periods)
+    assert short.n_past_blocks < 3 and group_walk_multipliers(params, short, seen) == {}
+
+
+def test_the_forecast_draws_each_groups_steps_ahead_at_its_multiple(fitted) -> None:
+    structure = dataclasses.replace(_with_group_walks(fitted[1].structure), n_future_blocks=2)
+    real, positive, _ = layouts(structure)
+    params = {
+        f"{PanelSite.GLOBALS}.loc": np.zeros(real.size, np.float32), f"{PanelSite.GLOBALS}.scale": np.zeros(real.size, np.float32),
+        f"{PanelSite.SCALES}.loc": np.zeros(positive.size, np.float32), f"{PanelSite.SCALES}.scale": np.zeros(positive.size, np.float32),
+    }  # fmt: skip
+    factors = np.array([2.0, 0.5, 1.0, 1.0, 1.0, 1.0], np.float32)
+    site = PanelSite.future(PanelSite.PRODUCT_WALK_STEPS)
+    shared = np.asarray(draw_globals(params, structure, jax.random.key(3), 4000, 6)[site])
+    own = np.asarray(draw_globals({**params, WALK_MULTIPLIERS_AHEAD[PRODUCT_SIDE]: factors}, structure, jax.random.key(3), 4000, 6)[site])
+    assert shared.shape == own.shape == (4000, 6, 2)
+    np.testing.assert_allclose(own, shared * factors[None, :, None], rtol=1e-6)
+    np.testing.assert_allclose(own.std(axis=(0, 2)), factors, rtol=0.05)
+
+
+def test_a_fit_on_amounts_carries_its_groups_multiples_and_a_saved_model_keeps_them(tmp_path) -> None:
+    demo = generate_panel_demo(seed=3, n_stores=3, n_departments=1, products_per_department=2, n_weeks=60, horizon=4)
+    tables = demo.tables()
+    config = FAST_FIT.model_copy(update={"level_walks": (STORE_SIDE, PRODUCT_SIDE), "group_walk_scales_ahead": "groups", "max_steps": 100})
+    model, _ = pp.fit_encoded(encode_panel(tables), tables.spec, config, jax.random.key(0), on_progress=lambda p: None)
+    for side, size in ((STORE_SIDE, 3), (PRODUCT_SIDE, 2)):
+        values = model.params[WALK_MULTIPLIERS_AHEAD[side]]
+        assert values.shape == (size,) and np.all(values > 0) and np.isfinite(values).all()
+        assert model.info[f"{side}_walk_multipliers_ahead"]["median"] == pytest.approx(float(np.median(values)))
+    loaded = panel_state.load(panel_state.save(model, tmp_path / "model"))
+    np.testing.assert_array_equal(loaded.params[WALK_MULTIPLIERS_AHEAD[PRODUCT_SIDE]], model.params[WALK_MULTIPLIERS_AHEAD[PRODUCT_SIDE]])
+    shared, _ = pp.fit_encoded(
+        encode_panel(tables), tables.spec, config.model_copy(update={"group_walk_scales_ahead": "shared"}), jax.random.key(0),
+        on_progress=lambda p: None,
+    )  # fmt: skip
+    assert not any(name in shared.params for name in WALK_MULTIPLIERS_AHEAD.values())
+    assert PanelFitConfig().group_walk_multipliers("amount") and not PanelFitConfig().group_walk_multipliers("units")
+    assert PanelFitConfig(group_walk_scales_ahead="groups").group_walk_multipliers("units")

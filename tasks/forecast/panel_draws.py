@@ -25,6 +25,7 @@ from tasks.model.panel import (
     SHOCK_KINDS,
     SHOCK_SCALES_AHEAD,
     SHOCK_SITES,
+    WALK_MULTIPLIERS_AHEAD,
     WALK_SITES,
     Layout,
     PanelInputs,
@@ -93,7 +94,10 @@ def _draw_globals(params: Params, key: jax.Array, structure: PanelStructure, num
         # Keys folded in from the shocks' key: the draws of a model without walks stay what they were.
         steps_site = WALK_SITES[side][0]
         shape = (num_draws, structure.n_groups(side), structure.n_future_blocks)
-        latent[PanelSite.future(steps_site)] = jax.random.normal(jax.random.fold_in(key_shocks, 1 + i), shape)
+        steps = jax.random.normal(jax.random.fold_in(key_shocks, 1 + i), shape)
+        if WALK_MULTIPLIERS_AHEAD.get(side) in params:
+            steps = steps * params[WALK_MULTIPLIERS_AHEAD[side]][None, :, None]
+        latent[PanelSite.future(steps_site)] = steps
     return jax.tree.map(lambda values: jnp.moveaxis(values, 0, -1), latent) if draws_last else latent
 
 

@@ -136,6 +136,10 @@ SHOCK_SCALES_AHEAD = "shock_scales_ahead"
 # A fitted model's scale of the series' own level walk ahead, estimated after the fit (``tasks.model.walk_scales``);
 # a model without it draws the walk's steps ahead at its guide's scale.
 LEVEL_SCALE_AHEAD = "level_scale_ahead"
+# A fitted model's multipliers of the store and product walks' scales ahead, one per store or product, estimated
+# after the fit (``tasks.model.walk_scales.group_walk_multipliers``); a model without them draws every group's steps
+# ahead at its walk's one scale.
+WALK_MULTIPLIERS_AHEAD = {STORE_SIDE: "store_walk_multipliers_ahead", PRODUCT_SIDE: "product_walk_multipliers_ahead"}
 
 # Level walks shared by the series of the chain, of a store or of a product: side -> (steps site, scale site)
 WALK_SITES = {

@@ -33,7 +33,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from tasks.model.inference import Params
-from tasks.model.panel import LEVEL_SCALE_AHEAD, PanelInputs, PanelSite, PanelStructure
+from tasks.model.panel import (
+    LEVEL_SCALE_AHEAD,
+    WALK_MULTIPLIERS_AHEAD,
+    WALK_SITES,
+    PanelInputs,
+    PanelSite,
+    PanelStructure,
+    layouts,
+)
 from tasks.model.shock_scales import SeriesBatch, batch_cell_terms, guide_centres, guide_median
 
 CHI2_1_MEDIAN = 0.454936  # the median of a chi-square with one degree of freedom: of z^2, z standard normal
@@ -104,3 +112,41 @@ def with_walk_scale_ahead(params: Params, scale: float | None) -> Params:
     if scale is None:
         return params
     return {**params, LEVEL_SCALE_AHEAD: np.asarray(scale, np.float32)}
+
+
+MIN_BLOCKS = 3  # history blocks below which a group's steps say too little of its drift: every group keeps the walk's scale
+
+
+def group_walk_multipliers(params: Params, structure: PanelStructure, with_data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each store's and product's multiplier of its walk's scale ahead (side -> [G]), for the store and product
+    walks of ``structure``: how far the group's own level moved in the history against the typical group's.
+
+    A walk has one scale for all its groups, but a small department drifts further than a large one (on walmart the
+    smaller half of the departments' totals had log errors of sd 0.109 where the forecast said 0.077, the larger half
+    0.051 against 0.068). The fit's non-centred steps of a group say how far it moved: m_g^2 is the mean over the
+    history's blocks of their second moment under the guide (loc^2 + scale^2), over the median of those of the groups
+    with data (``with_data``: side -> bool [G]); groups without data, and every group of a history under
+    ``MIN_BLOCKS`` blocks, keep 1. The median keeps a typical group at the walk's scale; a group whose steps the data
+    do not pin keeps its prior's second moment (1) and is drawn at least as wide as the typical one.
+    """
+    if structure.n_past_blocks < MIN_BLOCKS:
+        return {}
+    real = layouts(structure)[0]
+    loc, scale = (real.unpack(np.asarray(params[f"{PanelSite.GLOBALS}.{part}"], np.float64)) for part in ("loc", "scale"))
+    multipliers = {}
+    for side in structure.level_walks:
+        if side not in WALK_MULTIPLIERS_AHEAD:
+            continue
+        site = WALK_SITES[side][0]
+        moment = np.mean(loc[site] ** 2 + scale[site] ** 2, axis=1)
+        seen = np.asarray(with_data[side], bool)
+        if not seen.any():
+            continue
+        ratio = np.where(seen, moment / np.median(moment[seen]), 1.0)
+        multipliers[side] = np.sqrt(ratio).astype(np.float32)
+    return multipliers
+
+
+def with_group_walk_multipliers(params: Params, multipliers: dict[str, np.ndarray]) -> Params:
+    """``params`` with each side's ``WALK_MULTIPLIERS_AHEAD`` entry."""
+    return {**params, **{WALK_MULTIPLIERS_AHEAD[side]: values for side, values in multipliers.items()}}
