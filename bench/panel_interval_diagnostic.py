@@ -87,13 +87,28 @@ def series_cells(encoded, actual: pl.DataFrame, model, number: int) -> pl.DataFr
     s, t = pb.future_cells(encoded, actual)
     y = actual[n.TARGET].cast(pl.Float64).fill_null(np.nan).to_numpy()
     inside = bands(y, model.quantiles, model.levels, (s, t))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        error = np.log(y / np.sqrt(inside["q05"] * inside["q95"]))  # against the 90% interval's geometric centre
     return actual.with_columns(
-        *(pl.Series(name, inside[name]) for name in ("in50", "in90", "below5", "above95", "q05", "q95")),
+        *(pl.Series(name, inside[name]) for name in ("in50", "in90", "below5", "above95")),
+        pl.Series("log_error", error),
+        pl.Series("predicted_sd", predicted_sd(inside)),
         pl.Series("forecast_mean", np.asarray(model.mean)[s, t]),
         pl.Series("series", s),
         pl.Series("step", t),
         pl.lit(number).alias("origin_number"),
     ).filter(pl.col(n.TARGET).is_not_null())
+
+
+def predicted_sd(inside: dict[str, np.ndarray]) -> np.ndarray:
+    """The spread ``bands``' 90% bounds say: (log q95 - log q05) / 3.29, a normal's sd on the log scale."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log(inside["q95"] / inside["q05"]) / 3.29
+
+
+FINITE = pl.col("log_error").is_finite() & pl.col("predicted_sd").is_finite()
+# The log errors' spread as a normal's sd, robust to the few cells far out: their median absolute value over 0.6745.
+ROBUST_ERROR_SD = pl.col("log_error").filter(FINITE).abs().median() / 0.6745
 
 
 def aggregate_bands(level, s: np.ndarray, t: np.ndarray, y: np.ndarray, n_periods: int, model) -> tuple:
@@ -114,7 +129,7 @@ def aggregate_cells(encoded, actual: pl.DataFrame, aggregates, model, number: in
     for level in aggregates:
         g, tt, value, inside = aggregate_bands(level, s, t, y, encoded.future.n_periods, model)
         with np.errstate(divide="ignore", invalid="ignore"):
-            error, spread = np.log(value / model.aggregates[level.name][0][g, tt]), np.log(inside["q95"] / inside["q05"]) / 3.29
+            error, spread = np.log(value / model.aggregates[level.name][0][g, tt]), predicted_sd(inside)
         frames.append(
             pl.DataFrame({
                 "level": level.name, "group": g, "step": tt, "origin_number": number, "in50": inside["in50"],
@@ -175,11 +190,10 @@ def print_chance(table: pl.DataFrame, chance: list[dict[str, np.ndarray]]) -> No
 
 def print_aggregates(cells: pl.DataFrame) -> None:
     print("aggregates: coverage in the first and last period of the horizon; sd of the log errors against the predicted")
-    finite = pl.col("log_error").is_finite() & pl.col("predicted_sd").is_finite()
     for level in cells["level"].unique(maintain_order=True):
         rows = cells.filter(pl.col("level") == level)
         first, last = (rows.filter(pl.col("step") == step) for step in (rows["step"].min(), rows["step"].max()))
-        spread = rows.filter(finite).select(pl.col("log_error").std(), pl.col("predicted_sd").mean()).row(0)
+        spread = rows.filter(FINITE).select(pl.col("log_error").std(), pl.col("predicted_sd").mean()).row(0)
         print(
             f"  {level:<14} first {first['in50'].mean():.3f} / {first['in90'].mean():.3f}  last {last['in50'].mean():.3f} / "
             f"{last['in90'].mean():.3f}  log error sd {spread[0]:.4f}, predicted {spread[1]:.4f}"
@@ -189,9 +203,8 @@ def print_aggregates(cells: pl.DataFrame) -> None:
     halves = cells.with_columns(size.alias("size")).with_columns(
         (pl.col("size") > pl.col("size").median().over("level")).alias("larger")
     )
-    robust_sd = pl.col("log_error").filter(finite).abs().median() / 0.6745
     table = halves.group_by("level", "larger").agg(
-        pl.col("in50").mean(), pl.col("in90").mean(), pl.col("predicted_sd").filter(finite).median(), robust_sd.alias("error_sd")
+        pl.col("in50").mean(), pl.col("in90").mean(), pl.col("predicted_sd").filter(FINITE).median(), ROBUST_ERROR_SD.alias("error_sd")
     )
     for level in cells["level"].unique(maintain_order=True):
         rows = {r["larger"]: r for r in table.filter(pl.col("level") == level).iter_rows(named=True)}
@@ -220,18 +233,16 @@ def print_coverage(cells: pl.DataFrame, by: str) -> None:
 
 def print_by_size(cells: pl.DataFrame, n_bins: int = 5) -> None:
     """Series coverage by quintile of each series' mean forecast over its origin's horizon (the forecast's own size,
-    not the outcome's), and the predicted log-scale spread against the log errors' (``bands``' 90% bounds)."""
+    not the outcome's), and the predicted log-scale spread against the log errors' (cells whose actual and 5% quantile
+    are above 0)."""
     size = pl.col("forecast_mean").mean().over("series", "origin_number")
     cells = cells.with_columns(size.alias("size")).with_columns(
-        (pl.col("size").rank("ordinal") * n_bins / pl.len()).ceil().clip(1, n_bins).cast(pl.Int8).alias("size_bin"),
-        ((pl.col("q95") / pl.col("q05")).log() / 3.29).alias("predicted_sd"),
-        (pl.col(n.TARGET) / (pl.col("q05") * pl.col("q95")).sqrt()).log().alias("log_error"),
+        (pl.col("size").rank("ordinal") * n_bins / pl.len()).ceil().clip(1, n_bins).cast(pl.Int8).alias("size_bin")
     )
-    positive = (pl.col(n.TARGET) > 0) & (pl.col("q05") > 0)
     table = cells.group_by("size_bin").agg(
         pl.len().alias("rows"), pl.col("size").min().alias("from"), pl.col("in50").mean(), pl.col("in90").mean(),
-        pl.col("below5").mean(), pl.col("above95").mean(), pl.col("predicted_sd").filter(positive).median(),
-        (pl.col("log_error").filter(positive).abs().median() / 0.6745).alias("error_sd"),
+        pl.col("below5").mean(), pl.col("above95").mean(), pl.col("predicted_sd").filter(FINITE).median(),
+        ROBUST_ERROR_SD.alias("error_sd"),
     )  # fmt: skip
     print(f"series coverage by size ({n_bins} bins of the series' mean forecast; log-scale sd predicted and realised):")
     for row in table.sort("size_bin").iter_rows(named=True):

@@ -338,7 +338,7 @@ class PanelFitConfig(BaseModel):
         " amounts, shared for units",
     )
 
-    def group_walk_multipliers(self, target_kind: str) -> bool:
+    def group_walk_scales(self, target_kind: str) -> bool:
         """Whether a fit of a ``target_kind`` target gives each store's and product's walk ahead its own multiple of the
         walk's scale. 'auto' does for amounts, where it was measured (walmart, EVALUATION.md); the unit data sets keep
         the shared scale (OJ has no store or product walks; the M5 shape's were not measured with it)."""

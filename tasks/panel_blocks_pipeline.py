@@ -108,7 +108,7 @@ def fit_blocks(
         result = with_moment_walk_scale(result, structure, block_batches(series_blocks, shared))
     return fitted_panel(
         result, structure, blocks.encoding, blocks.dims, blocks.spec, basis, scan.counts > 0, info,
-        config.group_walk_multipliers(blocks.spec.target_kind),
+        config.group_walk_scales(blocks.spec.target_kind),
     )  # fmt: skip
 
 

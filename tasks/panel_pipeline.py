@@ -200,16 +200,23 @@ def _censoring(arrays: PanelArrays | None) -> dict[str, jnp.ndarray]:
     return {"censored": jnp.asarray(arrays.censored), "censored_periods": jnp.asarray(censored_periods(arrays.censored))}
 
 
+def _series_codes(dims: Dimensions, side: str) -> np.ndarray:
+    return dims.series_store if side == STORE_SIDE else dims.series_product
+
+
+def _groups_with_data(member: np.ndarray, size: int, has_data: np.ndarray) -> np.ndarray:
+    """bool [size]: the groups (``member``: each series' group) with a series that has an observed cell."""
+    seen = np.zeros(size, bool)
+    seen[np.asarray(member)[has_data]] = True
+    return seen
+
+
 def walk_groups_with_data(dims: Dimensions, has_data: np.ndarray, structure: PanelStructure) -> dict[str, np.ndarray]:
-    """Side -> bool [G]: the stores and products with a series that has an observed cell (``has_data``)."""
-    out = {}
-    for side in (STORE_SIDE, PRODUCT_SIDE):
-        if side in structure.level_walks:
-            codes = dims.series_store if side == STORE_SIDE else dims.series_product
-            seen = np.zeros(structure.n_groups(side), bool)
-            seen[np.asarray(codes)[has_data]] = True
-            out[side] = seen
-    return out
+    """Side -> bool [G]: the stores and products (of the walks ``structure`` has) with data."""
+    return {
+        side: _groups_with_data(_series_codes(dims, side), structure.n_groups(side), has_data)
+        for side in (STORE_SIDE, PRODUCT_SIDE) if side in structure.level_walks
+    }  # fmt: skip
 
 
 def unobserved_groups(dims: Dimensions, has_data: np.ndarray, structure: PanelStructure) -> dict[str, np.ndarray]:
@@ -217,9 +224,7 @@ def unobserved_groups(dims: Dimensions, has_data: np.ndarray, structure: PanelSt
     rows = {}
     for side, level, size, _ in structure.group_sites():
         groups = dims.store_groups if side == STORE_SIDE else dims.product_groups
-        member = groups[level][dims.series_store if side == STORE_SIDE else dims.series_product]
-        seen = np.zeros(size, bool)
-        seen[member[has_data]] = True
+        seen = _groups_with_data(groups[level][_series_codes(dims, side)], size, has_data)
         rows[f"{PanelSite.group_raw(side, level)}"] = np.flatnonzero(~seen)
     return rows
 
@@ -267,7 +272,7 @@ def fit_encoded(
     result = replace(result, params=first_series(result.params, n_series))
     return fitted_panel(
         result, structure, encoded.encoding, encoded.dims, spec, basis, history.observed.any(axis=1), info,
-        config.group_walk_multipliers(spec.target_kind),
+        config.group_walk_scales(spec.target_kind),
     )  # fmt: skip
 
 
@@ -304,7 +309,7 @@ def with_moment_walk_scale(result: FitResult, structure: PanelStructure, batches
 
 def fitted_panel(
     result: FitResult, structure: PanelStructure, encoding: PanelEncoding, dims: Dimensions, spec: PanelSpec, basis: np.ndarray,
-    has_data: np.ndarray, info: dict | None, group_walks: bool = False,
+    has_data: np.ndarray, info: dict | None, group_walks: bool,
 ) -> tuple[FittedPanel, FitResult]:
     """A global fit's model: series and groups without data at their prior, the fit's summary in its info; with
     ``group_walks``, each store's and product's multiple of its walk's scale ahead (``group_walk_multipliers``)."""
@@ -327,9 +332,9 @@ def fitted_panel(
     if LEVEL_SCALE_AHEAD in params:
         fit_info["level_scale_ahead"] = float(params[LEVEL_SCALE_AHEAD])
     for side, values in multipliers.items():
-        fit_info[f"{side}_walk_multipliers_ahead"] = {q: float(np.quantile(values, p)) for q, p in (("min", 0), ("median", 0.5), ("max", 1))}
-        log.info("%s walks ahead: each %s's multiple of the walk's scale, %.2f to %.2f (median %.2f)", side, side, *(
-            fit_info[f"{side}_walk_multipliers_ahead"][q] for q in ("min", "max", "median")))  # fmt: skip
+        low, median, high = (float(q) for q in np.quantile(values, [0.0, 0.5, 1.0]))
+        fit_info[f"{side}_walk_multipliers_ahead"] = {"min": low, "median": median, "max": high}
+        log.info("%s walks ahead: each %s's multiple of the walk's scale, %.2f to %.2f (median %.2f)", side, side, low, high, median)
     fitted = FittedPanel(params=params, structure=structure, encoding=encoding, spec=spec, shock_basis=basis, info={**(info or {}), **fit_info})
     return fitted, replace(result, params=params)
 
@@ -345,14 +350,14 @@ def aggregate_levels(tables: PanelTables, encoded: EncodedPanelData) -> tuple[Ag
             levels.append(AggregateLevel(name, (TOTAL,), np.zeros(encoding.n_series, np.int64)))
         elif column is None:
             keys = encoding.store_keys if side == STORE_SIDE else encoding.product_keys
-            codes = dims.series_store if side == STORE_SIDE else dims.series_product
+            codes = _series_codes(dims, side)
             levels.append(AggregateLevel(name, tuple(keys), codes.astype(np.int64)))
         else:
             groups = encoding.store_groups if side == STORE_SIDE else encoding.product_groups
             codes_by_key = (dims.store_groups if side == STORE_SIDE else dims.product_groups)[
                 spec.hierarchy_levels(side).index(column) + 1
             ]
-            per_series = codes_by_key[dims.series_store if side == STORE_SIDE else dims.series_product]
+            per_series = codes_by_key[_series_codes(dims, side)]
             levels.append(AggregateLevel(name, groups[column], per_series.astype(np.int64)))
     return tuple(levels)
 

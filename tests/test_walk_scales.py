@@ -214,5 +214,5 @@ def test_a_fit_on_amounts_carries_its_groups_multiples_and_a_saved_model_keeps_t
         on_progress=lambda p: None,
     )  # fmt: skip
     assert not any(name in shared.params for name in WALK_MULTIPLIERS_AHEAD.values())
-    assert PanelFitConfig().group_walk_multipliers("amount") and not PanelFitConfig().group_walk_multipliers("units")
-    assert PanelFitConfig(group_walk_scales_ahead="groups").group_walk_multipliers("units")
+    assert PanelFitConfig().group_walk_scales("amount") and not PanelFitConfig().group_walk_scales("units")
+    assert PanelFitConfig(group_walk_scales_ahead="groups").group_walk_scales("units")

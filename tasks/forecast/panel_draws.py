@@ -95,8 +95,9 @@ def _draw_globals(params: Params, key: jax.Array, structure: PanelStructure, num
         steps_site = WALK_SITES[side][0]
         shape = (num_draws, structure.n_groups(side), structure.n_future_blocks)
         steps = jax.random.normal(jax.random.fold_in(key_shocks, 1 + i), shape)
-        if WALK_MULTIPLIERS_AHEAD.get(side) in params:
-            steps = steps * params[WALK_MULTIPLIERS_AHEAD[side]][None, :, None]
+        multipliers = WALK_MULTIPLIERS_AHEAD.get(side)  # the chain's walk has none
+        if multipliers in params:
+            steps = steps * params[multipliers][None, :, None]
         latent[PanelSite.future(steps_site)] = steps
     return jax.tree.map(lambda values: jnp.moveaxis(values, 0, -1), latent) if draws_last else latent
 
